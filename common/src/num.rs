@@ -1,0 +1,139 @@
+//! Integer money: prices in ticks, quantities in lots, and the small enums every order carries.
+//!
+//! Decimals exist only at the JSON edge ([`crate::decimal`]); inside, a price is an `i64` count of
+//! the symbol's tick and a quantity a `u64` count of its lot, so arithmetic is exact and cheap.
+//! Every operation that could overflow is checked.
+
+use serde::{Deserialize, Serialize};
+
+/// A price as a whole number of the symbol's ticks.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Price(pub i64);
+
+/// A quantity as a whole number of the symbol's lots.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Qty(pub u64);
+
+/// Wall-clock nanoseconds since the Unix epoch, carried by a command (the book never reads a clock).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Price {
+    /// `self + rhs`, or `None` on overflow.
+    #[inline]
+    pub fn checked_add(self, rhs: i64) -> Option<Price> {
+        self.0.checked_add(rhs).map(Price)
+    }
+
+    /// `self - rhs`, or `None` on overflow.
+    #[inline]
+    pub fn checked_sub(self, rhs: i64) -> Option<Price> {
+        self.0.checked_sub(rhs).map(Price)
+    }
+
+    /// The price times a quantity, in ticks × lots. Cannot overflow: |i64| × u64 < 2^127.
+    #[inline]
+    pub fn notional(self, qty: Qty) -> i128 {
+        self.0 as i128 * qty.0 as i128
+    }
+}
+
+impl Qty {
+    /// The zero quantity.
+    pub const ZERO: Qty = Qty(0);
+
+    /// `self + rhs`, or `None` on overflow.
+    #[inline]
+    pub fn checked_add(self, rhs: Qty) -> Option<Qty> {
+        self.0.checked_add(rhs.0).map(Qty)
+    }
+
+    /// `self - rhs`, or `None` if `rhs` is larger.
+    #[inline]
+    pub fn checked_sub(self, rhs: Qty) -> Option<Qty> {
+        self.0.checked_sub(rhs.0).map(Qty)
+    }
+
+    /// True for the zero quantity.
+    #[inline]
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Which side of the book an order is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A bid: wants to buy.
+    Buy,
+    /// An ask: wants to sell.
+    Sell,
+}
+
+impl Side {
+    /// The other side.
+    #[inline]
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+
+    /// The lower-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "buy",
+            Side::Sell => "sell",
+        }
+    }
+}
+
+/// Whether an order names a price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderType {
+    /// Trades at its price or better; the rest may rest.
+    Limit,
+    /// Trades at any price inside the symbol's band; never rests.
+    Market,
+}
+
+/// How long an order's unfilled rest lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till canceled: the remainder rests.
+    Gtc,
+    /// Immediate or cancel: the remainder is canceled.
+    Ioc,
+    /// Fill or kill: all of it trades at once or the order is rejected untouched.
+    Fok,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_arithmetic_reports_overflow() {
+        assert_eq!(Price(i64::MAX).checked_add(1), None);
+        assert_eq!(Price(i64::MIN).checked_sub(1), None);
+        assert_eq!(Price(5).checked_add(-7), Some(Price(-2)));
+        assert_eq!(Qty(3).checked_sub(Qty(4)), None);
+        assert_eq!(Qty(u64::MAX).checked_add(Qty(1)), None);
+        assert_eq!(Price(i64::MIN).notional(Qty(u64::MAX)), -(1i128 << 63) * u64::MAX as i128);
+        assert_eq!(Price(-3).notional(Qty(4)), -12);
+    }
+
+    #[test]
+    fn sides_flip() {
+        assert_eq!(Side::Buy.opposite(), Side::Sell);
+        assert_eq!(Side::Sell.opposite().as_str(), "buy");
+    }
+}
