@@ -1,1 +1,25 @@
-//! placeholder
+//! Trading Lab's matching engine (DESIGN.md §3): a price-time priority book as a pure,
+//! synchronous state machine — `apply(command) -> events` — with no I/O, no clock, no floats and
+//! no allocation on the hot path once warmed up. Threads, rings and Kafka live around it.
+//!
+//! The same command stream always produces byte-identical events, which is what makes recovery
+//! by replaying the `orders` log possible.
+//!
+//! # Layout
+//! - [`engine`]: [`Engine`], every book of one matcher, and the order-id index.
+//! - [`book`]: one symbol's [`Book`]: the matching rules.
+//! - [`ladder`]: one side's price levels, best last.
+//! - [`slab`]: resting orders with intrusive FIFO links.
+//! - [`clients`]: duplicate client order id protection.
+//! - [`emit`]: event ids and per-symbol sequence numbers.
+#![forbid(unsafe_code)]
+
+pub mod book;
+pub mod clients;
+pub mod emit;
+pub mod engine;
+pub mod ladder;
+pub mod slab;
+
+pub use book::{Book, Capacity, Depth, RestingOrder, MAX_ORDER_QTY};
+pub use engine::Engine;

@@ -1,0 +1,677 @@
+//! One symbol's order book: price-time priority matching as a pure state machine.
+//!
+//! A book is two [`Ladder`]s of price levels over a [`Slab`] of resting orders, a [`Tape`] that
+//! numbers its events, and the [`ClientIds`] in use. Commands arrive through [`crate::Engine`],
+//! which owns the order-id index shared by all books. Nothing here reads a clock, allocates in
+//! steady state, or formats text.
+//!
+//! Rules (DESIGN.md §3, README "Matching rules"):
+//! - Best price first, then arrival time. A fill trades at the resting (maker) order's price.
+//! - Self-trade prevention, "cancel resting": when an order would trade with a resting order of
+//!   the same account, the resting order is canceled (`self_trade`) and matching goes on. The
+//!   shared `anonymous` account is exempt.
+//! - The price band: a limit price must lie within `band_bps` of the reference price, which is
+//!   the last trade price (or the configured or admin-set reference before any trade). A market
+//!   order trades no further than the band's edge.
+//! - Market orders never rest: what they cannot fill at once is canceled (`unfilled`), as is an
+//!   IOC order's remainder. FOK orders trade in full at once or are rejected untouched. Post-only
+//!   orders that would take are rejected untouched.
+
+use common::{
+    Account, CancelReason, ClientOrderId, EventKind, NewOrder, OrderId, OrderType, Price, Qty, RejectReason,
+    Replace, Side, SymbolId, SymbolSpec, TimeInForce,
+};
+use rustc_hash::FxHashMap;
+
+use crate::clients::ClientIds;
+use crate::emit::{Emitter, Tape};
+use crate::ladder::Ladder;
+use crate::slab::{Node, Slab, NIL};
+
+/// Largest quantity one order may have at the book, in lots: keeps level totals far from
+/// overflowing a `u64` however many orders share a level.
+pub const MAX_ORDER_QTY: Qty = Qty(1 << 32);
+
+/// Where a resting order lives: its book and its slot there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    /// The book's symbol index.
+    pub symbol: u32,
+    /// The order's slot in that book's slab.
+    pub slot: u32,
+}
+
+/// Exchange order id → location, for every resting order of every book.
+pub type OrderIndex = FxHashMap<OrderId, Loc>;
+
+/// How much room a book reserves up front.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    /// Resting orders per book before its slab grows.
+    pub orders: usize,
+    /// Price levels per side before the ladder grows.
+    pub levels: usize,
+    /// Ended client order ids remembered per book for duplicate protection.
+    pub client_window: usize,
+}
+
+impl Default for Capacity {
+    fn default() -> Capacity {
+        Capacity { orders: 1 << 16, levels: 1 << 12, client_window: 1 << 14 }
+    }
+}
+
+/// A resting order as seen from outside the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestingOrder {
+    /// Its exchange id.
+    pub id: OrderId,
+    /// Bid or ask.
+    pub side: Side,
+    /// Its limit price.
+    pub price: Price,
+    /// Its open quantity.
+    pub leaves: Qty,
+    /// Its owner.
+    pub account: Account,
+    /// Its client id.
+    pub client_order_id: ClientOrderId,
+}
+
+/// Top-of-book levels at a sequence number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Depth {
+    /// The symbol's last event sequence number when the snapshot was taken.
+    pub seq: u64,
+    /// Bid levels, best first: (price, total open quantity).
+    pub bids: Vec<(Price, Qty)>,
+    /// Ask levels, best first.
+    pub asks: Vec<(Price, Qty)>,
+}
+
+/// The incoming side of a match.
+struct Taker {
+    id: OrderId,
+    side: Side,
+    account: Account,
+    client_order_id: ClientOrderId,
+    /// The worst price it accepts (its limit, or the band's edge for a market order).
+    limit: Price,
+    leaves: Qty,
+}
+
+/// One symbol's book.
+#[derive(Debug)]
+pub struct Book {
+    /// Numbers this symbol's events.
+    tape: Tape,
+    /// Half-width of the price band in basis points of the reference (0: no band).
+    band_bps: u32,
+    /// The band's centre: the last trade price, or the configured/admin reference before one.
+    reference: Price,
+    /// Halted books refuse new orders and replaces, and accept cancels.
+    halted: bool,
+    /// Buy orders.
+    bids: Ladder,
+    /// Sell orders.
+    asks: Ladder,
+    /// Resting orders.
+    slab: Slab,
+    /// Client ids of open and recent orders.
+    clients: ClientIds,
+}
+
+/// True if an order on `side` with limit `limit` trades against a resting order at `resting`.
+#[inline]
+fn crosses(side: Side, limit: Price, resting: Price) -> bool {
+    match side {
+        Side::Buy => resting <= limit,
+        Side::Sell => resting >= limit,
+    }
+}
+
+/// Self-trade prevention applies between two orders of this pair of owners.
+#[inline]
+fn self_trade(taker: &Account, maker: &Account) -> bool {
+    taker == maker && !taker.is_anonymous()
+}
+
+impl Book {
+    /// An empty book for `symbol`.
+    pub fn new(symbol: SymbolId, spec: &SymbolSpec, capacity: Capacity) -> Book {
+        Book {
+            tape: Tape { symbol, seq: 0 },
+            band_bps: spec.band_bps,
+            reference: spec.reference,
+            halted: false,
+            bids: Ladder::with_capacity(Side::Buy, capacity.levels),
+            asks: Ladder::with_capacity(Side::Sell, capacity.levels),
+            slab: Slab::with_capacity(capacity.orders),
+            clients: ClientIds::new(capacity.orders, capacity.client_window),
+        }
+    }
+
+    /// The symbol.
+    pub fn symbol(&self) -> SymbolId {
+        self.tape.symbol
+    }
+
+    /// The last sequence number used.
+    pub fn seq(&self) -> u64 {
+        self.tape.seq
+    }
+
+    /// The band's centre.
+    pub fn reference(&self) -> Price {
+        self.reference
+    }
+
+    /// Whether the symbol is halted.
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Number of resting orders.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True if no order rests.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    fn ladder(&self, side: Side) -> &Ladder {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    /// Best bid: (price, total open quantity there).
+    pub fn best_bid(&self) -> Option<(Price, Qty)> {
+        self.bids.best().map(|l| (l.price, l.qty))
+    }
+
+    /// Best ask: (price, total open quantity there).
+    pub fn best_ask(&self) -> Option<(Price, Qty)> {
+        self.asks.best().map(|l| (l.price, l.qty))
+    }
+
+    /// The top `n` levels of each side, with the sequence number they are at.
+    pub fn depth(&self, n: usize) -> Depth {
+        let side = |l: &Ladder| l.levels.iter().rev().take(n).map(|l| (l.price, l.qty)).collect();
+        Depth { seq: self.tape.seq, bids: side(&self.bids), asks: side(&self.asks) }
+    }
+
+    /// Every resting order of a side, best level first, in queue order within a level.
+    pub fn orders(&self, side: Side) -> Vec<RestingOrder> {
+        let mut all = Vec::new();
+        for level in self.ladder(side).levels.iter().rev() {
+            let mut slot = level.head;
+            while slot != NIL {
+                all.push(self.resting(slot));
+                slot = self.slab[slot].next;
+            }
+        }
+        all
+    }
+
+    /// The resting order in `slot`.
+    pub fn resting(&self, slot: u32) -> RestingOrder {
+        let n = &self.slab[slot];
+        RestingOrder {
+            id: n.id,
+            side: n.side,
+            price: n.price,
+            leaves: n.leaves,
+            account: n.account,
+            client_order_id: n.client_order_id,
+        }
+    }
+
+    /// Total open quantity resting on both sides.
+    pub fn resting_qty(&self) -> u64 {
+        self.bids.totals().0 + self.asks.totals().0
+    }
+
+    /// The band's half-width in ticks around the current reference.
+    #[inline]
+    fn band(&self) -> i64 {
+        (i128::from(self.reference.0) * i128::from(self.band_bps) / 10_000) as i64
+    }
+
+    #[inline]
+    fn in_band(&self, price: Price) -> bool {
+        self.band_bps == 0 || (i128::from(price.0) - i128::from(self.reference.0)).abs() <= i128::from(self.band())
+    }
+
+    /// The worst price a market order on `side` may trade at.
+    #[inline]
+    fn market_limit(&self, side: Side) -> Price {
+        match (side, self.band_bps) {
+            (Side::Buy, 0) => Price(i64::MAX),
+            (Side::Sell, 0) => Price(i64::MIN),
+            (Side::Buy, _) => Price(self.reference.0.saturating_add(self.band())),
+            (Side::Sell, _) => Price(self.reference.0.saturating_sub(self.band())),
+        }
+    }
+
+    fn reject(&mut self, em: &mut Emitter<'_>, order_id: OrderId, account: Account, reason: RejectReason) {
+        let kind = EventKind::Rejected { order_id, account, client_order_id: None, reason, qty: Qty::ZERO };
+        self.tape.emit(em, kind);
+    }
+
+    fn reject_new(&mut self, em: &mut Emitter<'_>, id: OrderId, o: &NewOrder, reason: RejectReason) {
+        let kind = EventKind::Rejected {
+            order_id: id,
+            account: o.account,
+            client_order_id: Some(o.client_order_id),
+            reason,
+            qty: o.qty,
+        };
+        self.tape.emit(em, kind);
+    }
+
+    /// Applies a new order with exchange id `id`.
+    pub fn new_order(&mut self, id: OrderId, o: &NewOrder, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        if self.halted {
+            return self.reject_new(em, id, o, RejectReason::Halted);
+        }
+        let well_formed = !o.qty.is_zero()
+            && o.qty <= MAX_ORDER_QTY
+            && match o.order_type {
+                OrderType::Limit => o.price.is_some_and(|p| p.0 > 0),
+                OrderType::Market => o.price.is_none() && !o.post_only,
+            }
+            && (!o.post_only || o.tif == TimeInForce::Gtc);
+        if !well_formed {
+            return self.reject_new(em, id, o, RejectReason::InvalidOrder);
+        }
+        let key = (o.account, o.client_order_id);
+        if self.clients.contains(&key) {
+            return self.reject_new(em, id, o, RejectReason::DuplicateClientOrderId);
+        }
+        if index.contains_key(&id) {
+            return self.reject_new(em, id, o, RejectReason::DuplicateOrderId);
+        }
+        let limit = match o.price {
+            Some(price) if !self.in_band(price) => return self.reject_new(em, id, o, RejectReason::PriceBand),
+            Some(price) => price,
+            None => self.market_limit(o.side),
+        };
+        let mut taker = Taker {
+            id,
+            side: o.side,
+            account: o.account,
+            client_order_id: o.client_order_id,
+            limit,
+            leaves: o.qty,
+        };
+        let opposite = self.ladder(o.side.opposite());
+        let crossing = opposite.best().is_some_and(|l| crosses(o.side, limit, l.price));
+        if o.post_only && crossing {
+            return self.reject_new(em, id, o, RejectReason::PostOnlyWouldTake);
+        }
+        if o.tif == TimeInForce::Fok && !self.fillable(&taker) {
+            return self.reject_new(em, id, o, RejectReason::FokUnfillable);
+        }
+        self.tape.emit(
+            em,
+            EventKind::Accepted {
+                order_id: id,
+                account: o.account,
+                client_order_id: o.client_order_id,
+                side: o.side,
+                order_type: o.order_type,
+                tif: o.tif,
+                post_only: o.post_only,
+                price: o.price,
+                qty: o.qty,
+            },
+        );
+        self.clients.open(key);
+        if crossing {
+            self.take(&mut taker, index, em);
+        }
+        if taker.leaves.is_zero() {
+            self.clients.close(key);
+        } else if o.order_type == OrderType::Limit && o.tif == TimeInForce::Gtc {
+            let node = Node {
+                id,
+                price: limit,
+                leaves: taker.leaves,
+                account: o.account,
+                client_order_id: o.client_order_id,
+                prev: NIL,
+                next: NIL,
+                side: o.side,
+                post_only: o.post_only,
+            };
+            let slot = self.slab.insert(node);
+            index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
+            self.link(slot, em);
+        } else {
+            let kind = EventKind::Canceled { order_id: id, qty: taker.leaves, reason: CancelReason::Unfilled };
+            self.tape.emit(em, kind);
+            self.clients.close(key);
+        }
+    }
+
+    /// Whether `taker` could fill in full right now (self-trade candidates don't count).
+    fn fillable(&self, taker: &Taker) -> bool {
+        let mut need = taker.leaves.0;
+        for level in self.ladder(taker.side.opposite()).levels.iter().rev() {
+            if need == 0 || !crosses(taker.side, taker.limit, level.price) {
+                break;
+            }
+            if taker.account.is_anonymous() {
+                need = need.saturating_sub(level.qty.0);
+                continue;
+            }
+            let mut slot = level.head;
+            while slot != NIL && need > 0 {
+                let node = &self.slab[slot];
+                if !self_trade(&taker.account, &node.account) {
+                    need = need.saturating_sub(node.leaves.0);
+                }
+                slot = node.next;
+            }
+        }
+        need == 0
+    }
+
+    /// Matches `taker` against the opposite side while it crosses; the book's reference moves to
+    /// the last trade price.
+    fn take(&mut self, taker: &mut Taker, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        let Book { tape, reference, bids, asks, slab, clients, .. } = self;
+        let opposite = match taker.side {
+            Side::Buy => asks,
+            Side::Sell => bids,
+        };
+        let maker_side = opposite.side;
+        while !taker.leaves.is_zero() {
+            let Some(level) = opposite.levels.last_mut() else { break };
+            if !crosses(taker.side, taker.limit, level.price) {
+                break;
+            }
+            let price = level.price;
+            while level.head != NIL && !taker.leaves.is_zero() {
+                let slot = level.head;
+                let maker = slab[slot];
+                let ended = if self_trade(&taker.account, &maker.account) {
+                    level.qty = Qty(level.qty.0 - maker.leaves.0);
+                    let kind =
+                        EventKind::Canceled { order_id: maker.id, qty: maker.leaves, reason: CancelReason::SelfTrade };
+                    tape.emit(em, kind);
+                    true
+                } else {
+                    let qty = taker.leaves.min(maker.leaves);
+                    taker.leaves = Qty(taker.leaves.0 - qty.0);
+                    let maker_leaves = Qty(maker.leaves.0 - qty.0);
+                    slab[slot].leaves = maker_leaves;
+                    level.qty = Qty(level.qty.0 - qty.0);
+                    *reference = price;
+                    let fill = em.next_fill();
+                    let kind = EventKind::Fill {
+                        fill,
+                        maker: maker.id,
+                        taker: taker.id,
+                        taker_side: taker.side,
+                        price,
+                        qty,
+                        maker_leaves,
+                        taker_leaves: taker.leaves,
+                        maker_account: maker.account,
+                        maker_client_order_id: maker.client_order_id,
+                        taker_account: taker.account,
+                        taker_client_order_id: taker.client_order_id,
+                    };
+                    tape.emit(em, kind);
+                    maker_leaves.is_zero()
+                };
+                if ended {
+                    level.head = maker.next;
+                    if maker.next == NIL {
+                        level.tail = NIL;
+                    } else {
+                        slab[maker.next].prev = NIL;
+                    }
+                    level.count -= 1;
+                    index.remove(&maker.id);
+                    clients.close((maker.account, maker.client_order_id));
+                    slab.remove(slot);
+                }
+            }
+            let (qty, orders) = (level.qty, level.count);
+            tape.emit(em, EventKind::Level { side: maker_side, price, qty, orders });
+            if orders == 0 {
+                opposite.levels.pop();
+            }
+        }
+    }
+
+    /// Queues the order in `slot` at the back of its price level and reports the level.
+    fn link(&mut self, slot: u32, em: &mut Emitter<'_>) {
+        let Node { side, price, leaves, .. } = self.slab[slot];
+        let ladder = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        let i = ladder.level_at(price);
+        let level = &mut ladder.levels[i];
+        self.slab[slot].prev = level.tail;
+        self.slab[slot].next = NIL;
+        if level.tail == NIL {
+            level.head = slot;
+        } else {
+            self.slab[level.tail].next = slot;
+        }
+        level.tail = slot;
+        level.count += 1;
+        level.qty = Qty(level.qty.0 + leaves.0);
+        let (qty, orders) = (level.qty, level.count);
+        self.tape.emit(em, EventKind::Level { side, price, qty, orders });
+    }
+
+    /// Takes the order in `slot` out of its level's queue (the slot stays allocated) and
+    /// reports the level.
+    fn unlink(&mut self, slot: u32, em: &mut Emitter<'_>) {
+        let Node { side, price, leaves, prev, next, .. } = self.slab[slot];
+        let ladder = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        let Ok(i) = ladder.find(price) else {
+            debug_assert!(false, "resting order {slot} has no level at {price:?}");
+            return;
+        };
+        let level = &mut ladder.levels[i];
+        if prev == NIL {
+            level.head = next;
+        } else {
+            self.slab[prev].next = next;
+        }
+        if next == NIL {
+            level.tail = prev;
+        } else {
+            self.slab[next].prev = prev;
+        }
+        level.count -= 1;
+        level.qty = Qty(level.qty.0 - leaves.0);
+        let (qty, orders) = (level.qty, level.count);
+        if orders == 0 {
+            ladder.levels.remove(i);
+        }
+        self.tape.emit(em, EventKind::Level { side, price, qty, orders });
+    }
+
+    /// Removes a resting order without trading: a cancel of any kind.
+    fn remove(&mut self, slot: u32, reason: CancelReason, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        let node = self.slab[slot];
+        self.tape.emit(em, EventKind::Canceled { order_id: node.id, qty: node.leaves, reason });
+        self.unlink(slot, em);
+        self.forget(slot, index);
+    }
+
+    /// Frees an ended order's slot, index entry and client id.
+    fn forget(&mut self, slot: u32, index: &mut OrderIndex) {
+        let node = self.slab[slot];
+        index.remove(&node.id);
+        self.clients.close((node.account, node.client_order_id));
+        self.slab.remove(slot);
+    }
+
+    /// Cancels the order in `slot` at its owner's request.
+    pub fn cancel(&mut self, slot: u32, account: Account, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        let node = self.slab[slot];
+        if node.account != account {
+            return self.reject(em, node.id, account, RejectReason::NotOwner);
+        }
+        self.remove(slot, CancelReason::Requested, index, em);
+    }
+
+    /// Changes the price and/or open quantity of the order in `slot`.
+    pub fn replace(&mut self, slot: u32, r: &Replace, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        let node = self.slab[slot];
+        let reason = if node.account != r.account {
+            Some(RejectReason::NotOwner)
+        } else if self.halted {
+            Some(RejectReason::Halted)
+        } else if r.qty.is_zero() || r.qty > MAX_ORDER_QTY || r.price.0 <= 0 {
+            Some(RejectReason::InvalidOrder)
+        } else if r.price != node.price && !self.in_band(r.price) {
+            Some(RejectReason::PriceBand)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return self.reject(em, node.id, r.account, reason);
+        }
+        if r.price == node.price && r.qty <= node.leaves {
+            // Smaller (or equal) at the same price: keeps its place in the queue.
+            let kind = EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: true };
+            self.tape.emit(em, kind);
+            if r.qty != node.leaves {
+                let ladder = match node.side {
+                    Side::Buy => &mut self.bids,
+                    Side::Sell => &mut self.asks,
+                };
+                let Ok(i) = ladder.find(node.price) else {
+                    debug_assert!(false, "resting order {slot} has no level");
+                    return;
+                };
+                let level = &mut ladder.levels[i];
+                level.qty = Qty(level.qty.0 - (node.leaves.0 - r.qty.0));
+                let (qty, orders) = (level.qty, level.count);
+                self.slab[slot].leaves = r.qty;
+                self.tape.emit(em, EventKind::Level { side: node.side, price: node.price, qty, orders });
+            }
+            return;
+        }
+        let crossing = self.ladder(node.side.opposite()).best().is_some_and(|l| crosses(node.side, r.price, l.price));
+        if node.post_only && crossing {
+            return self.reject(em, node.id, r.account, RejectReason::PostOnlyWouldTake);
+        }
+        let kind = EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: false };
+        self.tape.emit(em, kind);
+        self.unlink(slot, em);
+        let mut taker = Taker {
+            id: node.id,
+            side: node.side,
+            account: node.account,
+            client_order_id: node.client_order_id,
+            limit: r.price,
+            leaves: r.qty,
+        };
+        if crossing {
+            self.take(&mut taker, index, em);
+        }
+        if taker.leaves.is_zero() {
+            self.forget(slot, index);
+        } else {
+            self.slab[slot].price = r.price;
+            self.slab[slot].leaves = taker.leaves;
+            self.link(slot, em);
+        }
+    }
+
+    /// Cancels every resting order of `account`: bids then asks, best level first, queue order.
+    pub fn mass_cancel(&mut self, account: Account, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        for side in [Side::Buy, Side::Sell] {
+            let mut i = self.ladder(side).levels.len();
+            while i > 0 {
+                i -= 1;
+                let mut slot = self.ladder(side).levels[i].head;
+                while slot != NIL {
+                    let next = self.slab[slot].next;
+                    if self.slab[slot].account == account {
+                        self.remove(slot, CancelReason::MassCancel, index, em);
+                    }
+                    slot = next;
+                }
+            }
+        }
+    }
+
+    /// Halts (`true`) or resumes (`false`) new orders.
+    pub fn set_halted(&mut self, halted: bool, em: &mut Emitter<'_>) {
+        self.halted = halted;
+        self.tape.emit(em, EventKind::Status { halted, reference: self.reference });
+    }
+
+    /// Moves the reference price, and with it the band.
+    pub fn set_reference(&mut self, price: Price, em: &mut Emitter<'_>) {
+        if price.0 <= 0 {
+            let cmd = em.cmd();
+            return self.reject(em, cmd, Account::anonymous(), RejectReason::InvalidOrder);
+        }
+        self.reference = price;
+        self.tape.emit(em, EventKind::Status { halted: self.halted, reference: price });
+    }
+
+    /// Checks every internal invariant; `Err` says which one broke. For tests.
+    pub fn validate(&self, index: &OrderIndex) -> Result<(), String> {
+        let mut live = 0;
+        for ladder in [&self.bids, &self.asks] {
+            for pair in ladder.levels.windows(2) {
+                if !ladder.better(pair[1].price, pair[0].price) {
+                    return Err(format!("{:?} levels out of order: {:?}", ladder.side, pair));
+                }
+            }
+            for level in &ladder.levels {
+                let (mut qty, mut count, mut prev, mut slot) = (0u64, 0u32, NIL, level.head);
+                while slot != NIL {
+                    let n = &self.slab[slot];
+                    if n.prev != prev || n.side != ladder.side || n.price != level.price || n.leaves.is_zero() {
+                        return Err(format!("bad node {n:?} at level {level:?}"));
+                    }
+                    let want = Loc { symbol: self.tape.symbol.0, slot };
+                    if index.get(&n.id) != Some(&want) {
+                        return Err(format!("index disagrees for {:?}", n.id));
+                    }
+                    if !self.clients.contains(&(n.account, n.client_order_id)) {
+                        return Err(format!("client id of {:?} not taken", n.id));
+                    }
+                    qty += n.leaves.0;
+                    count += 1;
+                    prev = slot;
+                    slot = n.next;
+                }
+                if count == 0 || level.tail != prev || level.count != count || level.qty.0 != qty {
+                    return Err(format!("level {level:?} disagrees with its orders ({count} orders, {qty} lots)"));
+                }
+                live += count as usize;
+            }
+        }
+        if live != self.slab.len() {
+            return Err(format!("{live} orders in levels, {} in the slab", self.slab.len()));
+        }
+        if let (Some((bid, _)), Some((ask, _))) = (self.best_bid(), self.best_ask()) {
+            if bid >= ask {
+                return Err(format!("crossed book: bid {bid:?} >= ask {ask:?}"));
+            }
+        }
+        Ok(())
+    }
+}

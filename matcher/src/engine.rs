@@ -1,0 +1,112 @@
+//! The engine: every book this matcher holds, behind one `apply(command) -> events`.
+//!
+//! Books sit in a `Vec` at their dense [`SymbolId`]; one index maps each resting order's exchange
+//! id to its book and slot, so a cancel finds its order in O(1) from the id alone (a cancel names
+//! no symbol: the id encodes only the partition).
+
+use common::{Account, Command, CommandKind, Event, EventKind, OrderId, Qty, RejectReason, SymbolId, SymbolTable};
+
+use crate::book::{Book, Capacity, OrderIndex, RestingOrder};
+use crate::emit::Emitter;
+
+/// All books of one matcher.
+#[derive(Debug)]
+pub struct Engine {
+    /// One book per configured symbol, at its symbol index.
+    books: Vec<Book>,
+    /// Resting order id → (book, slot).
+    index: OrderIndex,
+}
+
+impl Engine {
+    /// Empty books for every symbol of `table`, each with room for `capacity`.
+    pub fn new(table: &SymbolTable, capacity: Capacity) -> Engine {
+        let books: Vec<Book> = table.iter().map(|(id, spec)| Book::new(id, spec, capacity)).collect();
+        let index = OrderIndex::with_capacity_and_hasher(capacity.orders * books.len() * 2, Default::default());
+        Engine { books, index }
+    }
+
+    /// Applies one command, appending its events to `out` (which the caller clears and reuses).
+    pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
+        let mut em = Emitter::new(cmd.id, cmd.ts, out);
+        let index = &mut self.index;
+        match cmd.kind {
+            CommandKind::New(o) => match self.books.get_mut(o.symbol.0 as usize) {
+                Some(book) => book.new_order(cmd.id, &o, index, &mut em),
+                None => em.unsequenced(EventKind::Rejected {
+                    order_id: cmd.id,
+                    account: o.account,
+                    client_order_id: Some(o.client_order_id),
+                    reason: RejectReason::UnknownSymbol,
+                    qty: o.qty,
+                }),
+            },
+            CommandKind::Cancel(c) => match index.get(&c.order_id).copied() {
+                Some(loc) => self.books[loc.symbol as usize].cancel(loc.slot, c.account, index, &mut em),
+                None => unknown(&mut em, c.order_id, c.account, RejectReason::UnknownOrder),
+            },
+            CommandKind::Replace(r) => {
+                let loc = index.get(&r.order_id).copied().filter(|loc| loc.symbol == r.symbol.0);
+                match (loc, self.books.get_mut(r.symbol.0 as usize)) {
+                    (Some(loc), Some(book)) => book.replace(loc.slot, &r, index, &mut em),
+                    (None, Some(_)) => unknown(&mut em, r.order_id, r.account, RejectReason::UnknownOrder),
+                    (_, None) => unknown(&mut em, r.order_id, r.account, RejectReason::UnknownSymbol),
+                }
+            }
+            CommandKind::Halt { symbol } | CommandKind::Resume { symbol } => {
+                let halted = matches!(cmd.kind, CommandKind::Halt { .. });
+                match self.books.get_mut(symbol.0 as usize) {
+                    Some(book) => book.set_halted(halted, &mut em),
+                    None => unknown(&mut em, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
+                }
+            }
+            CommandKind::SetReference { symbol, price } => match self.books.get_mut(symbol.0 as usize) {
+                Some(book) => book.set_reference(price, &mut em),
+                None => unknown(&mut em, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
+            },
+            CommandKind::MassCancel { account } => {
+                for book in &mut self.books {
+                    book.mass_cancel(account, index, &mut em);
+                }
+            }
+        }
+    }
+
+    /// The book of a symbol.
+    pub fn book(&self, symbol: SymbolId) -> Option<&Book> {
+        self.books.get(symbol.0 as usize)
+    }
+
+    /// All books, in symbol order.
+    pub fn books(&self) -> &[Book] {
+        &self.books
+    }
+
+    /// A resting order by exchange id.
+    pub fn order(&self, id: OrderId) -> Option<(SymbolId, RestingOrder)> {
+        let loc = self.index.get(&id)?;
+        Some((SymbolId(loc.symbol), self.books[loc.symbol as usize].resting(loc.slot)))
+    }
+
+    /// Number of resting orders in all books.
+    pub fn resting_orders(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Checks every book's invariants and the index. For tests.
+    pub fn validate(&self) -> Result<(), String> {
+        for book in &self.books {
+            book.validate(&self.index)?;
+        }
+        let live: usize = self.books.iter().map(Book::len).sum();
+        if live != self.index.len() {
+            return Err(format!("{live} resting orders, {} index entries", self.index.len()));
+        }
+        Ok(())
+    }
+}
+
+/// Rejects a command whose symbol or order is not known here: no symbol, so no sequence number.
+fn unknown(em: &mut Emitter<'_>, order_id: OrderId, account: Account, reason: RejectReason) {
+    em.unsequenced(EventKind::Rejected { order_id, account, client_order_id: None, reason, qty: Qty::ZERO });
+}

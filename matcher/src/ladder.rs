@@ -1,0 +1,140 @@
+//! One side of a book: its price levels, sorted so the best price is last.
+//!
+//! Most activity is at or near the top of the book, so keeping the best level at the end of a
+//! `Vec` makes the common cases — trade against the best, add near the best, remove an emptied
+//! best — cheap pushes and pops, with no allocation once the `Vec` has its capacity.
+
+use common::{Price, Qty, Side};
+
+use crate::slab::NIL;
+
+/// The orders resting at one price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    /// The price.
+    pub price: Price,
+    /// Total open quantity of its orders.
+    pub qty: Qty,
+    /// How many orders rest here.
+    pub count: u32,
+    /// Oldest order: matched first.
+    pub head: u32,
+    /// Newest order: new arrivals queue behind it.
+    pub tail: u32,
+}
+
+/// The levels of one side, worst first, best last.
+#[derive(Debug)]
+pub struct Ladder {
+    /// Bids (highest price is best) or asks (lowest is best).
+    pub side: Side,
+    /// Sorted by [`Ladder::key`] ascending: the best level is `levels.last()`.
+    pub levels: Vec<Level>,
+}
+
+/// How many levels from the top a lookup scans before falling back to binary search.
+const LINEAR_SCAN: usize = 8;
+
+impl Ladder {
+    /// An empty side with room for `capacity` levels.
+    pub fn with_capacity(side: Side, capacity: usize) -> Ladder {
+        Ladder { side, levels: Vec::with_capacity(capacity) }
+    }
+
+    /// The sort key: larger is better on both sides.
+    #[inline]
+    fn key(&self, price: Price) -> i64 {
+        match self.side {
+            Side::Buy => price.0,
+            Side::Sell => -price.0,
+        }
+    }
+
+    /// True if `a` is a strictly better price than `b` for this side.
+    #[inline]
+    pub fn better(&self, a: Price, b: Price) -> bool {
+        self.key(a) > self.key(b)
+    }
+
+    /// The best level.
+    #[inline]
+    pub fn best(&self) -> Option<&Level> {
+        self.levels.last()
+    }
+
+    /// `Ok(index)` of the level at `price`, or `Err(index)` where it would be inserted.
+    #[inline]
+    pub fn find(&self, price: Price) -> Result<usize, usize> {
+        let key = self.key(price);
+        let len = self.levels.len();
+        // Near the top first: where most adds and cancels land.
+        let scan = len.min(LINEAR_SCAN);
+        for i in (len - scan..len).rev() {
+            let k = self.key(self.levels[i].price);
+            if k == key {
+                return Ok(i);
+            }
+            if k < key {
+                return Err(i + 1);
+            }
+        }
+        self.levels[..len - scan].binary_search_by_key(&key, |l| self.key(l.price))
+    }
+
+    /// The level at `price`, created empty if missing; returns its index.
+    #[inline]
+    pub fn level_at(&mut self, price: Price) -> usize {
+        match self.find(price) {
+            Ok(i) => i,
+            Err(i) => {
+                let level = Level { price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
+                self.levels.insert(i, level);
+                i
+            }
+        }
+    }
+
+    /// Total open quantity and order count on this side.
+    pub fn totals(&self) -> (u64, u64) {
+        self.levels.iter().fold((0, 0), |(q, c), l| (q + l.qty.0, c + u64::from(l.count)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prices(l: &Ladder) -> Vec<i64> {
+        l.levels.iter().map(|l| l.price.0).collect()
+    }
+
+    #[test]
+    fn best_is_last_on_both_sides() {
+        for (side, want) in [(Side::Buy, vec![1, 5, 9, 10, 20]), (Side::Sell, vec![20, 10, 9, 5, 1])] {
+            let mut l = Ladder::with_capacity(side, 4);
+            for p in [10, 5, 20, 1, 9, 10, 5] {
+                l.level_at(Price(p));
+            }
+            assert_eq!(prices(&l), want, "{side:?}");
+            assert_eq!(l.best().unwrap().price.0, *want.last().unwrap());
+        }
+    }
+
+    #[test]
+    fn find_agrees_with_a_plain_search_past_the_linear_window() {
+        let mut l = Ladder::with_capacity(Side::Buy, 64);
+        for p in (0..40).map(|i| i * 3) {
+            l.level_at(Price(p));
+        }
+        for p in -2..125 {
+            let plain = l.levels.iter().position(|x| x.price.0 >= p);
+            match l.find(Price(p)) {
+                Ok(i) => assert_eq!(l.levels[i].price.0, p),
+                Err(i) => assert_eq!(Some(i).filter(|&i| i < l.levels.len()), plain, "{p}"),
+            }
+        }
+        assert!(l.better(Price(5), Price(4)));
+        let asks = Ladder::with_capacity(Side::Sell, 1);
+        assert!(asks.better(Price(4), Price(5)));
+    }
+}

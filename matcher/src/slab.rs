@@ -1,0 +1,94 @@
+//! Resting orders in one pre-sized `Vec`, addressed by `u32` slot, linked into their price
+//! level's FIFO queue by intrusive `prev`/`next` slots. Freed slots are reused, so a book in
+//! steady state allocates nothing.
+
+use common::{Account, ClientOrderId, OrderId, Price, Qty, Side};
+
+/// "No slot": the end of a queue.
+pub const NIL: u32 = u32::MAX;
+
+/// One resting order.
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    /// Its exchange id.
+    pub id: OrderId,
+    /// Its limit price.
+    pub price: Price,
+    /// Its open quantity.
+    pub leaves: Qty,
+    /// Its owner: self-trade prevention and ownership checks.
+    pub account: Account,
+    /// Its client id: freed into the recent window when the order ends.
+    pub client_order_id: ClientOrderId,
+    /// The order ahead of it at its level, or [`NIL`].
+    pub prev: u32,
+    /// The order behind it at its level, or [`NIL`].
+    pub next: u32,
+    /// Which ladder it rests on.
+    pub side: Side,
+    /// Post-only: a replace that would cross is refused.
+    pub post_only: bool,
+}
+
+/// The order store of one book.
+#[derive(Debug)]
+pub struct Slab {
+    /// Slots, live or free.
+    nodes: Vec<Node>,
+    /// Free slots, reused last-freed first.
+    free: Vec<u32>,
+}
+
+impl Slab {
+    /// A slab that holds `capacity` orders before it first grows.
+    pub fn with_capacity(capacity: usize) -> Slab {
+        Slab { nodes: Vec::with_capacity(capacity), free: Vec::with_capacity(capacity) }
+    }
+
+    /// Stores a node, returning its slot.
+    #[inline]
+    pub fn insert(&mut self, node: Node) -> u32 {
+        match self.free.pop() {
+            Some(slot) => {
+                self.nodes[slot as usize] = node;
+                slot
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Gives a slot back.
+    #[inline]
+    pub fn remove(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+
+    /// Number of live orders.
+    pub fn len(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    /// True when no order is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::ops::Index<u32> for Slab {
+    type Output = Node;
+
+    #[inline]
+    fn index(&self, slot: u32) -> &Node {
+        &self.nodes[slot as usize]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Slab {
+    #[inline]
+    fn index_mut(&mut self, slot: u32) -> &mut Node {
+        &mut self.nodes[slot as usize]
+    }
+}
