@@ -27,12 +27,14 @@ pub struct ClientIds {
 impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones.
     pub fn new(open: usize, window: usize) -> ClientIds {
-        ClientIds {
-            taken: FxHashSet::with_capacity_and_hasher((open + window) * 2, Default::default()),
-            recent: Vec::with_capacity(window),
-            head: 0,
-            capacity: window,
-        }
+        let mut taken = FxHashSet::with_capacity_and_hasher((open + window) * 2, Default::default());
+        crate::prefault::set(&mut taken, |i| {
+            let id = ClientOrderId::new(&format!("{i:x}")).unwrap_or_else(|_| unreachable!("hex digits are valid"));
+            (Account::anonymous(), id)
+        });
+        let mut recent = Vec::with_capacity(window);
+        crate::prefault::vec(&mut recent, (Account::anonymous(), Account::anonymous()));
+        ClientIds { taken, recent, head: 0, capacity: window }
     }
 
     /// True if the id is open or recent.

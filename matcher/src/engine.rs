@@ -22,7 +22,8 @@ impl Engine {
     /// Empty books for every symbol of `table`, each with room for `capacity`.
     pub fn new(table: &SymbolTable, capacity: Capacity) -> Engine {
         let books: Vec<Book> = table.iter().map(|(id, spec)| Book::new(id, spec, capacity)).collect();
-        let index = OrderIndex::with_capacity_and_hasher(capacity.orders * books.len() * 2, Default::default());
+        let mut index = OrderIndex::with_capacity_and_hasher(capacity.orders * books.len() * 2, Default::default());
+        crate::prefault::map(&mut index, |i| (OrderId(i as u64), crate::book::Loc { symbol: 0, slot: 0 }));
         Engine { books, index }
     }
 

@@ -12,6 +12,7 @@
 //! - [`slab`]: resting orders with intrusive FIFO links.
 //! - [`clients`]: duplicate client order id protection.
 //! - [`emit`]: event ids and per-symbol sequence numbers.
+//! - `prefault`: touching pre-sized memory at start-up so the hot path takes no page faults.
 #![forbid(unsafe_code)]
 
 pub mod book;
@@ -19,6 +20,7 @@ pub mod clients;
 pub mod emit;
 pub mod engine;
 pub mod ladder;
+mod prefault;
 pub mod slab;
 
 pub use book::{Book, Capacity, Depth, RestingOrder, MAX_ORDER_QTY};

@@ -40,9 +40,24 @@ pub struct Slab {
 }
 
 impl Slab {
-    /// A slab that holds `capacity` orders before it first grows.
+    /// A slab that holds `capacity` orders before it first grows. Every slot is written now, so
+    /// the memory is faulted in at start-up rather than on the hot path.
     pub fn with_capacity(capacity: usize) -> Slab {
-        Slab { nodes: Vec::with_capacity(capacity), free: Vec::with_capacity(capacity) }
+        let vacant = Node {
+            id: OrderId(0),
+            price: Price(0),
+            leaves: Qty::ZERO,
+            account: Account::anonymous(),
+            client_order_id: Account::anonymous(),
+            prev: NIL,
+            next: NIL,
+            side: Side::Buy,
+            post_only: false,
+        };
+        let capacity = capacity.min(NIL as usize);
+        // Lowest slots first: pop() takes from the end.
+        let free = (0..capacity as u32).rev().collect();
+        Slab { nodes: vec![vacant; capacity], free }
     }
 
     /// Stores a node, returning its slot.
@@ -54,6 +69,7 @@ impl Slab {
                 slot
             }
             None => {
+                assert!(self.nodes.len() < NIL as usize, "more than 2^32 - 1 resting orders in one book");
                 self.nodes.push(node);
                 (self.nodes.len() - 1) as u32
             }
@@ -66,7 +82,7 @@ impl Slab {
         self.free.push(slot);
     }
 
-    /// Number of live orders.
+    /// Number of live orders (slots written minus slots free).
     pub fn len(&self) -> usize {
         self.nodes.len() - self.free.len()
     }

@@ -1,0 +1,12 @@
+//! Trading Lab's measurements (DESIGN.md §6).
+//!
+//! # Layout
+//! - [`stream`]: the synthetic order flow, full or restricted to what every peer supports.
+//! - [`peers`]: our engine and the crates.io books we compare against, behind one trait.
+//! - [`report`]: throughput and HdrHistogram latency of a replay, and the Markdown table.
+//! - `src/bin/book-bench.rs`: the book benchmark binary; `benches/book.rs`: its criterion twin.
+#![forbid(unsafe_code)]
+
+pub mod peers;
+pub mod report;
+pub mod stream;

@@ -1,0 +1,119 @@
+//! The books we compare against, behind one small interface, fed the same [`Mix::Common`]
+//! stream: GTC limit adds (some marketable) and cancels, one symbol.
+//!
+//! Each does the work it does for these commands; ours also validates (band, duplicates,
+//! ownership) and emits its full event stream, the peers return their own result values.
+//!
+//! [`Mix::Common`]: crate::stream::Mix::Common
+
+use common::{Command, CommandKind, Event, OrderType, Side, SymbolTable};
+use matcher::{Capacity, Engine};
+
+/// A book that can replay the common stream.
+pub trait Book {
+    /// Its name in the report.
+    fn name(&self) -> &'static str;
+    /// Applies one command.
+    fn apply(&mut self, cmd: &Command);
+}
+
+/// Trading Lab's engine.
+pub struct Ours {
+    engine: Engine,
+    /// Reused for every command's events.
+    out: Vec<Event>,
+}
+
+impl Ours {
+    /// A fresh engine over `table` with room for `capacity`.
+    pub fn new(table: &SymbolTable, capacity: Capacity) -> Ours {
+        Ours { engine: Engine::new(table, capacity), out: Vec::with_capacity(1024) }
+    }
+
+    /// The engine, for checks after a run.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Book for Ours {
+    fn name(&self) -> &'static str {
+        "trading-lab"
+    }
+
+    #[inline]
+    fn apply(&mut self, cmd: &Command) {
+        self.out.clear();
+        self.engine.apply(cmd, &mut self.out);
+    }
+}
+
+/// `lobster` 0.7: a BTreeMap of price levels over an arena, single-threaded.
+pub struct Lobster(lobster::OrderBook);
+
+impl Lobster {
+    /// A fresh book with room for `orders`.
+    pub fn new(orders: usize) -> Lobster {
+        Lobster(lobster::OrderBook::new(orders, 64, false))
+    }
+}
+
+impl Book for Lobster {
+    fn name(&self) -> &'static str {
+        "lobster 0.7"
+    }
+
+    #[inline]
+    fn apply(&mut self, cmd: &Command) {
+        let order = match cmd.kind {
+            CommandKind::New(o) if o.order_type == OrderType::Limit => lobster::OrderType::Limit {
+                id: u128::from(cmd.id.0),
+                side: if o.side == Side::Buy { lobster::Side::Bid } else { lobster::Side::Ask },
+                qty: o.qty.0,
+                price: o.price.map_or(0, |p| p.0 as u64),
+            },
+            CommandKind::Cancel(c) => lobster::OrderType::Cancel { id: u128::from(c.order_id.0) },
+            _ => return,
+        };
+        std::hint::black_box(self.0.execute(order));
+    }
+}
+
+/// `orderbook-rs` 0.15: a concurrent book (lock-free skip list of levels, atomics).
+pub struct OrderbookRs(orderbook_rs::OrderBook<()>);
+
+impl OrderbookRs {
+    /// A fresh book.
+    pub fn new() -> OrderbookRs {
+        OrderbookRs(orderbook_rs::OrderBook::new("ABC"))
+    }
+}
+
+impl Default for OrderbookRs {
+    fn default() -> OrderbookRs {
+        OrderbookRs::new()
+    }
+}
+
+impl Book for OrderbookRs {
+    fn name(&self) -> &'static str {
+        "orderbook-rs 0.15"
+    }
+
+    #[inline]
+    fn apply(&mut self, cmd: &Command) {
+        use orderbook_rs::{Id, Side as S, TimeInForce};
+        match cmd.kind {
+            CommandKind::New(o) if o.order_type == OrderType::Limit => {
+                let side = if o.side == Side::Buy { S::Buy } else { S::Sell };
+                let price = o.price.map_or(0, |p| p.0 as u128);
+                let r = self.0.add_limit_order(Id::from_u64(cmd.id.0), price, o.qty.0, side, TimeInForce::Gtc, None);
+                std::hint::black_box(r.is_ok());
+            }
+            CommandKind::Cancel(c) => {
+                std::hint::black_box(self.0.cancel_order(Id::from_u64(c.order_id.0)).is_ok());
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Measuring a replay and printing the numbers: throughput over whole runs, per-command latency
+//! from an HdrHistogram.
+
+use std::time::{Duration, Instant};
+
+use common::Command;
+use hdrhistogram::Histogram;
+
+use crate::peers::Book;
+
+/// What one book did with one stream.
+#[derive(Clone, Debug)]
+pub struct Result {
+    /// The book.
+    pub name: &'static str,
+    /// Median commands per second over the throughput runs.
+    pub throughput: f64,
+    /// Per-command latency in nanoseconds (includes one clock read, see [`clock_overhead_ns`]).
+    pub latency: Histogram<u64>,
+}
+
+/// Replays `cmds` through fresh books from `make`: `runs` timed whole replays for throughput,
+/// then one replay timing every command.
+pub fn measure<B: Book>(cmds: &[Command], runs: usize, mut make: impl FnMut() -> B) -> Result {
+    let mut rates = Vec::with_capacity(runs);
+    let mut name = "";
+    for _ in 0..runs.max(1) {
+        let mut book = make();
+        name = book.name();
+        let start = Instant::now();
+        for cmd in cmds {
+            book.apply(cmd);
+        }
+        let took = start.elapsed();
+        rates.push(cmds.len() as f64 / took.as_secs_f64());
+        drop(book);
+    }
+    rates.sort_by(f64::total_cmp);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    let mut book = make();
+    let mut last = Instant::now();
+    for cmd in cmds {
+        book.apply(cmd);
+        let now = Instant::now();
+        let ns = now.duration_since(last).as_nanos() as u64;
+        latency.saturating_record(ns.max(1));
+        last = now;
+    }
+    Result { name, throughput: rates[rates.len() / 2], latency }
+}
+
+/// What one `Instant::now()` between commands adds to each latency sample, in nanoseconds.
+pub fn clock_overhead_ns() -> f64 {
+    let n = 1_000_000;
+    let start = Instant::now();
+    let mut last = start;
+    for _ in 0..n {
+        let now = Instant::now();
+        std::hint::black_box(now.duration_since(last));
+        last = now;
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.3}", Duration::from_nanos(ns).as_secs_f64() * 1e6)
+}
+
+/// A Markdown table of results; ratios are against the first row.
+pub fn table(results: &[Result]) -> String {
+    let mut s = String::from(
+        "| book | commands/s | vs first | p50 µs | p99 µs | p99.9 µs | p99.99 µs | max µs |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let base = results.first().map_or(1.0, |r| r.throughput);
+    for r in results {
+        let h = &r.latency;
+        s += &format!(
+            "| {} | {:.2} M | {:.2}× | {} | {} | {} | {} | {} |\n",
+            r.name,
+            r.throughput / 1e6,
+            base / r.throughput,
+            us(h.value_at_quantile(0.50)),
+            us(h.value_at_quantile(0.99)),
+            us(h.value_at_quantile(0.999)),
+            us(h.value_at_quantile(0.9999)),
+            us(h.max()),
+        );
+    }
+    s
+}
