@@ -243,7 +243,9 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_decimal() {
-        for text in ["", "-", ".5", "5.", "1.2.3", "NaN", "inf", "+1", " 1", "1 ", "1e", "1e+", "0x10", "1,5", "--1"] {
+        for text in
+            ["", "-", ".5", "5.", "1.2.3", "NaN", "inf", "+1", " 1", "1 ", "1e", "1e+", "0x10", "1,5", "--1"]
+        {
             assert_eq!(Decimal::parse(text), Err(DecimalError::Syntax), "{text:?}");
         }
         for text in ["1e31", "1e-31", "1234567890123456789012345678901", "1e99999999999"] {

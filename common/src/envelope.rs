@@ -211,7 +211,11 @@ pub fn decode_command(bytes: &[u8], id: OrderId, table: &SymbolTable) -> Result<
         "halt" | "resume" => {
             let w: WireSymbolAdmin = serde_json::from_slice(bytes)?;
             let (symbol, _) = symbol_of(table, &w.symbol)?;
-            let kind = if header.kind == "halt" { CommandKind::Halt { symbol } } else { CommandKind::Resume { symbol } };
+            let kind = if header.kind == "halt" {
+                CommandKind::Halt { symbol }
+            } else {
+                CommandKind::Resume { symbol }
+            };
             (w.ts, kind)
         }
         "mass_cancel" => {
@@ -282,7 +286,10 @@ pub fn encode_command(cmd: &Command, table: &SymbolTable) -> Vec<u8> {
         CommandKind::MassCancel { account } => to_json("mass_cancel", WireMassCancel { ts: cmd.ts, account }),
         CommandKind::SetReference { symbol, price } => {
             let s = spec(symbol);
-            to_json("set_reference", WireSetReference { ts: cmd.ts, symbol: s.name.clone(), price: s.price_decimal(price) })
+            to_json(
+                "set_reference",
+                WireSetReference { ts: cmd.ts, symbol: s.name.clone(), price: s.price_decimal(price) },
+            )
         }
     }
 }
@@ -398,26 +405,36 @@ pub fn encode_event(event: &Event, table: &SymbolTable) -> Vec<u8> {
     let price = |p: Price| spec.map_or(Decimal::from_int(p.0), |s| s.price_decimal(p));
     let qty = |q: Qty| spec.map_or(Decimal { mantissa: i128::from(q.0), scale: 0 }, |s| s.qty_decimal(q));
     let body = match event.kind {
-        EventKind::Accepted { order_id, account, client_order_id, side, order_type, tif, post_only, price: p, qty: q } => {
-            WireEventBody::Accepted {
-                order_id,
-                account,
-                client_order_id,
-                side,
-                order_type,
-                time_in_force: tif,
-                post_only,
-                price: p.map(price),
-                qty: qty(q),
-            }
-        }
-        EventKind::Rejected { order_id, account, client_order_id, reason, qty: q } => WireEventBody::Rejected {
+        EventKind::Accepted {
             order_id,
             account,
             client_order_id,
-            reason,
-            qty: (!q.is_zero()).then(|| qty(q)),
+            side,
+            order_type,
+            tif,
+            post_only,
+            price: p,
+            qty: q,
+        } => WireEventBody::Accepted {
+            order_id,
+            account,
+            client_order_id,
+            side,
+            order_type,
+            time_in_force: tif,
+            post_only,
+            price: p.map(price),
+            qty: qty(q),
         },
+        EventKind::Rejected { order_id, account, client_order_id, reason, qty: q } => {
+            WireEventBody::Rejected {
+                order_id,
+                account,
+                client_order_id,
+                reason,
+                qty: (!q.is_zero()).then(|| qty(q)),
+            }
+        }
         EventKind::Fill {
             fill,
             maker,
@@ -445,14 +462,18 @@ pub fn encode_event(event: &Event, table: &SymbolTable) -> Vec<u8> {
             taker_account,
             taker_client_order_id,
         },
-        EventKind::Canceled { order_id, qty: q, reason } => WireEventBody::Canceled { order_id, qty: qty(q), reason },
+        EventKind::Canceled { order_id, qty: q, reason } => {
+            WireEventBody::Canceled { order_id, qty: qty(q), reason }
+        }
         EventKind::Replaced { order_id, price: p, qty: q, priority_kept } => {
             WireEventBody::Replaced { order_id, price: price(p), qty: qty(q), priority_kept }
         }
         EventKind::Level { side, price: p, qty: q, orders } => {
             WireEventBody::Level { side, price: price(p), qty: qty(q), orders }
         }
-        EventKind::Status { halted, reference } => WireEventBody::Status { halted, reference: price(reference) },
+        EventKind::Status { halted, reference } => {
+            WireEventBody::Status { halted, reference: price(reference) }
+        }
     };
     let header = WireEventHeader {
         event_id: format!("{}-{}", event.cmd, event.index),
@@ -506,7 +527,13 @@ mod tests {
                 qty: Qty(1),
             }),
             CommandKind::Cancel(Cancel { order_id: id(3), account: alice }),
-            CommandKind::Replace(Replace { symbol: abc, order_id: id(3), account: alice, price: Price(9_999), qty: Qty(2) }),
+            CommandKind::Replace(Replace {
+                symbol: abc,
+                order_id: id(3),
+                account: alice,
+                price: Price(9_999),
+                qty: Qty(2),
+            }),
             CommandKind::Halt { symbol: abc },
             CommandKind::Resume { symbol: abc },
             CommandKind::MassCancel { account: alice },
@@ -553,7 +580,8 @@ mod tests {
             let err = decode_command(msg, id(1), &t).unwrap_err().to_string();
             assert!(err.contains(want), "{err} does not contain {want}");
         }
-        let unknown = decode_command(br#"{"v":1,"type":"halt","ts":1,"symbol":"NOPE"}"#, id(1), &t).unwrap_err();
+        let unknown =
+            decode_command(br#"{"v":1,"type":"halt","ts":1,"symbol":"NOPE"}"#, id(1), &t).unwrap_err();
         assert_eq!(unknown.reject_reason(), RejectReason::UnknownSymbol);
     }
 

@@ -130,11 +130,7 @@ impl SymbolTable {
     /// A table of these specs, in this order. Names must be unique.
     pub fn new(specs: Vec<SymbolSpec>) -> SymbolTable {
         for (i, spec) in specs.iter().enumerate() {
-            assert!(
-                specs[..i].iter().all(|s| s.name != spec.name),
-                "symbol {} configured twice",
-                spec.name
-            );
+            assert!(specs[..i].iter().all(|s| s.name != spec.name), "symbol {} configured twice", spec.name);
         }
         SymbolTable { specs }
     }
@@ -211,10 +207,7 @@ mod tests {
         );
         assert_eq!(def.price("price", d("0")), Err(FieldError::new("price", DecimalError::NotPositive)));
         assert_eq!(def.price("price", d("-5")), Err(FieldError::new("price", DecimalError::NotPositive)));
-        assert_eq!(
-            def.price("price", d("1e29")),
-            Err(FieldError::new("price", DecimalError::OutOfRange))
-        );
+        assert_eq!(def.price("price", d("1e29")), Err(FieldError::new("price", DecimalError::OutOfRange)));
         assert_eq!(def.qty("qty", d("30")), Ok(Qty(3)));
         assert_eq!(def.qty("qty", d("35")), Err(FieldError::new("qty", DecimalError::NotMultiple(d("10")))));
         assert_eq!(def.qty("qty", d("0")), Err(FieldError::new("qty", DecimalError::NotPositive)));
@@ -232,7 +225,10 @@ mod tests {
         assert_eq!(abc.check_static(None, Qty(1_000_001)), Err(LimitError::QtyTooLarge(1_000_000)));
         assert_eq!(abc.check_static(Some(Price(0)), Qty(1)), Err(LimitError::PriceOutOfRange));
         assert_eq!(abc.check_static(Some(Price(1_000_001)), Qty(1)), Err(LimitError::PriceOutOfRange));
-        assert_eq!(abc.check_static(Some(Price(1_000_000)), Qty(1_000_000)), Err(LimitError::NotionalTooLarge));
+        assert_eq!(
+            abc.check_static(Some(Price(1_000_000)), Qty(1_000_000)),
+            Err(LimitError::NotionalTooLarge)
+        );
         assert_eq!(abc.band_ticks(Price(10_000)), 1_000);
     }
 }

@@ -243,7 +243,8 @@ impl Book {
 
     #[inline]
     fn in_band(&self, price: Price) -> bool {
-        self.band_bps == 0 || (i128::from(price.0) - i128::from(self.reference.0)).abs() <= i128::from(self.band())
+        self.band_bps == 0
+            || (i128::from(price.0) - i128::from(self.reference.0)).abs() <= i128::from(self.band())
     }
 
     /// The worst price a market order on `side` may trade at.
@@ -296,7 +297,9 @@ impl Book {
             return self.reject_new(em, id, o, RejectReason::DuplicateOrderId);
         }
         let limit = match o.price {
-            Some(price) if !self.in_band(price) => return self.reject_new(em, id, o, RejectReason::PriceBand),
+            Some(price) if !self.in_band(price) => {
+                return self.reject_new(em, id, o, RejectReason::PriceBand)
+            }
             Some(price) => price,
             None => self.market_limit(o.side),
         };
@@ -330,12 +333,12 @@ impl Book {
                 qty: o.qty,
             },
         );
-        self.clients.open(key);
+        let client = self.clients.open(key);
         if crossing {
             self.take(&mut taker, index, em);
         }
         if taker.leaves.is_zero() {
-            self.clients.close(key);
+            self.clients.close(client);
         } else if o.order_type == OrderType::Limit && o.tif == TimeInForce::Gtc {
             let node = Node {
                 id,
@@ -343,6 +346,7 @@ impl Book {
                 leaves: taker.leaves,
                 account: o.account,
                 client_order_id: o.client_order_id,
+                client,
                 prev: NIL,
                 next: NIL,
                 side: o.side,
@@ -352,9 +356,10 @@ impl Book {
             index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
             self.link(slot, em);
         } else {
-            let kind = EventKind::Canceled { order_id: id, qty: taker.leaves, reason: CancelReason::Unfilled };
+            let kind =
+                EventKind::Canceled { order_id: id, qty: taker.leaves, reason: CancelReason::Unfilled };
             self.tape.emit(em, kind);
-            self.clients.close(key);
+            self.clients.close(client);
         }
     }
 
@@ -401,8 +406,11 @@ impl Book {
                 let maker = slab[slot];
                 let ended = if self_trade(&taker.account, &maker.account) {
                     level.qty = Qty(level.qty.0 - maker.leaves.0);
-                    let kind =
-                        EventKind::Canceled { order_id: maker.id, qty: maker.leaves, reason: CancelReason::SelfTrade };
+                    let kind = EventKind::Canceled {
+                        order_id: maker.id,
+                        qty: maker.leaves,
+                        reason: CancelReason::SelfTrade,
+                    };
                     tape.emit(em, kind);
                     true
                 } else {
@@ -439,7 +447,7 @@ impl Book {
                     }
                     level.count -= 1;
                     index.remove(&maker.id);
-                    clients.close((maker.account, maker.client_order_id));
+                    clients.close(maker.client);
                     slab.remove(slot);
                 }
             }
@@ -518,7 +526,7 @@ impl Book {
     fn forget(&mut self, slot: u32, index: &mut OrderIndex) {
         let node = self.slab[slot];
         index.remove(&node.id);
-        self.clients.close((node.account, node.client_order_id));
+        self.clients.close(node.client);
         self.slab.remove(slot);
     }
 
@@ -550,7 +558,8 @@ impl Book {
         }
         if r.price == node.price && r.qty <= node.leaves {
             // Smaller (or equal) at the same price: keeps its place in the queue.
-            let kind = EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: true };
+            let kind =
+                EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: true };
             self.tape.emit(em, kind);
             if r.qty != node.leaves {
                 let ladder = match node.side {
@@ -569,11 +578,13 @@ impl Book {
             }
             return;
         }
-        let crossing = self.ladder(node.side.opposite()).best().is_some_and(|l| crosses(node.side, r.price, l.price));
+        let crossing =
+            self.ladder(node.side.opposite()).best().is_some_and(|l| crosses(node.side, r.price, l.price));
         if node.post_only && crossing {
             return self.reject(em, node.id, r.account, RejectReason::PostOnlyWouldTake);
         }
-        let kind = EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: false };
+        let kind =
+            EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: false };
         self.tape.emit(em, kind);
         self.unlink(slot, em);
         let mut taker = Taker {
@@ -643,7 +654,8 @@ impl Book {
                 let (mut qty, mut count, mut prev, mut slot) = (0u64, 0u32, NIL, level.head);
                 while slot != NIL {
                     let n = &self.slab[slot];
-                    if n.prev != prev || n.side != ladder.side || n.price != level.price || n.leaves.is_zero() {
+                    if n.prev != prev || n.side != ladder.side || n.price != level.price || n.leaves.is_zero()
+                    {
                         return Err(format!("bad node {n:?} at level {level:?}"));
                     }
                     let want = Loc { symbol: self.tape.symbol.0, slot };
@@ -659,7 +671,9 @@ impl Book {
                     slot = n.next;
                 }
                 if count == 0 || level.tail != prev || level.count != count || level.qty.0 != qty {
-                    return Err(format!("level {level:?} disagrees with its orders ({count} orders, {qty} lots)"));
+                    return Err(format!(
+                        "level {level:?} disagrees with its orders ({count} orders, {qty} lots)"
+                    ));
                 }
                 live += count as usize;
             }

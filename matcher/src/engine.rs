@@ -4,7 +4,9 @@
 //! id to its book and slot, so a cancel finds its order in O(1) from the id alone (a cancel names
 //! no symbol: the id encodes only the partition).
 
-use common::{Account, Command, CommandKind, Event, EventKind, OrderId, Qty, RejectReason, SymbolId, SymbolTable};
+use common::{
+    Account, Command, CommandKind, Event, EventKind, OrderId, Qty, RejectReason, SymbolId, SymbolTable,
+};
 
 use crate::book::{Book, Capacity, OrderIndex, RestingOrder};
 use crate::emit::Emitter;
@@ -22,7 +24,8 @@ impl Engine {
     /// Empty books for every symbol of `table`, each with room for `capacity`.
     pub fn new(table: &SymbolTable, capacity: Capacity) -> Engine {
         let books: Vec<Book> = table.iter().map(|(id, spec)| Book::new(id, spec, capacity)).collect();
-        let mut index = OrderIndex::with_capacity_and_hasher(capacity.orders * books.len() * 2, Default::default());
+        let mut index =
+            OrderIndex::with_capacity_and_hasher(capacity.orders * books.len() * 2, Default::default());
         crate::prefault::map(&mut index, |i| (OrderId(i as u64), crate::book::Loc { symbol: 0, slot: 0 }));
         Engine { books, index }
     }

@@ -3,16 +3,8 @@
 //! as multi-microsecond stalls. Writing every entry once at construction moves that cost to
 //! start-up. Each helper leaves its container empty, with its capacity.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-
-/// Fills a set to its capacity with distinct keys from `key`, then empties it.
-pub fn set<K: Hash + Eq, S: BuildHasher>(set: &mut HashSet<K, S>, key: impl Fn(usize) -> K) {
-    for i in 0..set.capacity() {
-        set.insert(key(i));
-    }
-    set.clear();
-}
 
 /// Fills a map to its capacity with distinct entries from `entry`, then empties it.
 pub fn map<K: Hash + Eq, V, S: BuildHasher>(map: &mut HashMap<K, V, S>, entry: impl Fn(usize) -> (K, V)) {

@@ -4,6 +4,8 @@
 
 use common::{Account, ClientOrderId, OrderId, Price, Qty, Side};
 
+use crate::clients::Handle;
+
 /// "No slot": the end of a queue.
 pub const NIL: u32 = u32::MAX;
 
@@ -18,8 +20,10 @@ pub struct Node {
     pub leaves: Qty,
     /// Its owner: self-trade prevention and ownership checks.
     pub account: Account,
-    /// Its client id: freed into the recent window when the order ends.
+    /// Its client id.
     pub client_order_id: ClientOrderId,
+    /// Its client id's handle in the book's [`crate::clients::ClientIds`]: released when it ends.
+    pub client: Handle,
     /// The order ahead of it at its level, or [`NIL`].
     pub prev: u32,
     /// The order behind it at its level, or [`NIL`].
@@ -49,6 +53,7 @@ impl Slab {
             leaves: Qty::ZERO,
             account: Account::anonymous(),
             client_order_id: Account::anonymous(),
+            client: NIL,
             prev: NIL,
             next: NIL,
             side: Side::Buy,

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use common::envelope::encode_event;
 use common::{
-    Account, Cancel, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType, Price, Qty, Replace,
-    Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
+    Account, Cancel, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType, Price, Qty,
+    Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
 };
 use matcher::{Capacity, Engine};
 use proptest::prelude::*;
@@ -23,30 +23,61 @@ use support::{acct, cid};
 /// A command before ids are known: targets are indexes into the commands sent so far.
 #[derive(Clone, Debug)]
 enum Op {
-    New { symbol: u32, account: usize, client: u8, side: Side, market: bool, tif: u8, post_only: bool, offset: i64, qty: u64 },
-    Cancel { target: usize, own: bool, account: usize },
-    Replace { target: usize, own: bool, account: usize, offset: i64, qty: u64 },
-    Halt { symbol: u32, halt: bool },
-    MassCancel { account: usize },
-    SetReference { symbol: u32, offset: i64 },
+    New {
+        symbol: u32,
+        account: usize,
+        client: u8,
+        side: Side,
+        market: bool,
+        tif: u8,
+        post_only: bool,
+        offset: i64,
+        qty: u64,
+    },
+    Cancel {
+        target: usize,
+        own: bool,
+        account: usize,
+    },
+    Replace {
+        target: usize,
+        own: bool,
+        account: usize,
+        offset: i64,
+        qty: u64,
+    },
+    Halt {
+        symbol: u32,
+        halt: bool,
+    },
+    MassCancel {
+        account: usize,
+    },
+    SetReference {
+        symbol: u32,
+        offset: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
     // Mostly near the reference, sometimes far outside the ±10 % band.
     let offset = prop_oneof![20 => -12i64..=12, 1 => prop_oneof![Just(-2_000i64), Just(2_000i64)]];
-    let new = (0u32..2, 0usize..3, 0u8..8, side, prop::bool::weighted(0.1), 0u8..10, prop::bool::weighted(0.15), offset.clone(), 1u64..8)
-        .prop_map(|(symbol, account, client, side, market, tif, post_only, offset, qty)| Op::New {
-            symbol,
-            account,
-            client,
+    let new =
+        (
+            0u32..2,
+            0usize..3,
+            0u8..8,
             side,
-            market,
-            tif,
-            post_only,
-            offset,
-            qty,
-        });
+            prop::bool::weighted(0.1),
+            0u8..10,
+            prop::bool::weighted(0.15),
+            offset.clone(),
+            1u64..8,
+        )
+            .prop_map(|(symbol, account, client, side, market, tif, post_only, offset, qty)| {
+                Op::New { symbol, account, client, side, market, tif, post_only, offset, qty }
+            });
     prop_oneof![
         60 => new,
         25 => (any::<usize>(), prop::bool::weighted(0.9), 0usize..3)
@@ -98,7 +129,8 @@ fn commands(ops: &[Op]) -> Vec<Command> {
                 CommandKind::Cancel(Cancel { order_id, account: if own { owner } else { account(a) } })
             }
             Op::Replace { target, own, account: a, offset, qty } => {
-                let (order_id, symbol, owner) = pick(target).unwrap_or((OrderId(12345), SymbolId(0), account(a)));
+                let (order_id, symbol, owner) =
+                    pick(target).unwrap_or((OrderId(12345), SymbolId(0), account(a)));
                 CommandKind::Replace(Replace {
                     symbol,
                     order_id,
@@ -110,9 +142,10 @@ fn commands(ops: &[Op]) -> Vec<Command> {
             Op::Halt { symbol, halt: true } => CommandKind::Halt { symbol: SymbolId(symbol) },
             Op::Halt { symbol, halt: false } => CommandKind::Resume { symbol: SymbolId(symbol) },
             Op::MassCancel { account: a } => CommandKind::MassCancel { account: account(a) },
-            Op::SetReference { symbol, offset } => {
-                CommandKind::SetReference { symbol: SymbolId(symbol), price: Price(REFERENCE[symbol as usize] + offset) }
-            }
+            Op::SetReference { symbol, offset } => CommandKind::SetReference {
+                symbol: SymbolId(symbol),
+                price: Price(REFERENCE[symbol as usize] + offset),
+            },
         };
         out.push(Command { id, ts: Timestamp(1_700_000_000_000_000_000 + i as u64), kind });
     }
@@ -159,7 +192,12 @@ fn run(cmds: &[Command], window: usize) -> Result<Vec<u8>, TestCaseError> {
         engine.validate().map_err(|e| TestCaseError::fail(format!("after {cmd:?}: {e}")))?;
         for (symbol, _) in table.iter() {
             for side in [Side::Buy, Side::Sell] {
-                prop_assert_eq!(engine.book(symbol).unwrap().orders(side), oracle.orders(symbol, side), "book differs after {:?}", cmd);
+                prop_assert_eq!(
+                    engine.book(symbol).unwrap().orders(side),
+                    oracle.orders(symbol, side),
+                    "book differs after {:?}",
+                    cmd
+                );
             }
         }
         for (i, e) in got.iter().enumerate() {

@@ -19,7 +19,11 @@ fn a_crossing_order_trades_at_the_resting_price() {
         let b = f.new(limit(Buy, 10_100, 5));
         assert_eq!(
             f.said(),
-            lines(&["accepted 2", "fill#0 5x10000 maker 1 (0 left) taker 2 (0 left)", "level sell 10000 0/0"])
+            lines(&[
+                "accepted 2",
+                "fill#0 5x10000 maker 1 (0 left) taker 2 (0 left)",
+                "level sell 10000 0/0"
+            ])
         );
         assert_eq!((s.offset(), b.offset()), (1, 2));
         assert!(f.book(Buy).is_empty() && f.book(Sell).is_empty());
@@ -477,7 +481,9 @@ fn depth_reports_the_top_levels_with_their_sequence() {
     let mut e = matcher::Engine::new(&table, matcher::Capacity::default());
     let mut out = Vec::new();
     for (i, (side, price, qty)) in
-        [(Buy, 9_990, 1), (Buy, 9_995, 2), (Buy, 9_990, 3), (Sell, 10_010, 4), (Sell, 10_005, 5)].into_iter().enumerate()
+        [(Buy, 9_990, 1), (Buy, 9_995, 2), (Buy, 9_990, 3), (Sell, 10_010, 4), (Sell, 10_005, 5)]
+            .into_iter()
+            .enumerate()
     {
         let o = NewOrder { client_order_id: cid(&format!("d{i}")), ..limit(side, price, qty) };
         let cmd = common::Command {

@@ -35,7 +35,11 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(|| Ours::new(&table, capacity), |book| replay(book, &cmds), BatchSize::LargeInput)
     });
     g.bench_function("lobster", |b| {
-        b.iter_batched_ref(|| Lobster::new(capacity.orders), |book| replay(book, &cmds), BatchSize::LargeInput)
+        b.iter_batched_ref(
+            || Lobster::new(capacity.orders),
+            |book| replay(book, &cmds),
+            BatchSize::LargeInput,
+        )
     });
     g.bench_function("orderbook-rs", |b| {
         b.iter_batched_ref(OrderbookRs::new, |book| replay(book, &cmds), BatchSize::LargeInput)

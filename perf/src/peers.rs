@@ -107,7 +107,14 @@ impl Book for OrderbookRs {
             CommandKind::New(o) if o.order_type == OrderType::Limit => {
                 let side = if o.side == Side::Buy { S::Buy } else { S::Sell };
                 let price = o.price.map_or(0, |p| p.0 as u128);
-                let r = self.0.add_limit_order(Id::from_u64(cmd.id.0), price, o.qty.0, side, TimeInForce::Gtc, None);
+                let r = self.0.add_limit_order(
+                    Id::from_u64(cmd.id.0),
+                    price,
+                    o.qty.0,
+                    side,
+                    TimeInForce::Gtc,
+                    None,
+                );
                 std::hint::black_box(r.is_ok());
             }
             CommandKind::Cancel(c) => {

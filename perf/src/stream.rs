@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use common::{
-    Account, Cancel, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType, Price,
-    Qty, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
+    Account, Cancel, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType,
+    Price, Qty, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
 };
 use matcher::{Capacity, Engine};
 
@@ -133,7 +133,8 @@ pub fn generate(spec: &StreamSpec) -> (Vec<Command>, StreamStats) {
     let mut cmds = Vec::with_capacity(spec.commands);
     let mut events: Vec<Event> = Vec::with_capacity(1024);
     let anonymous = Account::anonymous();
-    let accounts = [anonymous, Account::new("alice").unwrap_or(anonymous), Account::new("bob").unwrap_or(anonymous)];
+    let accounts =
+        [anonymous, Account::new("alice").unwrap_or(anonymous), Account::new("bob").unwrap_or(anonymous)];
     for i in 0..spec.commands {
         let id = OrderId::new(0, i as u64).unwrap_or(OrderId(i as u64));
         let sym = SymbolId(rng.below(u64::from(symbols)) as u32);
@@ -275,7 +276,10 @@ mod tests {
         for cmd in cmds {
             match cmd.kind {
                 CommandKind::New(o) => {
-                    assert_eq!((o.symbol, o.order_type, o.tif, o.post_only), (SymbolId(0), OrderType::Limit, TimeInForce::Gtc, false));
+                    assert_eq!(
+                        (o.symbol, o.order_type, o.tif, o.post_only),
+                        (SymbolId(0), OrderType::Limit, TimeInForce::Gtc, false)
+                    );
                     assert!(o.account.is_anonymous());
                 }
                 CommandKind::Cancel(_) => {}

@@ -5,8 +5,8 @@
 pub mod oracle;
 
 use common::{
-    Account, Cancel, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType, Price,
-    Qty, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
+    Account, Cancel, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType,
+    Price, Qty, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
 };
 use matcher::{Capacity, Engine, RestingOrder};
 
@@ -125,7 +125,13 @@ impl Fixture {
     }
 
     pub fn replace(&mut self, order_id: OrderId, price: i64, qty: u64) -> OrderId {
-        let r = Replace { symbol: ABC, order_id, account: Account::anonymous(), price: Price(price), qty: Qty(qty) };
+        let r = Replace {
+            symbol: ABC,
+            order_id,
+            account: Account::anonymous(),
+            price: Price(price),
+            qty: Qty(qty),
+        };
         self.send(CommandKind::Replace(r))
     }
 
@@ -145,7 +151,11 @@ pub fn describe(e: &Event) -> String {
     match e.kind {
         EventKind::Accepted { order_id, .. } => format!("accepted {}", order_id.offset()),
         EventKind::Rejected { order_id, reason, .. } => {
-            format!("rejected {} {}", order_id.offset(), serde_json::to_value(reason).unwrap().as_str().unwrap())
+            format!(
+                "rejected {} {}",
+                order_id.offset(),
+                serde_json::to_value(reason).unwrap().as_str().unwrap()
+            )
         }
         EventKind::Fill { fill, maker, taker, price, qty, maker_leaves, taker_leaves, .. } => format!(
             "fill#{fill} {}x{} maker {} ({} left) taker {} ({} left)",

@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 
 use common::{
-    Account, CancelReason, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType,
-    Price, Qty, RejectReason, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
+    Account, CancelReason, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId,
+    OrderType, Price, Qty, RejectReason, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
 };
 use matcher::{RestingOrder, MAX_ORDER_QTY};
 
@@ -50,7 +50,14 @@ struct Out<'a> {
 impl Out<'_> {
     fn emit(&mut self, book: &mut OBook, kind: EventKind) {
         book.seq += 1;
-        self.out.push(Event { cmd: self.cmd, index: self.index, symbol: Some(book.symbol), seq: book.seq, ts: self.ts, kind });
+        self.out.push(Event {
+            cmd: self.cmd,
+            index: self.index,
+            symbol: Some(book.symbol),
+            seq: book.seq,
+            ts: self.ts,
+            kind,
+        });
         self.index += 1;
     }
 
@@ -88,7 +95,13 @@ impl OBook {
     }
 
     fn best(&self, side: Side) -> Option<Price> {
-        self.orders.iter().filter(|o| o.side == side).map(|o| o.price).reduce(|a, b| if better(side, a, b) { a } else { b })
+        self.orders.iter().filter(|o| o.side == side).map(|o| o.price).reduce(|a, b| {
+            if better(side, a, b) {
+                a
+            } else {
+                b
+            }
+        })
     }
 
     fn level(&self, side: Side, price: Price) -> (Qty, u32) {
@@ -148,7 +161,14 @@ impl OBook {
                 let i = self.pos(maker_id);
                 let maker = self.orders[i].clone();
                 if stp(&account, &maker.account) {
-                    out.emit(self, EventKind::Canceled { order_id: maker.id, qty: maker.leaves, reason: CancelReason::SelfTrade });
+                    out.emit(
+                        self,
+                        EventKind::Canceled {
+                            order_id: maker.id,
+                            qty: maker.leaves,
+                            reason: CancelReason::SelfTrade,
+                        },
+                    );
                     self.orders.remove(i);
                     self.end((maker.account, maker.client), window);
                     continue;
@@ -221,7 +241,14 @@ impl Oracle {
             }
         });
         all.iter()
-            .map(|o| RestingOrder { id: o.id, side: o.side, price: o.price, leaves: o.leaves, account: o.account, client_order_id: o.client })
+            .map(|o| RestingOrder {
+                id: o.id,
+                side: o.side,
+                price: o.price,
+                leaves: o.leaves,
+                account: o.account,
+                client_order_id: o.client,
+            })
             .collect()
     }
 
@@ -250,7 +277,13 @@ impl Oracle {
                     let book = &mut self.books[b];
                     let i = book.pos(c.order_id);
                     if book.orders[i].account != c.account {
-                        let kind = EventKind::Rejected { order_id: c.order_id, account: c.account, client_order_id: None, reason: RejectReason::NotOwner, qty: Qty(0) };
+                        let kind = EventKind::Rejected {
+                            order_id: c.order_id,
+                            account: c.account,
+                            client_order_id: None,
+                            reason: RejectReason::NotOwner,
+                            qty: Qty(0),
+                        };
                         out.emit(book, kind);
                     } else {
                         Self::remove(book, &mut out, self.window, i, CancelReason::Requested);
@@ -266,18 +299,26 @@ impl Oracle {
                     self.replace(&r, &mut out);
                 }
             }
-            CommandKind::Halt { symbol } | CommandKind::Resume { symbol } => match self.books.get_mut(symbol.0 as usize) {
-                None => unknown(&mut out, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
-                Some(book) => {
-                    book.halted = matches!(cmd.kind, CommandKind::Halt { .. });
-                    let kind = EventKind::Status { halted: book.halted, reference: book.reference };
-                    out.emit(book, kind);
+            CommandKind::Halt { symbol } | CommandKind::Resume { symbol } => {
+                match self.books.get_mut(symbol.0 as usize) {
+                    None => unknown(&mut out, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
+                    Some(book) => {
+                        book.halted = matches!(cmd.kind, CommandKind::Halt { .. });
+                        let kind = EventKind::Status { halted: book.halted, reference: book.reference };
+                        out.emit(book, kind);
+                    }
                 }
-            },
+            }
             CommandKind::SetReference { symbol, price } => match self.books.get_mut(symbol.0 as usize) {
                 None => unknown(&mut out, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
                 Some(book) if price.0 <= 0 => {
-                    let kind = EventKind::Rejected { order_id: cmd.id, account: Account::anonymous(), client_order_id: None, reason: RejectReason::InvalidOrder, qty: Qty(0) };
+                    let kind = EventKind::Rejected {
+                        order_id: cmd.id,
+                        account: Account::anonymous(),
+                        client_order_id: None,
+                        reason: RejectReason::InvalidOrder,
+                        qty: Qty(0),
+                    };
                     out.emit(book, kind);
                 }
                 Some(book) => {
@@ -289,7 +330,12 @@ impl Oracle {
             CommandKind::MassCancel { account } => {
                 for b in 0..self.books.len() {
                     for side in [Side::Buy, Side::Sell] {
-                        let ids: Vec<OrderId> = self.orders(SymbolId(b as u32), side).iter().filter(|o| o.account == account).map(|o| o.id).collect();
+                        let ids: Vec<OrderId> = self
+                            .orders(SymbolId(b as u32), side)
+                            .iter()
+                            .filter(|o| o.account == account)
+                            .map(|o| o.id)
+                            .collect();
                         let book = &mut self.books[b];
                         for id in ids {
                             let i = book.pos(id);
@@ -312,7 +358,13 @@ impl Oracle {
         let window = self.window;
         let book = &mut self.books[o.symbol.0 as usize];
         let reject = |book: &mut OBook, out: &mut Out, reason| {
-            let kind = EventKind::Rejected { order_id: id, account: o.account, client_order_id: Some(o.client_order_id), reason, qty: o.qty };
+            let kind = EventKind::Rejected {
+                order_id: id,
+                account: o.account,
+                client_order_id: Some(o.client_order_id),
+                reason,
+                qty: o.qty,
+            };
             out.emit(book, kind);
         };
         if book.halted {
@@ -383,7 +435,16 @@ impl Oracle {
             book.end(key, window);
         } else if o.order_type == OrderType::Limit && o.tif == TimeInForce::Gtc {
             self.clock += 1;
-            book.orders.push(Order { id, side: o.side, price: limit, leaves, account: o.account, client: o.client_order_id, post_only: o.post_only, prio: self.clock });
+            book.orders.push(Order {
+                id,
+                side: o.side,
+                price: limit,
+                leaves,
+                account: o.account,
+                client: o.client_order_id,
+                post_only: o.post_only,
+                prio: self.clock,
+            });
             book.emit_level(out, o.side, limit);
         } else {
             out.emit(book, EventKind::Canceled { order_id: id, qty: leaves, reason: CancelReason::Unfilled });
@@ -413,11 +474,20 @@ impl Oracle {
             None
         };
         if let Some(reason) = reason {
-            let kind = EventKind::Rejected { order_id: old.id, account: r.account, client_order_id: None, reason, qty: Qty(0) };
+            let kind = EventKind::Rejected {
+                order_id: old.id,
+                account: r.account,
+                client_order_id: None,
+                reason,
+                qty: Qty(0),
+            };
             return out.emit(book, kind);
         }
         let kept = r.price == old.price && r.qty <= old.leaves;
-        out.emit(book, EventKind::Replaced { order_id: old.id, price: r.price, qty: r.qty, priority_kept: kept });
+        out.emit(
+            book,
+            EventKind::Replaced { order_id: old.id, price: r.price, qty: r.qty, priority_kept: kept },
+        );
         if kept {
             if r.qty != old.leaves {
                 book.orders[i].leaves = r.qty;

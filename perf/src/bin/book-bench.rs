@@ -30,11 +30,20 @@ mod flags {
     }
 
     pub fn parse() -> Result<Flags, String> {
-        let mut f = Flags { commands: 1_000_000, symbols: 4, depth: 5_000, runs: 5, seed: 42, peers: true, hgrm: None };
+        let mut f = Flags {
+            commands: 1_000_000,
+            symbols: 4,
+            depth: 5_000,
+            runs: 5,
+            seed: 42,
+            peers: true,
+            hgrm: None,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-            let num = |v: String, name: &str| v.parse::<u64>().map_err(|_| format!("{name}: not a number: {v}"));
+            let num =
+                |v: String, name: &str| v.parse::<u64>().map_err(|_| format!("{name}: not a number: {v}"));
             match arg.as_str() {
                 "--commands" => f.commands = num(value("--commands")?, "--commands")? as usize,
                 "--symbols" => f.symbols = num(value("--symbols")?, "--symbols")? as u32,
@@ -62,7 +71,11 @@ fn write_hgrm(dir: &PathBuf, results: &[Result], tag: &str) -> std::io::Result<(
         let name = r.name.split_whitespace().next().unwrap_or("book");
         let path = dir.join(format!("{tag}-{name}.hgrm"));
         let mut file = std::fs::File::create(&path)?;
-        writeln!(file, "{:>12} {:>14} {:>10} {:>14}", "Value(us)", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+        writeln!(
+            file,
+            "{:>12} {:>14} {:>10} {:>14}",
+            "Value(us)", "Percentile", "TotalCount", "1/(1-Percentile)"
+        )?;
         for v in r.latency.iter_quantiles(1) {
             let q = v.quantile_iterated_to();
             let inv = if q < 1.0 { 1.0 / (1.0 - q) } else { f64::INFINITY };
@@ -94,9 +107,18 @@ fn main() {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let profile = if cfg!(debug_assertions) { "debug (numbers meaningless)" } else { "optimized" };
-    println!("# book-bench: {} commands, seed {}, {} CPUs, {profile} build\n", flags.commands, flags.seed, cpus);
+    println!(
+        "# book-bench: {} commands, seed {}, {} CPUs, {profile} build\n",
+        flags.commands, flags.seed, cpus
+    );
 
-    let full = StreamSpec { mix: Mix::Full, commands: flags.commands, symbols: flags.symbols, depth: flags.depth, seed: flags.seed };
+    let full = StreamSpec {
+        mix: Mix::Full,
+        commands: flags.commands,
+        symbols: flags.symbols,
+        depth: flags.depth,
+        seed: flags.seed,
+    };
     eprint!("generating the full stream ({} commands, {} symbols)... ", full.commands, full.symbols);
     let t = Instant::now();
     let (cmds, stats) = stream::generate(&full);
