@@ -62,7 +62,9 @@ impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones, faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
         let slots = open + window;
-        let mut taken = FxHashMap::with_capacity_and_hasher(slots + slots / 2, Default::default());
+        // More than twice the most keys it holds: hashbrown then clears tombstones in place
+        // instead of reallocating.
+        let mut taken = FxHashMap::with_capacity_and_hasher(slots * 2 + 1, Default::default());
         crate::prefault::map(&mut taken, |i| (i as u64, 0));
         let mut recent = Vec::with_capacity(window);
         crate::prefault::vec(&mut recent, 0);

@@ -14,9 +14,9 @@ fn lines(v: &[&str]) -> Vec<String> {
 #[test]
 fn a_crossing_order_trades_at_the_resting_price() {
     for mut f in both(16) {
-        let s = f.new(limit(Sell, 10_000, 5));
+        let s = f.order(limit(Sell, 10_000, 5));
         assert_eq!(f.said(), lines(&["accepted 1", "level sell 10000 5/1"]));
-        let b = f.new(limit(Buy, 10_100, 5));
+        let b = f.order(limit(Buy, 10_100, 5));
         assert_eq!(
             f.said(),
             lines(&[
@@ -33,11 +33,11 @@ fn a_crossing_order_trades_at_the_resting_price() {
 #[test]
 fn better_prices_match_first_then_earlier_orders() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_002, 1)); // 1
-        f.new(limit(Sell, 10_001, 1)); // 2
-        f.new(limit(Sell, 10_001, 1)); // 3
-        f.new(limit(Sell, 10_000, 1)); // 4
-        f.new(limit(Buy, 10_001, 3)); // 5
+        f.order(limit(Sell, 10_002, 1)); // 1
+        f.order(limit(Sell, 10_001, 1)); // 2
+        f.order(limit(Sell, 10_001, 1)); // 3
+        f.order(limit(Sell, 10_000, 1)); // 4
+        f.order(limit(Buy, 10_001, 3)); // 5
         assert_eq!(
             f.said(),
             lines(&[
@@ -58,8 +58,8 @@ fn better_prices_match_first_then_earlier_orders() {
 #[test]
 fn partial_fills_leave_the_rest_resting() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 3));
-        f.new(limit(Buy, 10_000, 5));
+        f.order(limit(Sell, 10_000, 3));
+        f.order(limit(Buy, 10_000, 5));
         assert_eq!(
             f.said(),
             lines(&[
@@ -69,7 +69,7 @@ fn partial_fills_leave_the_rest_resting() {
                 "level buy 10000 2/1",
             ])
         );
-        f.new(limit(Sell, 10_000, 1));
+        f.order(limit(Sell, 10_000, 1));
         assert_eq!(f.said()[1], "fill#0 1x10000 maker 2 (1 left) taker 3 (0 left)");
         assert_eq!(f.book(Buy), vec![(2, 10_000, 1)]);
     }
@@ -78,10 +78,10 @@ fn partial_fills_leave_the_rest_resting() {
 #[test]
 fn market_orders_sweep_within_the_band_and_never_rest() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 1));
-        f.new(limit(Sell, 11_000, 1)); // the band's edge (reference 100.00 ± 10 %)
-        f.new(limit(Sell, 10_500, 1));
-        f.new(market(Buy, 5));
+        f.order(limit(Sell, 10_000, 1));
+        f.order(limit(Sell, 11_000, 1)); // the band's edge (reference 100.00 ± 10 %)
+        f.order(limit(Sell, 10_500, 1));
+        f.order(market(Buy, 5));
         assert_eq!(
             f.said(),
             lines(&[
@@ -97,7 +97,7 @@ fn market_orders_sweep_within_the_band_and_never_rest() {
             ])
         );
         // Nothing to trade against: accepted, then canceled in full.
-        f.new(market(Sell, 2));
+        f.order(market(Sell, 2));
         assert_eq!(f.said(), lines(&["accepted 5", "canceled 5 2 unfilled"]));
     }
 }
@@ -105,10 +105,10 @@ fn market_orders_sweep_within_the_band_and_never_rest() {
 #[test]
 fn a_market_order_stops_at_the_band_edge() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_900, 1));
+        f.order(limit(Sell, 10_900, 1));
         // Move the reference down: the band becomes 85.50 .. 104.50; the ask at 109.00 is outside.
         f.send(CommandKind::SetReference { symbol: ABC, price: Price(9_500) });
-        f.new(market(Buy, 1));
+        f.order(market(Buy, 1));
         assert_eq!(f.said(), lines(&["accepted 3", "canceled 3 1 unfilled"]));
         assert_eq!(f.book(Sell).len(), 1);
     }
@@ -117,8 +117,8 @@ fn a_market_order_stops_at_the_band_edge() {
 #[test]
 fn ioc_remainders_are_canceled() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 2));
-        f.new(NewOrder { tif: TimeInForce::Ioc, ..limit(Buy, 10_000, 5) });
+        f.order(limit(Sell, 10_000, 2));
+        f.order(NewOrder { tif: TimeInForce::Ioc, ..limit(Buy, 10_000, 5) });
         assert_eq!(
             f.said(),
             lines(&[
@@ -135,14 +135,14 @@ fn ioc_remainders_are_canceled() {
 #[test]
 fn fok_fills_in_full_or_is_rejected_untouched() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 2));
-        f.new(limit(Sell, 10_001, 2));
-        f.new(NewOrder { tif: TimeInForce::Fok, ..limit(Buy, 10_001, 5) });
+        f.order(limit(Sell, 10_000, 2));
+        f.order(limit(Sell, 10_001, 2));
+        f.order(NewOrder { tif: TimeInForce::Fok, ..limit(Buy, 10_001, 5) });
         assert_eq!(f.said(), lines(&["rejected 3 fok_unfillable"]));
         assert_eq!(f.book(Sell).len(), 2);
-        f.new(NewOrder { tif: TimeInForce::Fok, ..limit(Buy, 10_000, 3) });
+        f.order(NewOrder { tif: TimeInForce::Fok, ..limit(Buy, 10_000, 3) });
         assert_eq!(f.said(), lines(&["rejected 4 fok_unfillable"]), "only 2 at or below 100.00");
-        f.new(NewOrder { tif: TimeInForce::Fok, ..limit(Buy, 10_001, 4) });
+        f.order(NewOrder { tif: TimeInForce::Fok, ..limit(Buy, 10_001, 4) });
         assert_eq!(f.said().len(), 5, "{:?}", f.said());
         assert!(f.book(Sell).is_empty());
     }
@@ -152,9 +152,9 @@ fn fok_fills_in_full_or_is_rejected_untouched() {
 fn fok_does_not_count_liquidity_that_self_trade_prevention_would_cancel() {
     for mut f in both(16) {
         let alice = acct("alice");
-        f.new(NewOrder { account: alice, ..limit(Sell, 10_000, 2) });
-        f.new(limit(Sell, 10_000, 1));
-        f.new(NewOrder { account: alice, tif: TimeInForce::Fok, ..limit(Buy, 10_000, 3) });
+        f.order(NewOrder { account: alice, ..limit(Sell, 10_000, 2) });
+        f.order(limit(Sell, 10_000, 1));
+        f.order(NewOrder { account: alice, tif: TimeInForce::Fok, ..limit(Buy, 10_000, 3) });
         assert_eq!(f.said(), lines(&["rejected 3 fok_unfillable"]));
         assert_eq!(f.book(Sell).len(), 2, "a rejected FOK cancels nothing");
     }
@@ -163,10 +163,10 @@ fn fok_does_not_count_liquidity_that_self_trade_prevention_would_cancel() {
 #[test]
 fn post_only_rests_or_is_rejected() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 1));
-        f.new(NewOrder { post_only: true, ..limit(Buy, 10_000, 1) });
+        f.order(limit(Sell, 10_000, 1));
+        f.order(NewOrder { post_only: true, ..limit(Buy, 10_000, 1) });
         assert_eq!(f.said(), lines(&["rejected 2 post_only_would_take"]));
-        f.new(NewOrder { post_only: true, ..limit(Buy, 9_999, 1) });
+        f.order(NewOrder { post_only: true, ..limit(Buy, 9_999, 1) });
         assert_eq!(f.said(), lines(&["accepted 3", "level buy 9999 1/1"]));
     }
 }
@@ -186,7 +186,7 @@ fn impossible_orders_are_rejected_as_invalid() {
     ];
     for mut f in both(16) {
         for o in bad {
-            let id = f.new(o);
+            let id = f.order(o);
             assert_eq!(f.said(), vec![format!("rejected {} invalid_order", id.offset())], "{o:?}");
         }
         assert!(f.book(Buy).is_empty());
@@ -196,14 +196,14 @@ fn impossible_orders_are_rejected_as_invalid() {
 #[test]
 fn cancel_removes_and_refuses_unknown_or_foreign_orders() {
     for mut f in both(16) {
-        let a = f.new(limit(Buy, 9_990, 4));
-        f.new(limit(Buy, 9_990, 1));
+        let a = f.order(limit(Buy, 9_990, 4));
+        f.order(limit(Buy, 9_990, 1));
         f.cancel(a);
         assert_eq!(f.said(), lines(&["canceled 1 4 requested", "level buy 9990 1/1"]));
         f.cancel(a);
         assert_eq!(f.said(), lines(&["rejected 1 unknown_order"]));
         assert_eq!(f.events[0].seq, 0, "no symbol, no sequence number");
-        let alice = f.new(NewOrder { account: acct("alice"), ..limit(Sell, 10_100, 1) });
+        let alice = f.order(NewOrder { account: acct("alice"), ..limit(Sell, 10_100, 1) });
         f.cancel(alice);
         assert_eq!(f.said(), vec![format!("rejected {} not_owner", alice.offset())]);
         assert_eq!(f.book(Sell).len(), 1);
@@ -213,8 +213,8 @@ fn cancel_removes_and_refuses_unknown_or_foreign_orders() {
 #[test]
 fn replace_down_keeps_priority_and_up_or_repriced_loses_it() {
     for mut f in both(16) {
-        let a = f.new(limit(Buy, 9_990, 5));
-        let b = f.new(limit(Buy, 9_990, 5));
+        let a = f.order(limit(Buy, 9_990, 5));
+        let b = f.order(limit(Buy, 9_990, 5));
         f.replace(a, 9_990, 3);
         assert_eq!(f.said(), lines(&["replaced 1 3x9990 kept=true", "level buy 9990 8/2"]));
         assert_eq!(f.book(Buy), vec![(1, 9_990, 3), (2, 9_990, 5)]);
@@ -238,9 +238,9 @@ fn replace_down_keeps_priority_and_up_or_repriced_loses_it() {
 #[test]
 fn a_replace_that_crosses_trades_and_a_post_only_one_is_refused() {
     for mut f in both(16) {
-        let s = f.new(limit(Sell, 10_000, 2));
-        let b = f.new(limit(Buy, 9_990, 3));
-        let p = f.new(NewOrder { post_only: true, ..limit(Buy, 9_980, 1) });
+        let s = f.order(limit(Sell, 10_000, 2));
+        let b = f.order(limit(Buy, 9_990, 3));
+        let p = f.order(NewOrder { post_only: true, ..limit(Buy, 9_980, 1) });
         f.replace(p, 10_000, 1);
         assert_eq!(f.said(), vec![format!("rejected {} post_only_would_take", p.offset())]);
         f.replace(b, 10_000, 3);
@@ -263,7 +263,7 @@ fn a_replace_that_crosses_trades_and_a_post_only_one_is_refused() {
 #[test]
 fn replace_is_refused_outside_the_band_when_halted_for_others_and_for_unknown_orders() {
     for mut f in both(16) {
-        let a = f.new(limit(Buy, 9_990, 5));
+        let a = f.order(limit(Buy, 9_990, 5));
         f.replace(a, 8_999, 5);
         assert_eq!(f.said(), lines(&["rejected 1 price_band"]));
         f.replace(a, 9_990, 0);
@@ -297,9 +297,9 @@ fn replace_is_refused_outside_the_band_when_halted_for_others_and_for_unknown_or
 fn self_trade_prevention_cancels_the_resting_order_and_goes_on() {
     for mut f in both(16) {
         let alice = acct("alice");
-        f.new(NewOrder { account: alice, ..limit(Sell, 10_000, 2) }); // 1
-        f.new(NewOrder { account: acct("bob"), ..limit(Sell, 10_000, 2) }); // 2
-        f.new(NewOrder { account: alice, ..limit(Buy, 10_000, 3) }); // 3
+        f.order(NewOrder { account: alice, ..limit(Sell, 10_000, 2) }); // 1
+        f.order(NewOrder { account: acct("bob"), ..limit(Sell, 10_000, 2) }); // 2
+        f.order(NewOrder { account: alice, ..limit(Buy, 10_000, 3) }); // 3
         assert_eq!(
             f.said(),
             lines(&[
@@ -316,8 +316,8 @@ fn self_trade_prevention_cancels_the_resting_order_and_goes_on() {
 #[test]
 fn the_anonymous_account_is_exempt_from_self_trade_prevention() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 2));
-        f.new(limit(Buy, 10_000, 2));
+        f.order(limit(Sell, 10_000, 2));
+        f.order(limit(Buy, 10_000, 2));
         assert_eq!(f.said()[1], "fill#0 2x10000 maker 1 (0 left) taker 2 (0 left)");
     }
 }
@@ -328,7 +328,7 @@ fn the_price_band_follows_the_reference_and_the_last_trade() {
         for (side, price, ok) in
             [(Buy, 8_999, false), (Buy, 9_000, true), (Sell, 11_000, true), (Sell, 11_001, false)]
         {
-            let id = f.new(limit(side, price, 1));
+            let id = f.order(limit(side, price, 1));
             let want = if ok { "accepted" } else { "rejected" };
             assert!(f.said()[0].starts_with(want), "{side:?} {price}: {:?}", f.said());
             if ok {
@@ -337,12 +337,12 @@ fn the_price_band_follows_the_reference_and_the_last_trade() {
         }
         f.send(CommandKind::SetReference { symbol: ABC, price: Price(20_000) });
         assert_eq!(f.said(), lines(&["status halted=false ref=20000"]));
-        f.new(limit(Sell, 21_000, 1));
+        f.order(limit(Sell, 21_000, 1));
         assert_eq!(f.said()[0], "accepted 8");
-        f.new(limit(Buy, 21_000, 1)); // trades at 210.00: the band is now 189.00 .. 231.00
-        f.new(limit(Buy, 18_899, 1));
+        f.order(limit(Buy, 21_000, 1)); // trades at 210.00: the band is now 189.00 .. 231.00
+        f.order(limit(Buy, 18_899, 1));
         assert_eq!(f.said()[0], "rejected 10 price_band");
-        f.new(limit(Buy, 18_900, 1));
+        f.order(limit(Buy, 18_900, 1));
         assert_eq!(f.said()[0], "accepted 11");
         f.send(CommandKind::SetReference { symbol: ABC, price: Price(0) });
         assert_eq!(f.said(), lines(&["rejected 12 invalid_order"]));
@@ -352,7 +352,7 @@ fn the_price_band_follows_the_reference_and_the_last_trade() {
 #[test]
 fn unknown_symbols_are_rejected_without_a_sequence_number() {
     for mut f in both(16) {
-        let id = f.new(NewOrder { symbol: common::SymbolId(99), ..limit(Buy, 1, 1) });
+        let id = f.order(NewOrder { symbol: common::SymbolId(99), ..limit(Buy, 1, 1) });
         assert_eq!(f.said(), vec![format!("rejected {} unknown_symbol", id.offset())]);
         assert_eq!((f.events[0].symbol, f.events[0].seq), (None, 0));
         for kind in [
@@ -369,18 +369,18 @@ fn unknown_symbols_are_rejected_without_a_sequence_number() {
 #[test]
 fn a_halted_symbol_refuses_new_orders_but_accepts_cancels() {
     for mut f in both(16) {
-        let a = f.new(limit(Buy, 9_990, 1));
+        let a = f.order(limit(Buy, 9_990, 1));
         f.send(CommandKind::Halt { symbol: ABC });
         assert_eq!(f.said(), lines(&["status halted=true ref=10000"]));
-        f.new(limit(Buy, 9_990, 1));
+        f.order(limit(Buy, 9_990, 1));
         assert_eq!(f.said(), lines(&["rejected 3 halted"]));
-        f.new(NewOrder { symbol: DEF, ..limit(Buy, 1_000, 1) });
+        f.order(NewOrder { symbol: DEF, ..limit(Buy, 1_000, 1) });
         assert_eq!(f.said()[0], "accepted 4", "other symbols trade on");
         f.cancel(a);
         assert_eq!(f.said(), lines(&["canceled 1 1 requested", "level buy 9990 0/0"]));
         f.send(CommandKind::Resume { symbol: ABC });
         assert_eq!(f.said(), lines(&["status halted=false ref=10000"]));
-        f.new(limit(Buy, 9_990, 1));
+        f.order(limit(Buy, 9_990, 1));
         assert_eq!(f.said()[0], "accepted 7");
     }
 }
@@ -389,11 +389,11 @@ fn a_halted_symbol_refuses_new_orders_but_accepts_cancels() {
 fn mass_cancel_removes_one_accounts_orders_on_every_symbol() {
     for mut f in both(16) {
         let alice = acct("alice");
-        f.new(NewOrder { account: alice, ..limit(Buy, 9_990, 1) }); // 1
-        f.new(limit(Buy, 9_990, 2)); // 2
-        f.new(NewOrder { account: alice, ..limit(Buy, 9_995, 3) }); // 3
-        f.new(NewOrder { account: alice, ..limit(Sell, 10_010, 4) }); // 4
-        f.new(NewOrder { account: alice, symbol: DEF, ..limit(Sell, 1_000, 5) }); // 5
+        f.order(NewOrder { account: alice, ..limit(Buy, 9_990, 1) }); // 1
+        f.order(limit(Buy, 9_990, 2)); // 2
+        f.order(NewOrder { account: alice, ..limit(Buy, 9_995, 3) }); // 3
+        f.order(NewOrder { account: alice, ..limit(Sell, 10_010, 4) }); // 4
+        f.order(NewOrder { account: alice, symbol: DEF, ..limit(Sell, 1_000, 5) }); // 5
         f.send(CommandKind::MassCancel { account: alice });
         assert_eq!(
             f.said(),
@@ -417,22 +417,22 @@ fn mass_cancel_removes_one_accounts_orders_on_every_symbol() {
 fn duplicate_client_ids_are_rejected_while_open_and_in_the_recent_window() {
     for mut f in both(2) {
         let o = |c: &str| NewOrder { client_order_id: cid(c), ..limit(Buy, 9_990, 1) };
-        f.new(o("x")); // 1, open
-        f.new(o("x"));
+        f.order(o("x")); // 1, open
+        f.order(o("x"));
         assert_eq!(f.said(), lines(&["rejected 2 duplicate_client_order_id"]));
-        f.new(NewOrder { account: acct("alice"), ..o("x") });
+        f.order(NewOrder { account: acct("alice"), ..o("x") });
         assert_eq!(f.said()[0], "accepted 3", "another account may use the same id");
-        f.new(NewOrder { symbol: DEF, price: Some(Price(1_000)), ..o("x") });
+        f.order(NewOrder { symbol: DEF, price: Some(Price(1_000)), ..o("x") });
         assert_eq!(f.said()[0], "accepted 4", "so may another symbol");
         f.cancel(common::OrderId::new(0, 1).unwrap()); // "x" ends: now in the recent window
-        f.new(o("x"));
+        f.order(o("x"));
         assert_eq!(f.said(), lines(&["rejected 6 duplicate_client_order_id"]));
         // Two more ended orders push "x" out of a window of two.
         for c in ["y", "z"] {
-            let id = f.new(NewOrder { tif: TimeInForce::Ioc, ..o(c) });
+            let id = f.order(NewOrder { tif: TimeInForce::Ioc, ..o(c) });
             assert!(f.said().last().unwrap().starts_with(&format!("canceled {}", id.offset())));
         }
-        f.new(o("x"));
+        f.order(o("x"));
         assert_eq!(f.said()[0], "accepted 9");
     }
 }
@@ -462,9 +462,9 @@ fn a_command_applied_twice_does_not_make_a_second_order() {
 #[test]
 fn events_are_numbered_per_symbol_and_per_command() {
     for mut f in both(16) {
-        f.new(limit(Sell, 10_000, 1));
-        f.new(NewOrder { symbol: DEF, ..limit(Sell, 1_000, 1) });
-        f.new(limit(Buy, 10_000, 1));
+        f.order(limit(Sell, 10_000, 1));
+        f.order(NewOrder { symbol: DEF, ..limit(Sell, 1_000, 1) });
+        f.order(limit(Buy, 10_000, 1));
         let seqs: Vec<u64> = f.events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5], "ABC had 2 events before; DEF's don't count");
         let idx: Vec<u32> = f.events.iter().map(|e| e.index).collect();

@@ -113,7 +113,7 @@ impl Fixture {
     }
 
     /// Sends a new order, giving it client id `c<id>` if it has the placeholder `auto`.
-    pub fn new(&mut self, mut o: NewOrder) -> OrderId {
+    pub fn order(&mut self, mut o: NewOrder) -> OrderId {
         if o.client_order_id == cid("auto") {
             o.client_order_id = cid(&format!("c{}", self.next));
         }
