@@ -23,7 +23,7 @@ use common::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::clients::ClientIds;
+use crate::clients::{owner, ClientIds};
 use crate::emit::{Emitter, Tape};
 use crate::ladder::Ladder;
 use crate::slab::{Node, Slab, NIL};
@@ -94,6 +94,8 @@ struct Taker {
     id: OrderId,
     side: Side,
     account: Account,
+    /// [`owner`] of `account`.
+    owner: u64,
     client_order_id: ClientOrderId,
     /// The worst price it accepts (its limit, or the band's edge for a market order).
     limit: Price,
@@ -130,10 +132,10 @@ fn crosses(side: Side, limit: Price, resting: Price) -> bool {
     }
 }
 
-/// Self-trade prevention applies between two orders of this pair of owners.
+/// Self-trade prevention applies between this taker and this resting order.
 #[inline]
-fn self_trade(taker: &Account, maker: &Account) -> bool {
-    taker == maker && !taker.is_anonymous()
+fn self_trade(taker: &Taker, maker: &Node, clients: &ClientIds) -> bool {
+    !maker.anonymous && maker.owner == taker.owner && clients.key(maker.client).0 == taker.account
 }
 
 impl Book {
@@ -220,14 +222,8 @@ impl Book {
     /// The resting order in `slot`.
     pub fn resting(&self, slot: u32) -> RestingOrder {
         let n = &self.slab[slot];
-        RestingOrder {
-            id: n.id,
-            side: n.side,
-            price: n.price,
-            leaves: n.leaves,
-            account: n.account,
-            client_order_id: n.client_order_id,
-        }
+        let (account, client_order_id) = *self.clients.key(n.client);
+        RestingOrder { id: n.id, side: n.side, price: n.price, leaves: n.leaves, account, client_order_id }
     }
 
     /// Total open quantity resting on both sides.
@@ -307,6 +303,7 @@ impl Book {
             id,
             side: o.side,
             account: o.account,
+            owner: owner(&o.account),
             client_order_id: o.client_order_id,
             limit,
             leaves: o.qty,
@@ -344,13 +341,13 @@ impl Book {
                 id,
                 price: limit,
                 leaves: taker.leaves,
-                account: o.account,
-                client_order_id: o.client_order_id,
+                owner: taker.owner,
                 client,
                 prev: NIL,
                 next: NIL,
                 side: o.side,
                 post_only: o.post_only,
+                anonymous: o.account.is_anonymous(),
             };
             let slot = self.slab.insert(node);
             index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
@@ -377,7 +374,7 @@ impl Book {
             let mut slot = level.head;
             while slot != NIL && need > 0 {
                 let node = &self.slab[slot];
-                if !self_trade(&taker.account, &node.account) {
+                if !self_trade(taker, node, &self.clients) {
                     need = need.saturating_sub(node.leaves.0);
                 }
                 slot = node.next;
@@ -404,7 +401,7 @@ impl Book {
             while level.head != NIL && !taker.leaves.is_zero() {
                 let slot = level.head;
                 let maker = slab[slot];
-                let ended = if self_trade(&taker.account, &maker.account) {
+                let ended = if self_trade(taker, &maker, clients) {
                     level.qty = Qty(level.qty.0 - maker.leaves.0);
                     let kind = EventKind::Canceled {
                         order_id: maker.id,
@@ -421,6 +418,7 @@ impl Book {
                     level.qty = Qty(level.qty.0 - qty.0);
                     *reference = price;
                     let fill = em.next_fill();
+                    let (maker_account, maker_client_order_id) = *clients.key(maker.client);
                     let kind = EventKind::Fill {
                         fill,
                         maker: maker.id,
@@ -430,8 +428,8 @@ impl Book {
                         qty,
                         maker_leaves,
                         taker_leaves: taker.leaves,
-                        maker_account: maker.account,
-                        maker_client_order_id: maker.client_order_id,
+                        maker_account,
+                        maker_client_order_id,
                         taker_account: taker.account,
                         taker_client_order_id: taker.client_order_id,
                     };
@@ -530,10 +528,17 @@ impl Book {
         self.slab.remove(slot);
     }
 
+    /// True if `account` owns the order in `slot`.
+    #[inline]
+    fn owns(&self, slot: u32, account: &Account) -> bool {
+        let node = &self.slab[slot];
+        node.owner == owner(account) && self.clients.key(node.client).0 == *account
+    }
+
     /// Cancels the order in `slot` at its owner's request.
     pub fn cancel(&mut self, slot: u32, account: Account, index: &mut OrderIndex, em: &mut Emitter<'_>) {
         let node = self.slab[slot];
-        if node.account != account {
+        if !self.owns(slot, &account) {
             return self.reject(em, node.id, account, RejectReason::NotOwner);
         }
         self.remove(slot, CancelReason::Requested, index, em);
@@ -542,7 +547,7 @@ impl Book {
     /// Changes the price and/or open quantity of the order in `slot`.
     pub fn replace(&mut self, slot: u32, r: &Replace, index: &mut OrderIndex, em: &mut Emitter<'_>) {
         let node = self.slab[slot];
-        let reason = if node.account != r.account {
+        let reason = if !self.owns(slot, &r.account) {
             Some(RejectReason::NotOwner)
         } else if self.halted {
             Some(RejectReason::Halted)
@@ -587,11 +592,13 @@ impl Book {
             EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: false };
         self.tape.emit(em, kind);
         self.unlink(slot, em);
+        let (account, client_order_id) = *self.clients.key(node.client);
         let mut taker = Taker {
             id: node.id,
             side: node.side,
-            account: node.account,
-            client_order_id: node.client_order_id,
+            account,
+            owner: node.owner,
+            client_order_id,
             limit: r.price,
             leaves: r.qty,
         };
@@ -616,7 +623,7 @@ impl Book {
                 let mut slot = self.ladder(side).levels[i].head;
                 while slot != NIL {
                     let next = self.slab[slot].next;
-                    if self.slab[slot].account == account {
+                    if self.owns(slot, &account) {
                         self.remove(slot, CancelReason::MassCancel, index, em);
                     }
                     slot = next;
@@ -662,8 +669,9 @@ impl Book {
                     if index.get(&n.id) != Some(&want) {
                         return Err(format!("index disagrees for {:?}", n.id));
                     }
-                    if !self.clients.contains(&(n.account, n.client_order_id)) {
-                        return Err(format!("client id of {:?} not taken", n.id));
+                    let key = self.clients.key(n.client);
+                    if !self.clients.contains(key) || n.owner != owner(&key.0) || n.anonymous != key.0.is_anonymous() {
+                        return Err(format!("client id of {:?} not taken or owner mismatch", n.id));
                     }
                     qty += n.leaves.0;
                     count += 1;

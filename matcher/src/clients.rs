@@ -58,6 +58,15 @@ fn fingerprint(key: &ClientKey) -> u64 {
     h.finish()
 }
 
+/// A 64-bit fingerprint of an account: resting orders keep it so self-trade and ownership checks
+/// compare one word and read the full account only on a match.
+#[inline]
+pub fn owner(account: &Account) -> u64 {
+    let mut h = FxHasher::default();
+    account.hash(&mut h);
+    h.finish()
+}
+
 impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones, faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
@@ -158,6 +167,12 @@ impl ClientIds {
             }
         }
         self.free.push(slot);
+    }
+
+    /// The key behind a handle.
+    #[inline]
+    pub fn key(&self, handle: Handle) -> &ClientKey {
+        &self.keys[handle as usize]
     }
 
     /// How many ids are taken (open + recent).

@@ -2,7 +2,7 @@
 //! level's FIFO queue by intrusive `prev`/`next` slots. Freed slots are reused, so a book in
 //! steady state allocates nothing.
 
-use common::{Account, ClientOrderId, OrderId, Price, Qty, Side};
+use common::{OrderId, Price, Qty, Side};
 
 use crate::clients::Handle;
 
@@ -18,11 +18,11 @@ pub struct Node {
     pub price: Price,
     /// Its open quantity.
     pub leaves: Qty,
-    /// Its owner: self-trade prevention and ownership checks.
-    pub account: Account,
-    /// Its client id.
-    pub client_order_id: ClientOrderId,
-    /// Its client id's handle in the book's [`crate::clients::ClientIds`]: released when it ends.
+    /// Fingerprint of its owner ([`crate::clients::owner`]): self-trade and ownership checks
+    /// compare this first and read the full account (from `client`) only on a match.
+    pub owner: u64,
+    /// Its (account, client order id) handle in the book's [`crate::clients::ClientIds`]: where
+    /// the strings live (kept out of the node so it fits one cache line), released when it ends.
     pub client: Handle,
     /// The order ahead of it at its level, or [`NIL`].
     pub prev: u32,
@@ -32,6 +32,8 @@ pub struct Node {
     pub side: Side,
     /// Post-only: a replace that would cross is refused.
     pub post_only: bool,
+    /// Owned by the shared `anonymous` account: exempt from self-trade prevention.
+    pub anonymous: bool,
 }
 
 /// The order store of one book.
@@ -51,13 +53,13 @@ impl Slab {
             id: OrderId(0),
             price: Price(0),
             leaves: Qty::ZERO,
-            account: Account::anonymous(),
-            client_order_id: Account::anonymous(),
+            owner: 0,
             client: NIL,
             prev: NIL,
             next: NIL,
             side: Side::Buy,
             post_only: false,
+            anonymous: true,
         };
         let capacity = capacity.min(NIL as usize);
         // Lowest slots first: pop() takes from the end.
