@@ -23,7 +23,8 @@ use common::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::clients::{owner, ClientIds};
+use crate::accounts::{AccountId, Accounts, ANONYMOUS};
+use crate::clients::ClientIds;
 use crate::emit::{Emitter, Tape};
 use crate::ladder::Ladder;
 use crate::slab::{Node, Slab, NIL};
@@ -94,8 +95,8 @@ struct Taker {
     id: OrderId,
     side: Side,
     account: Account,
-    /// [`owner`] of `account`.
-    owner: u64,
+    /// `account` interned (`NONE` while it has no accepted order here).
+    account_id: AccountId,
     client_order_id: ClientOrderId,
     /// The worst price it accepts (its limit, or the band's edge for a market order).
     limit: Price,
@@ -121,6 +122,8 @@ pub struct Book {
     slab: Slab,
     /// Client ids of open and recent orders.
     clients: ClientIds,
+    /// Owners of orders accepted here.
+    accounts: Accounts,
 }
 
 /// True if an order on `side` with limit `limit` trades against a resting order at `resting`.
@@ -132,10 +135,13 @@ fn crosses(side: Side, limit: Price, resting: Price) -> bool {
     }
 }
 
+/// An account id no account has: for a taker whose account has no order here yet.
+const NONE: AccountId = AccountId::MAX;
+
 /// Self-trade prevention applies between this taker and this resting order.
 #[inline]
-fn self_trade(taker: &Taker, maker: &Node, clients: &ClientIds) -> bool {
-    !maker.anonymous && maker.owner == taker.owner && clients.key(maker.client).0 == taker.account
+fn self_trade(taker: &Taker, maker: &Node) -> bool {
+    maker.account == taker.account_id && maker.account != ANONYMOUS
 }
 
 impl Book {
@@ -150,6 +156,7 @@ impl Book {
             asks: Ladder::with_capacity(Side::Sell, capacity.levels),
             slab: Slab::with_capacity(capacity.orders),
             clients: ClientIds::new(capacity.orders, capacity.client_window),
+            accounts: Accounts::with_capacity(1024),
         }
     }
 
@@ -303,7 +310,7 @@ impl Book {
             id,
             side: o.side,
             account: o.account,
-            owner: owner(&o.account),
+            account_id: self.accounts.find(&o.account).unwrap_or(NONE),
             client_order_id: o.client_order_id,
             limit,
             leaves: o.qty,
@@ -330,6 +337,7 @@ impl Book {
                 qty: o.qty,
             },
         );
+        taker.account_id = self.accounts.intern(&o.account);
         let client = self.clients.open(key);
         if crossing {
             self.take(&mut taker, index, em);
@@ -341,13 +349,12 @@ impl Book {
                 id,
                 price: limit,
                 leaves: taker.leaves,
-                owner: taker.owner,
+                account: taker.account_id,
                 client,
                 prev: NIL,
                 next: NIL,
                 side: o.side,
                 post_only: o.post_only,
-                anonymous: o.account.is_anonymous(),
             };
             let slot = self.slab.insert(node);
             index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
@@ -374,7 +381,7 @@ impl Book {
             let mut slot = level.head;
             while slot != NIL && need > 0 {
                 let node = &self.slab[slot];
-                if !self_trade(taker, node, &self.clients) {
+                if !self_trade(taker, node) {
                     need = need.saturating_sub(node.leaves.0);
                 }
                 slot = node.next;
@@ -401,7 +408,7 @@ impl Book {
             while level.head != NIL && !taker.leaves.is_zero() {
                 let slot = level.head;
                 let maker = slab[slot];
-                let ended = if self_trade(taker, &maker, clients) {
+                let ended = if self_trade(taker, &maker) {
                     level.qty = Qty(level.qty.0 - maker.leaves.0);
                     let kind = EventKind::Canceled {
                         order_id: maker.id,
@@ -531,8 +538,7 @@ impl Book {
     /// True if `account` owns the order in `slot`.
     #[inline]
     fn owns(&self, slot: u32, account: &Account) -> bool {
-        let node = &self.slab[slot];
-        node.owner == owner(account) && self.clients.key(node.client).0 == *account
+        self.accounts.find(account) == Some(self.slab[slot].account)
     }
 
     /// Cancels the order in `slot` at its owner's request.
@@ -597,7 +603,7 @@ impl Book {
             id: node.id,
             side: node.side,
             account,
-            owner: node.owner,
+            account_id: node.account,
             client_order_id,
             limit: r.price,
             leaves: r.qty,
@@ -616,6 +622,7 @@ impl Book {
 
     /// Cancels every resting order of `account`: bids then asks, best level first, queue order.
     pub fn mass_cancel(&mut self, account: Account, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+        let Some(owner) = self.accounts.find(&account) else { return };
         for side in [Side::Buy, Side::Sell] {
             let mut i = self.ladder(side).levels.len();
             while i > 0 {
@@ -623,7 +630,7 @@ impl Book {
                 let mut slot = self.ladder(side).levels[i].head;
                 while slot != NIL {
                     let next = self.slab[slot].next;
-                    if self.owns(slot, &account) {
+                    if self.slab[slot].account == owner {
                         self.remove(slot, CancelReason::MassCancel, index, em);
                     }
                     slot = next;
@@ -670,7 +677,7 @@ impl Book {
                         return Err(format!("index disagrees for {:?}", n.id));
                     }
                     let key = self.clients.key(n.client);
-                    if !self.clients.contains(key) || n.owner != owner(&key.0) || n.anonymous != key.0.is_anonymous() {
+                    if !self.clients.contains(key) || self.accounts.name(n.account) != key.0 {
                         return Err(format!("client id of {:?} not taken or owner mismatch", n.id));
                     }
                     qty += n.leaves.0;

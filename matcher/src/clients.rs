@@ -5,12 +5,12 @@
 //! book rejects the second copy as long as the first is open or among the last `window` ended
 //! orders.
 //!
-//! Layout, for the cache: the 66-byte keys sit in a slab that is read only to confirm a
-//! fingerprint match (a duplicate, or a fingerprint collision); the hash table holds 64-bit
-//! fingerprints → slab slot, with keys of equal fingerprint chained through a compact link array,
-//! so the answer stays exact. Each order carries its key's slot as a handle, so ending an order
-//! and evicting from the window never hash a key. Everything is pre-sized: steady state
-//! allocates nothing.
+//! Layout, for the cache: the hash table maps a 64-bit fingerprint of the key to the slot that
+//! holds the key (plus a flag when several keys share the fingerprint, chained through `next`), so
+//! the answer stays exact while the common paths touch one table entry. The 66-byte keys are read
+//! only to confirm a fingerprint match (a duplicate, or a collision). Orders keep their key's slot
+//! and fingerprint, and the window ring stores both, so ending an order and evicting the oldest id
+//! never hash a key or read a cold key. Everything is pre-sized: steady state allocates nothing.
 
 use std::hash::{Hash, Hasher};
 
@@ -20,32 +20,33 @@ use rustc_hash::{FxHashMap, FxHasher};
 /// Whose id: ids are unique per account (the symbol is the book's).
 pub type ClientKey = (Account, ClientOrderId);
 
-/// A taken key's slot: what an order keeps to release its id later.
-pub type Handle = u32;
+/// A taken key's slot and fingerprint: what an order keeps to release its id later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle {
+    /// Where the key sits.
+    pub slot: u32,
+    /// The key's fingerprint.
+    pub fingerprint: u64,
+}
 
 /// End of a fingerprint chain.
 const END: u32 = u32::MAX;
-
-/// Bookkeeping of one slot: its key's fingerprint and the next slot with the same one.
-#[derive(Clone, Copy, Debug)]
-struct Link {
-    fingerprint: u64,
-    next: u32,
-}
+/// Set in a table value when more than one key has that fingerprint.
+const CHAINED: u32 = 1 << 31;
 
 /// The ids in use by one book.
 #[derive(Debug)]
 pub struct ClientIds {
-    /// Fingerprint → first slot holding a key with it.
+    /// Fingerprint → first slot holding a key with it (| [`CHAINED`] if there are more).
     taken: FxHashMap<u64, u32>,
     /// The keys, by slot; read only to confirm a fingerprint match.
     keys: Vec<ClientKey>,
-    /// Per slot: fingerprint and chain link.
-    links: Vec<Link>,
+    /// Per slot: the next slot with the same fingerprint, or [`END`].
+    next: Vec<u32>,
     /// Free slots.
     free: Vec<u32>,
-    /// Slots of ended ids, oldest at `head` once full; a ring of `capacity` entries.
-    recent: Vec<u32>,
+    /// Ended ids, oldest at `head` once full; a ring of `capacity` entries.
+    recent: Vec<Handle>,
     /// Where the oldest ended id sits once the ring is full.
     head: usize,
     /// How many ended ids are remembered.
@@ -58,30 +59,21 @@ fn fingerprint(key: &ClientKey) -> u64 {
     h.finish()
 }
 
-/// A 64-bit fingerprint of an account: resting orders keep it so self-trade and ownership checks
-/// compare one word and read the full account only on a match.
-#[inline]
-pub fn owner(account: &Account) -> u64 {
-    let mut h = FxHasher::default();
-    account.hash(&mut h);
-    h.finish()
-}
-
 impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones, faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
-        let slots = open + window;
+        let slots = (open + window).min(CHAINED as usize - 1);
         // More than twice the most keys it holds: hashbrown then clears tombstones in place
         // instead of reallocating.
         let mut taken = FxHashMap::with_capacity_and_hasher(slots * 2 + 1, Default::default());
         crate::prefault::map(&mut taken, |i| (i as u64, 0));
         let mut recent = Vec::with_capacity(window);
-        crate::prefault::vec(&mut recent, 0);
+        crate::prefault::vec(&mut recent, Handle { slot: 0, fingerprint: 0 });
         let blank = (Account::anonymous(), Account::anonymous());
         ClientIds {
             taken,
             keys: vec![blank; slots],
-            links: vec![Link { fingerprint: 0, next: END }; slots],
+            next: vec![END; slots],
             free: (0..slots as u32).rev().collect(),
             recent,
             head: 0,
@@ -97,15 +89,23 @@ impl ClientIds {
 
     #[inline]
     fn contains_as(&self, key: &ClientKey, fingerprint: u64) -> bool {
-        let Some(&first) = self.taken.get(&fingerprint) else { return false };
-        let mut slot = first;
-        while slot != END {
+        let Some(&value) = self.taken.get(&fingerprint) else { return false };
+        let mut slot = value & !CHAINED;
+        if self.keys[slot as usize] == *key {
+            return true;
+        }
+        if value & CHAINED == 0 {
+            return false;
+        }
+        loop {
+            slot = self.next[slot as usize];
+            if slot == END {
+                return false;
+            }
             if self.keys[slot as usize] == *key {
                 return true;
             }
-            slot = self.links[slot as usize].next;
         }
-        false
     }
 
     /// Marks an id as open (the caller checked it was free); returns its handle.
@@ -122,14 +122,19 @@ impl ClientIds {
                 slot
             }
             None => {
+                assert!(self.keys.len() < (CHAINED - 1) as usize, "client id table full");
                 self.keys.push(key);
-                self.links.push(Link { fingerprint, next: END });
+                self.next.push(END);
                 (self.keys.len() - 1) as u32
             }
         };
-        let next = self.taken.insert(fingerprint, slot).unwrap_or(END);
-        self.links[slot as usize] = Link { fingerprint, next };
-        slot
+        let (next, value) = match self.taken.get(&fingerprint) {
+            Some(&head) => (head & !CHAINED, slot | CHAINED),
+            None => (END, slot),
+        };
+        self.next[slot as usize] = next;
+        self.taken.insert(fingerprint, value);
+        Handle { slot, fingerprint }
     }
 
     /// Moves an open id to the recent window, forgetting the oldest one if the window is full.
@@ -146,25 +151,28 @@ impl ClientIds {
         }
     }
 
-    /// Frees a slot: unchains it from its fingerprint.
-    fn release(&mut self, slot: u32) {
-        let Link { fingerprint, next } = self.links[slot as usize];
-        let first = self.taken.get(&fingerprint).copied().unwrap_or(END);
-        if first == slot {
-            if next == END {
+    /// Frees a slot: takes it out of its fingerprint's chain.
+    fn release(&mut self, Handle { slot, fingerprint }: Handle) {
+        let value = self.taken.get(&fingerprint).copied().unwrap_or(END);
+        let first = value & !CHAINED;
+        if value & CHAINED == 0 {
+            // The common case: this key alone has its fingerprint.
+            if first == slot {
                 self.taken.remove(&fingerprint);
-            } else {
-                self.taken.insert(fingerprint, next);
             }
         } else {
-            // A fingerprint shared by several keys: unlink from the middle of the chain.
-            let mut prev = first;
-            while prev != END && self.links[prev as usize].next != slot {
-                prev = self.links[prev as usize].next;
-            }
-            if prev != END {
-                self.links[prev as usize].next = next;
-            }
+            let head = if first == slot {
+                self.next[slot as usize]
+            } else {
+                let mut prev = first;
+                while self.next[prev as usize] != slot && self.next[prev as usize] != END {
+                    prev = self.next[prev as usize];
+                }
+                self.next[prev as usize] = self.next[slot as usize];
+                first
+            };
+            let more = if self.next[head as usize] == END { 0 } else { CHAINED };
+            self.taken.insert(fingerprint, head | more);
         }
         self.free.push(slot);
     }
@@ -172,7 +180,7 @@ impl ClientIds {
     /// The key behind a handle.
     #[inline]
     pub fn key(&self, handle: Handle) -> &ClientKey {
-        &self.keys[handle as usize]
+        &self.keys[handle.slot as usize]
     }
 
     /// How many ids are taken (open + recent).
@@ -218,18 +226,22 @@ mod tests {
 
     #[test]
     fn keys_that_share_a_fingerprint_stay_exact() {
-        let mut ids = ClientIds::new(4, 0);
-        let [a, b, c] = ["a", "b", "c"].map(|s| ids.open_as(key(s), 7));
-        assert!(["a", "b", "c"].iter().all(|s| ids.contains_as(&key(s), 7)));
-        assert!(!ids.contains_as(&key("d"), 7));
-        ids.close(b); // from the middle of the chain
-        assert!(
-            ids.contains_as(&key("a"), 7) && !ids.contains_as(&key("b"), 7) && ids.contains_as(&key("c"), 7)
-        );
-        ids.close(c); // the chain's head
-        assert!(ids.contains_as(&key("a"), 7) && !ids.contains_as(&key("c"), 7));
-        ids.close(a);
-        assert!(ids.is_empty() && ids.taken.is_empty());
+        let all = ["a", "b", "c", "d"];
+        // Release in every order: head, middle and tail of the chain.
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] {
+            let mut ids = ClientIds::new(8, 0);
+            let handles = all.map(|s| ids.open_as(key(s), 7));
+            assert!(all.iter().all(|s| ids.contains_as(&key(s), 7)));
+            assert!(!ids.contains_as(&key("e"), 7));
+            for (n, &i) in order.iter().enumerate() {
+                ids.close(handles[i]);
+                for (j, s) in all.iter().enumerate() {
+                    let gone = order[..=n].contains(&j);
+                    assert_eq!(ids.contains_as(&key(s), 7), !gone, "{order:?} after {n}: {s}");
+                }
+            }
+            assert!(ids.is_empty() && ids.taken.is_empty());
+        }
     }
 
     #[test]

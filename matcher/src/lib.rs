@@ -11,10 +11,12 @@
 //! - [`ladder`]: one side's price levels, best last.
 //! - [`slab`]: resting orders with intrusive FIFO links.
 //! - [`clients`]: duplicate client order id protection.
+//! - [`accounts`]: per-book account interning for exact one-word owner checks.
 //! - [`emit`]: event ids and per-symbol sequence numbers.
 //! - `prefault`: touching pre-sized memory at start-up so the hot path takes no page faults.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod book;
 pub mod clients;
 pub mod emit;

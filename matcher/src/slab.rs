@@ -4,6 +4,7 @@
 
 use common::{OrderId, Price, Qty, Side};
 
+use crate::accounts::{AccountId, ANONYMOUS};
 use crate::clients::Handle;
 
 /// "No slot": the end of a queue.
@@ -18,11 +19,10 @@ pub struct Node {
     pub price: Price,
     /// Its open quantity.
     pub leaves: Qty,
-    /// Fingerprint of its owner ([`crate::clients::owner`]): self-trade and ownership checks
-    /// compare this first and read the full account (from `client`) only on a match.
-    pub owner: u64,
-    /// Its (account, client order id) handle in the book's [`crate::clients::ClientIds`]: where
-    /// the strings live (kept out of the node so it fits one cache line), released when it ends.
+    /// Its owner, interned by the book ([`crate::accounts`]).
+    pub account: AccountId,
+    /// Its (account, client order id) in the book's [`crate::clients::ClientIds`]: where the
+    /// strings live (kept out of the node so it fits one cache line), released when it ends.
     pub client: Handle,
     /// The order ahead of it at its level, or [`NIL`].
     pub prev: u32,
@@ -32,8 +32,6 @@ pub struct Node {
     pub side: Side,
     /// Post-only: a replace that would cross is refused.
     pub post_only: bool,
-    /// Owned by the shared `anonymous` account: exempt from self-trade prevention.
-    pub anonymous: bool,
 }
 
 /// The order store of one book.
@@ -53,13 +51,12 @@ impl Slab {
             id: OrderId(0),
             price: Price(0),
             leaves: Qty::ZERO,
-            owner: 0,
-            client: NIL,
+            account: ANONYMOUS,
+            client: Handle { slot: NIL, fingerprint: 0 },
             prev: NIL,
             next: NIL,
             side: Side::Buy,
             post_only: false,
-            anonymous: true,
         };
         let capacity = capacity.min(NIL as usize);
         // Lowest slots first: pop() takes from the end.
