@@ -21,13 +21,13 @@ use common::{
     Account, CancelReason, ClientOrderId, EventKind, NewOrder, OrderId, OrderType, Price, Qty, RejectReason,
     Replace, Side, SymbolId, SymbolSpec, TimeInForce,
 };
-use rustc_hash::FxHashMap;
 
 use crate::accounts::{AccountId, Accounts, ANONYMOUS};
 use crate::clients::ClientIds;
 use crate::emit::{Emitter, Tape};
 use crate::ladder::Ladder;
 use crate::slab::{Node, Slab, NIL};
+use crate::table::Table;
 
 /// Largest quantity one order may have at the book, in lots: keeps level totals far from
 /// overflowing a `u64` however many orders share a level.
@@ -43,7 +43,49 @@ pub struct Loc {
 }
 
 /// Exchange order id → location, for every resting order of every book.
-pub type OrderIndex = FxHashMap<OrderId, Loc>;
+#[derive(Debug)]
+pub struct OrderIndex(Table<u64, u64>);
+
+impl OrderIndex {
+    /// Room for `capacity` resting orders; memory written now.
+    pub fn with_capacity(capacity: usize) -> OrderIndex {
+        OrderIndex(Table::with_capacity(capacity, 0))
+    }
+
+    /// Where an order rests.
+    #[inline]
+    pub fn get(&self, id: &OrderId) -> Option<Loc> {
+        self.0.get(id.0).map(|v| Loc { symbol: (v >> 32) as u32, slot: v as u32 })
+    }
+
+    /// True if the order rests somewhere.
+    #[inline]
+    pub fn contains_key(&self, id: &OrderId) -> bool {
+        self.0.contains_key(id.0)
+    }
+
+    /// Records where an order rests.
+    #[inline]
+    pub fn insert(&mut self, id: OrderId, loc: Loc) {
+        self.0.insert(id.0, (u64::from(loc.symbol) << 32) | u64::from(loc.slot));
+    }
+
+    /// Forgets an order.
+    #[inline]
+    pub fn remove(&mut self, id: &OrderId) {
+        self.0.remove(id.0);
+    }
+
+    /// Number of resting orders.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no order rests.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// How much room a book reserves up front.
 #[derive(Clone, Copy, Debug)]
@@ -673,7 +715,7 @@ impl Book {
                         return Err(format!("bad node {n:?} at level {level:?}"));
                     }
                     let want = Loc { symbol: self.tape.symbol.0, slot };
-                    if index.get(&n.id) != Some(&want) {
+                    if index.get(&n.id) != Some(want) {
                         return Err(format!("index disagrees for {:?}", n.id));
                     }
                     let key = self.clients.key(n.client);

@@ -15,7 +15,9 @@
 use std::hash::{Hash, Hasher};
 
 use common::{Account, ClientOrderId};
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::FxHasher;
+
+use crate::table::Table;
 
 /// Whose id: ids are unique per account (the symbol is the book's).
 pub type ClientKey = (Account, ClientOrderId);
@@ -26,7 +28,7 @@ pub struct Handle {
     /// Where the key sits.
     pub slot: u32,
     /// The key's fingerprint.
-    pub fingerprint: u64,
+    pub fingerprint: u32,
 }
 
 /// End of a fingerprint chain.
@@ -38,7 +40,7 @@ const CHAINED: u32 = 1 << 31;
 #[derive(Debug)]
 pub struct ClientIds {
     /// Fingerprint → first slot holding a key with it (| [`CHAINED`] if there are more).
-    taken: FxHashMap<u64, u32>,
+    taken: Table<u32, u32>,
     /// The keys, by slot; read only to confirm a fingerprint match.
     keys: Vec<ClientKey>,
     /// Per slot: the next slot with the same fingerprint, or [`END`].
@@ -53,20 +55,19 @@ pub struct ClientIds {
     capacity: usize,
 }
 
-fn fingerprint(key: &ClientKey) -> u64 {
+/// 32 bits of the key's hash: a match is confirmed against the key, so collisions cost a key
+/// comparison, never a wrong answer.
+fn fingerprint(key: &ClientKey) -> u32 {
     let mut h = FxHasher::default();
     key.hash(&mut h);
-    h.finish()
+    (h.finish() >> 32) as u32
 }
 
 impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones, faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
         let slots = (open + window).min(CHAINED as usize - 1);
-        // More than twice the most keys it holds: hashbrown then clears tombstones in place
-        // instead of reallocating.
-        let mut taken = FxHashMap::with_capacity_and_hasher(slots * 2 + 1, Default::default());
-        crate::prefault::map(&mut taken, |i| (i as u64, 0));
+        let taken = Table::with_capacity(slots, 0);
         let mut recent = Vec::with_capacity(window);
         crate::prefault::vec(&mut recent, Handle { slot: 0, fingerprint: 0 });
         let blank = (Account::anonymous(), Account::anonymous());
@@ -88,8 +89,8 @@ impl ClientIds {
     }
 
     #[inline]
-    fn contains_as(&self, key: &ClientKey, fingerprint: u64) -> bool {
-        let Some(&value) = self.taken.get(&fingerprint) else { return false };
+    fn contains_as(&self, key: &ClientKey, fingerprint: u32) -> bool {
+        let Some(value) = self.taken.get(fingerprint) else { return false };
         let mut slot = value & !CHAINED;
         if self.keys[slot as usize] == *key {
             return true;
@@ -115,7 +116,7 @@ impl ClientIds {
     }
 
     #[inline]
-    fn open_as(&mut self, key: ClientKey, fingerprint: u64) -> Handle {
+    fn open_as(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.keys[slot as usize] = key;
@@ -128,8 +129,8 @@ impl ClientIds {
                 (self.keys.len() - 1) as u32
             }
         };
-        let (next, value) = match self.taken.get(&fingerprint) {
-            Some(&head) => (head & !CHAINED, slot | CHAINED),
+        let (next, value) = match self.taken.get(fingerprint) {
+            Some(head) => (head & !CHAINED, slot | CHAINED),
             None => (END, slot),
         };
         self.next[slot as usize] = next;
@@ -153,12 +154,12 @@ impl ClientIds {
 
     /// Frees a slot: takes it out of its fingerprint's chain.
     fn release(&mut self, Handle { slot, fingerprint }: Handle) {
-        let value = self.taken.get(&fingerprint).copied().unwrap_or(END);
+        let value = self.taken.get(fingerprint).unwrap_or(END);
         let first = value & !CHAINED;
         if value & CHAINED == 0 {
             // The common case: this key alone has its fingerprint.
             if first == slot {
-                self.taken.remove(&fingerprint);
+                self.taken.remove(fingerprint);
             }
         } else {
             let head = if first == slot {

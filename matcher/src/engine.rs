@@ -24,9 +24,7 @@ impl Engine {
     /// Empty books for every symbol of `table`, each with room for `capacity`.
     pub fn new(table: &SymbolTable, capacity: Capacity) -> Engine {
         let books: Vec<Book> = table.iter().map(|(id, spec)| Book::new(id, spec, capacity)).collect();
-        let mut index =
-            OrderIndex::with_capacity_and_hasher(capacity.orders * books.len() * 2, Default::default());
-        crate::prefault::map(&mut index, |i| (OrderId(i as u64), crate::book::Loc { symbol: 0, slot: 0 }));
+        let index = OrderIndex::with_capacity(capacity.orders * books.len());
         Engine { books, index }
     }
 
@@ -45,12 +43,12 @@ impl Engine {
                     qty: o.qty,
                 }),
             },
-            CommandKind::Cancel(c) => match index.get(&c.order_id).copied() {
+            CommandKind::Cancel(c) => match index.get(&c.order_id) {
                 Some(loc) => self.books[loc.symbol as usize].cancel(loc.slot, c.account, index, &mut em),
                 None => unknown(&mut em, c.order_id, c.account, RejectReason::UnknownOrder),
             },
             CommandKind::Replace(r) => {
-                let loc = index.get(&r.order_id).copied().filter(|loc| loc.symbol == r.symbol.0);
+                let loc = index.get(&r.order_id).filter(|loc| loc.symbol == r.symbol.0);
                 match (loc, self.books.get_mut(r.symbol.0 as usize)) {
                     (Some(loc), Some(book)) => book.replace(loc.slot, &r, index, &mut em),
                     (None, Some(_)) => unknown(&mut em, r.order_id, r.account, RejectReason::UnknownOrder),

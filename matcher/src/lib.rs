@@ -10,6 +10,7 @@
 //! - [`book`]: one symbol's [`Book`]: the matching rules.
 //! - [`ladder`]: one side's price levels, best last.
 //! - [`slab`]: resting orders with intrusive FIFO links.
+//! - [`table`]: the fixed-capacity hash table behind the order index and the client-id table.
 //! - [`clients`]: duplicate client order id protection.
 //! - [`accounts`]: per-book account interning for exact one-word owner checks.
 //! - [`emit`]: event ids and per-symbol sequence numbers.
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod ladder;
 mod prefault;
 pub mod slab;
+pub mod table;
 
 pub use book::{Book, Capacity, Depth, RestingOrder, MAX_ORDER_QTY};
 pub use engine::Engine;
