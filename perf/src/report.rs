@@ -66,10 +66,10 @@ fn us(ns: u64) -> String {
     format!("{:.3}", Duration::from_nanos(ns).as_secs_f64() * 1e6)
 }
 
-/// A Markdown table of results; ratios are against the first row.
+/// A Markdown table of results; "time ×" is each book's time for the stream over the first row's.
 pub fn table(results: &[Result]) -> String {
     let mut s = String::from(
-        "| book | commands/s | vs first | p50 µs | p99 µs | p99.9 µs | p99.99 µs | max µs |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| book | commands/s | time × | p50 µs | p99 µs | p99.9 µs | p99.99 µs | max µs |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let base = results.first().map_or(1.0, |r| r.throughput);
     for r in results {
