@@ -19,34 +19,42 @@ pub struct Result {
     pub latency: Histogram<u64>,
 }
 
-/// Replays `cmds` through fresh books from `make`: `runs` timed whole replays for throughput,
-/// then one replay timing every command.
-pub fn measure<B: Book>(cmds: &[Command], runs: usize, mut make: impl FnMut() -> B) -> Result {
-    let mut rates = Vec::with_capacity(runs);
-    let mut name = "";
+/// A named way to make a fresh book.
+pub type Maker<'a> = Box<dyn FnMut() -> Box<dyn Book> + 'a>;
+
+/// Replays `cmds` through fresh books from each maker: `runs` timed whole replays each for
+/// throughput, interleaved (book A, book B, …, A, B, …) so that a noisy neighbour slows every
+/// book alike; then one replay per book timing every command.
+pub fn measure(cmds: &[Command], runs: usize, makers: &mut [Maker<'_>]) -> Vec<Result> {
+    let mut rates = vec![Vec::with_capacity(runs); makers.len()];
+    let mut names = vec![""; makers.len()];
     for _ in 0..runs.max(1) {
+        for (i, make) in makers.iter_mut().enumerate() {
+            let mut book = make();
+            names[i] = book.name();
+            let start = Instant::now();
+            for cmd in cmds {
+                book.apply(cmd);
+            }
+            let took = start.elapsed();
+            rates[i].push(cmds.len() as f64 / took.as_secs_f64());
+        }
+    }
+    let mut results = Vec::with_capacity(makers.len());
+    for (i, make) in makers.iter_mut().enumerate() {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
         let mut book = make();
-        name = book.name();
-        let start = Instant::now();
+        let mut last = Instant::now();
         for cmd in cmds {
             book.apply(cmd);
+            let now = Instant::now();
+            latency.saturating_record((now.duration_since(last).as_nanos() as u64).max(1));
+            last = now;
         }
-        let took = start.elapsed();
-        rates.push(cmds.len() as f64 / took.as_secs_f64());
-        drop(book);
+        rates[i].sort_by(f64::total_cmp);
+        results.push(Result { name: names[i], throughput: rates[i][rates[i].len() / 2], latency });
     }
-    rates.sort_by(f64::total_cmp);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-    let mut book = make();
-    let mut last = Instant::now();
-    for cmd in cmds {
-        book.apply(cmd);
-        let now = Instant::now();
-        let ns = now.duration_since(last).as_nanos() as u64;
-        latency.saturating_record(ns.max(1));
-        last = now;
-    }
-    Result { name, throughput: rates[rates.len() / 2], latency }
+    results
 }
 
 /// What one `Instant::now()` between commands adds to each latency sample, in nanoseconds.

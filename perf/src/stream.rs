@@ -102,9 +102,10 @@ impl Live {
     }
 }
 
-/// Engine capacity that holds a stream of this spec without growing.
+/// Engine capacity that holds a stream of this spec without growing (a quarter above its depth),
+/// with the engine's default client-id window.
 pub fn capacity(spec: &StreamSpec) -> Capacity {
-    Capacity { orders: (spec.depth * 2).next_power_of_two(), levels: 4096, client_window: 1 << 14 }
+    Capacity { orders: spec.depth + spec.depth / 4 + 64, ..Capacity::default() }
 }
 
 /// The symbol table streams use: the default set, cycled to as many symbols as asked.

@@ -2,7 +2,8 @@
 //! book and the peers, and prints throughput and latency percentiles side by side.
 //!
 //! Flags: `--commands N` (default 1,000,000), `--symbols N` (4), `--depth N` (resting orders per
-//! symbol, 5,000), `--runs N` (throughput runs per book, 5), `--seed N`, `--no-peers`,
+//! symbol, 5,000), `--window N` (client-id window per book; the engine default), `--runs N`
+//! (throughput runs per book, 5), `--seed N`, `--no-peers`,
 //! `--hgrm DIR` (write each latency histogram as an `.hgrm` percentile file).
 
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use flags::*;
-use perf::peers::{Lobster, OrderbookRs, Ours};
+use perf::peers::{Book, Lobster, OrderbookRs, Ours};
 use perf::report::{self, Result};
 use perf::stream::{self, Mix, StreamSpec};
 
@@ -27,6 +28,7 @@ mod flags {
         pub seed: u64,
         pub peers: bool,
         pub hgrm: Option<std::path::PathBuf>,
+        pub window: Option<usize>,
     }
 
     pub fn parse() -> Result<Flags, String> {
@@ -38,6 +40,7 @@ mod flags {
             seed: 42,
             peers: true,
             hgrm: None,
+            window: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -50,6 +53,7 @@ mod flags {
                 "--depth" => f.depth = num(value("--depth")?, "--depth")? as usize,
                 "--runs" => f.runs = num(value("--runs")?, "--runs")? as usize,
                 "--seed" => f.seed = num(value("--seed")?, "--seed")?,
+                "--window" => f.window = Some(num(value("--window")?, "--window")? as usize),
                 "--no-peers" => f.peers = false,
                 "--hgrm" => f.hgrm = Some(value("--hgrm")?.into()),
                 "-h" | "--help" => return Err(String::new()),
@@ -63,7 +67,7 @@ mod flags {
     }
 }
 
-const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] [--runs N] [--seed N] [--no-peers] [--hgrm DIR]";
+const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] [--window N] [--runs N] [--seed N] [--no-peers] [--hgrm DIR]";
 
 fn write_hgrm(dir: &PathBuf, results: &[Result], tag: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -134,10 +138,21 @@ fn main() {
         stats.fills
     );
     let table = stream::table(full.symbols);
-    let capacity = stream::capacity(&full);
+    let mut capacity = stream::capacity(&full);
+    if let Some(window) = flags.window {
+        capacity.client_window = window;
+    }
+    println!(
+        "Engine capacity per book: {} resting orders, {} levels per side, client-id window of {} ended orders.",
+        capacity.orders, capacity.levels, capacity.client_window
+    );
     eprintln!("replaying through trading-lab ({} runs + 1 timed per command)...", flags.runs);
-    let ours_full = report::measure(&cmds, flags.runs, || Ours::new(&table, capacity));
-    println!("\n{}", report::table(std::slice::from_ref(&ours_full)));
+    let ours_full = report::measure(
+        &cmds,
+        flags.runs,
+        &mut [Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>)],
+    );
+    println!("\n{}", report::table(&ours_full));
     drop(cmds);
 
     if flags.peers {
@@ -154,14 +169,16 @@ fn main() {
             stats.fills
         );
         let table = stream::table(1);
-        let capacity = stream::capacity(&common);
-        let mut results = Vec::new();
-        eprintln!("replaying through trading-lab...");
-        results.push(report::measure(&cmds, flags.runs, || Ours::new(&table, capacity)));
-        eprintln!("replaying through lobster...");
-        results.push(report::measure(&cmds, flags.runs, || Lobster::new(capacity.orders)));
-        eprintln!("replaying through orderbook-rs...");
-        results.push(report::measure(&cmds, flags.runs, OrderbookRs::new));
+        eprintln!("replaying through trading-lab, lobster and orderbook-rs ({} interleaved runs + 1 timed per command each)...", flags.runs);
+        let results = report::measure(
+            &cmds,
+            flags.runs,
+            &mut [
+                Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>),
+                Box::new(|| Box::new(Lobster::new(capacity.orders)) as Box<dyn Book>),
+                Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>),
+            ],
+        );
         println!("\n{}", report::table(&results));
         if let Some(dir) = &flags.hgrm {
             if let Err(e) = write_hgrm(dir, &results, "common") {
@@ -170,7 +187,7 @@ fn main() {
         }
     }
     if let Some(dir) = &flags.hgrm {
-        if let Err(e) = write_hgrm(dir, std::slice::from_ref(&ours_full), "full") {
+        if let Err(e) = write_hgrm(dir, &ours_full, "full") {
             eprintln!("book-bench: writing histograms: {e}");
         }
     }
