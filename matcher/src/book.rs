@@ -271,7 +271,8 @@ impl Book {
     /// The resting order in `slot`.
     pub fn resting(&self, slot: u32) -> RestingOrder {
         let n = &self.slab[slot];
-        let (account, client_order_id) = *self.clients.key(n.client);
+        let client_order_id = self.clients.key(n.client).1;
+        let account = self.accounts.name(n.account);
         RestingOrder { id: n.id, side: n.side, price: n.price, leaves: n.leaves, account, client_order_id }
     }
 
@@ -334,8 +335,9 @@ impl Book {
         if !well_formed {
             return self.reject_new(em, id, o, RejectReason::InvalidOrder);
         }
-        let key = (o.account, o.client_order_id);
-        if self.clients.contains(&key) {
+        // An account with no accepted order here cannot hold a duplicate.
+        let known = self.accounts.find(&o.account);
+        if known.is_some_and(|account| self.clients.contains(&(account, o.client_order_id))) {
             return self.reject_new(em, id, o, RejectReason::DuplicateClientOrderId);
         }
         if index.contains_key(&id) {
@@ -352,7 +354,7 @@ impl Book {
             id,
             side: o.side,
             account: o.account,
-            account_id: self.accounts.find(&o.account).unwrap_or(NONE),
+            account_id: known.unwrap_or(NONE),
             client_order_id: o.client_order_id,
             limit,
             leaves: o.qty,
@@ -380,7 +382,7 @@ impl Book {
             },
         );
         taker.account_id = self.accounts.intern(&o.account);
-        let client = self.clients.open(key);
+        let client = self.clients.open((taker.account_id, o.client_order_id));
         if crossing {
             self.take(&mut taker, index, em);
         }
@@ -435,7 +437,7 @@ impl Book {
     /// Matches `taker` against the opposite side while it crosses; the book's reference moves to
     /// the last trade price.
     fn take(&mut self, taker: &mut Taker, index: &mut OrderIndex, em: &mut Emitter<'_>) {
-        let Book { tape, reference, bids, asks, slab, clients, .. } = self;
+        let Book { tape, reference, bids, asks, slab, clients, accounts, .. } = self;
         let opposite = match taker.side {
             Side::Buy => asks,
             Side::Sell => bids,
@@ -467,7 +469,8 @@ impl Book {
                     level.qty = Qty(level.qty.0 - qty.0);
                     *reference = price;
                     let fill = em.next_fill();
-                    let (maker_account, maker_client_order_id) = *clients.key(maker.client);
+                    let maker_account = accounts.name(maker.account);
+                    let maker_client_order_id = clients.key(maker.client).1;
                     let kind = EventKind::Fill {
                         fill,
                         maker: maker.id,
@@ -640,7 +643,8 @@ impl Book {
             EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: false };
         self.tape.emit(em, kind);
         self.unlink(slot, em);
-        let (account, client_order_id) = *self.clients.key(node.client);
+        let account = self.accounts.name(node.account);
+        let client_order_id = self.clients.key(node.client).1;
         let mut taker = Taker {
             id: node.id,
             side: node.side,
@@ -719,7 +723,7 @@ impl Book {
                         return Err(format!("index disagrees for {:?}", n.id));
                     }
                     let key = self.clients.key(n.client);
-                    if !self.clients.contains(key) || self.accounts.name(n.account) != key.0 {
+                    if !self.clients.contains(key) || n.account != key.0 {
                         return Err(format!("client id of {:?} not taken or owner mismatch", n.id));
                     }
                     qty += n.leaves.0;

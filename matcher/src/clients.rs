@@ -15,12 +15,15 @@
 use std::hash::{Hash, Hasher};
 
 use common::{Account, ClientOrderId};
+
+use crate::accounts::AccountId;
 use rustc_hash::FxHasher;
 
 use crate::table::Table;
 
-/// Whose id: ids are unique per account (the symbol is the book's).
-pub type ClientKey = (Account, ClientOrderId);
+/// Whose id: ids are unique per account (the symbol is the book's). The account is the book's
+/// interned id ([`crate::accounts`]), which keeps a key at 40 bytes instead of 66.
+pub type ClientKey = (AccountId, ClientOrderId);
 
 /// A taken key's slot and fingerprint: what an order keeps to release its id later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +73,7 @@ impl ClientIds {
         let taken = Table::with_capacity(slots, 0);
         let mut recent = Vec::with_capacity(window);
         crate::prefault::vec(&mut recent, Handle { slot: 0, fingerprint: 0 });
-        let blank = (Account::anonymous(), Account::anonymous());
+        let blank = (0, Account::anonymous());
         ClientIds {
             taken,
             keys: vec![blank; slots],
@@ -200,7 +203,7 @@ mod tests {
     use super::*;
 
     fn key(s: &str) -> ClientKey {
-        (Account::anonymous(), ClientOrderId::new(s).unwrap())
+        (0, ClientOrderId::new(s).unwrap())
     }
 
     #[test]
