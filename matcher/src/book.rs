@@ -284,13 +284,17 @@ impl Book {
     /// The band's half-width in ticks around the current reference.
     #[inline]
     fn band(&self) -> i64 {
-        (i128::from(self.reference.0) * i128::from(self.band_bps) / 10_000) as i64
+        // i64 arithmetic when it cannot overflow (it never does for sane prices): an i128
+        // division is a library call, and this runs for every priced order.
+        match self.reference.0.checked_mul(i64::from(self.band_bps)) {
+            Some(product) => product / 10_000,
+            None => (i128::from(self.reference.0) * i128::from(self.band_bps) / 10_000) as i64,
+        }
     }
 
     #[inline]
     fn in_band(&self, price: Price) -> bool {
-        self.band_bps == 0
-            || (i128::from(price.0) - i128::from(self.reference.0)).abs() <= i128::from(self.band())
+        self.band_bps == 0 || price.0.abs_diff(self.reference.0) <= self.band().unsigned_abs()
     }
 
     /// The worst price a market order on `side` may trade at.

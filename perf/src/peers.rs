@@ -22,12 +22,21 @@ pub struct Ours {
     engine: Engine,
     /// Reused for every command's events.
     out: Vec<Event>,
+    /// Its name in the report.
+    name: &'static str,
 }
 
 impl Ours {
     /// A fresh engine over `table` with room for `capacity`.
     pub fn new(table: &SymbolTable, capacity: Capacity) -> Ours {
-        Ours { engine: Engine::new(table, capacity), out: Vec::with_capacity(1024) }
+        Ours { engine: Engine::new(table, capacity), out: Vec::with_capacity(1024), name: "trading-lab" }
+    }
+
+    /// The same with no window of ended client ids (open orders' ids are still checked): the
+    /// window's cost, shown beside peers that keep none.
+    pub fn without_window(table: &SymbolTable, capacity: Capacity) -> Ours {
+        let capacity = Capacity { client_window: 0, ..capacity };
+        Ours { name: "trading-lab, window 0", ..Ours::new(table, capacity) }
     }
 
     /// The engine, for checks after a run.
@@ -38,7 +47,7 @@ impl Ours {
 
 impl Book for Ours {
     fn name(&self) -> &'static str {
-        "trading-lab"
+        self.name
     }
 
     #[inline]

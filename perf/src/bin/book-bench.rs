@@ -72,8 +72,9 @@ const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] 
 fn write_hgrm(dir: &PathBuf, results: &[Result], tag: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for r in results {
-        let name = r.name.split_whitespace().next().unwrap_or("book");
-        let path = dir.join(format!("{tag}-{name}.hgrm"));
+        // "trading-lab, window 0" → "trading-lab-window-0"
+        let name = r.name.split(|c: char| !c.is_ascii_alphanumeric() && c != '.').filter(|w| !w.is_empty());
+        let path = dir.join(format!("{tag}-{}.hgrm", name.collect::<Vec<_>>().join("-")));
         let mut file = std::fs::File::create(&path)?;
         writeln!(
             file,
@@ -175,6 +176,7 @@ fn main() {
             flags.runs,
             &mut [
                 Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>),
+                Box::new(|| Box::new(Ours::without_window(&table, capacity)) as Box<dyn Book>),
                 Box::new(|| Box::new(Lobster::new(capacity.orders)) as Box<dyn Book>),
                 Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>),
             ],
