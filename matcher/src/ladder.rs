@@ -28,7 +28,8 @@ pub struct Level {
 pub struct Ladder {
     /// Bids (highest price is best) or asks (lowest is best).
     pub side: Side,
-    /// Sorted by [`Ladder::key`] ascending: the best level is `levels.last()`.
+    /// Sorted worst to best (ascending price for bids, descending for asks): the best level is
+    /// `levels.last()`.
     pub levels: Vec<Level>,
 }
 
