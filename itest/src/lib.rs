@@ -1,0 +1,317 @@
+//! One harness for the integration tests: it starts the real Kafka-protocol broker (Tansu, on
+//! durable sqlite storage), Redis and our own service binaries as child processes on free
+//! loopback ports, waits until each is ready, and stops them (by PID) when dropped. Each test
+//! gets its own ports and data directory, so tests run in parallel.
+//!
+//! Binaries come from the same `target/<profile>` directory as the test executable (`./lab test`
+//! builds them first); the broker is `$TANSU_BIN`, else `~/.cargo/bin/tansu`, else `tansu` on
+//! `PATH`.
+#![forbid(unsafe_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// A free TCP port on 127.0.0.1 (free when asked; the child binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/trading-lab-itest-<pid>-<n>`.
+    pub fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "trading-lab-itest-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> TempDir {
+        TempDir::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process with its log file; killed (by PID) when dropped.
+pub struct Proc {
+    /// Its name in messages.
+    pub name: String,
+    child: Child,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args…`, logging to `<dir>/<name>.log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        dir: &Path,
+    ) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
+        Ok(Proc { name: name.to_owned(), child, log })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// True while it runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `ready` every 50 ms until it is true or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} not ready after {timeout:?}")
+}
+
+/// A binary of this workspace, next to the test executable.
+pub fn our_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (./lab test does)",
+        path.display()
+    );
+    path
+}
+
+/// The Tansu broker binary.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo = home.join(".cargo/bin/tansu");
+    if cargo.exists() {
+        cargo
+    } else {
+        "tansu".into()
+    }
+}
+
+/// A Kafka-protocol broker (Tansu) on durable sqlite storage.
+pub struct Broker {
+    /// The process; `None` while stopped.
+    pub proc: Option<Proc>,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker with its storage under `dir`.
+    pub fn start(dir: &Path) -> anyhow::Result<Broker> {
+        let mut broker = Broker { proc: None, port: free_port(), dir: dir.to_owned() };
+        broker.restart()?;
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts it on the same port and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = format!("sqlite://{}", self.dir.join("tansu.db").display());
+        let args = [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            &storage,
+            "--cluster-id",
+            "trading-lab-itest",
+            "--prometheus-listener-url",
+            &format!("tcp://127.0.0.1:{}", free_port()),
+        ]
+        .map(String::from);
+        let mut proc = Proc::spawn("tansu", &tansu_binary(), &args, &[], &self.dir)?;
+        let port = self.port;
+        let up = wait_until("broker", Duration::from_secs(20), || {
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+        });
+        if let Err(e) = up {
+            let tail = proc.tail();
+            proc.kill();
+            bail!("{e}\n{tail}");
+        }
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    /// Stops it hard (SIGKILL): what a crash looks like to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Creates a topic (the broker does not auto-create).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.address()).create()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()))?;
+        for r in results {
+            if let Err((topic, code)) = r {
+                bail!("creating {topic}: {code}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every message of `topic` from the beginning of each of its `partitions`, until
+    /// `want` messages arrived or `timeout` passed: (partition, offset, payload).
+    pub fn read_all(
+        &self,
+        topic: &str,
+        partitions: i32,
+        want: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<(i32, i64, Vec<u8>)>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.address())
+            .set("group.id", format!("itest-reader-{}", free_port()))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut got = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while got.len() < want && Instant::now() < deadline {
+            if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+                let msg = msg?;
+                got.push((msg.partition(), msg.offset(), msg.payload().unwrap_or_default().to_vec()));
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// One of our HTTP services, started from its binary.
+pub struct Service {
+    /// The process.
+    pub proc: Proc,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+impl Service {
+    /// Starts binary `name` with `args` (its `--listen` is added) and waits for `/healthz`.
+    pub fn start(name: &str, instance: &str, args: &[String], dir: &Path) -> anyhow::Result<Service> {
+        let port = free_port();
+        let mut all = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+        all.extend_from_slice(args);
+        let proc = Proc::spawn(instance, &our_binary(name), &all, &[("RUST_LOG", "info".into())], dir)?;
+        let service = Service { proc, port };
+        let url = service.url("/healthz");
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_millis(500)).build()?;
+        wait_until(instance, Duration::from_secs(20), || {
+            client.get(&url).send().is_ok_and(|r| r.status().is_success())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", service.proc.tail()))?;
+        Ok(service)
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// A blocking HTTP client with a bounded timeout.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client")
+}

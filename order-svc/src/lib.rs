@@ -1,0 +1,104 @@
+//! Trading Lab's order entry (DESIGN.md §1, §5): stateless, horizontally scaled. It validates an
+//! order (shape, ranges, known symbol, exact decimals, static limits), publishes it to the
+//! `orders` topic with an idempotent, `acks=all` producer keyed by symbol, and answers `202` with
+//! the exchange order id — `(partition, offset)` from the delivery report — only after the broker
+//! acknowledged. A broker that does not acknowledge in time gives `503`: outcome unknown.
+//!
+//! # Layout
+//! - [`validate`]: request bodies → commands (pure).
+//! - [`publisher`]: the actor that owns the Kafka producer.
+//! - [`routes`]: the HTTP routes.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`error`]: the JSON error shape.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod metrics;
+pub mod publisher;
+pub mod routes;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use common::SymbolTable;
+
+/// Everything the service is started with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// This instance's name.
+    pub instance: String,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The commands topic.
+    pub topic: String,
+    /// How long a publish may wait for the broker's acknowledgement.
+    pub delivery_timeout: Duration,
+    /// Extra producer settings (`key=value`).
+    pub kafka_options: Vec<(String, String)>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// Runs the service until SIGINT/SIGTERM (graceful: in-flight requests finish, the producer
+/// flushes).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let publisher = publisher::Publisher::new(
+        &config.brokers,
+        &config.topic,
+        config.delivery_timeout,
+        &config.kafka_options,
+    )?;
+    let producer = publisher.producer();
+    let publisher = publisher.start();
+    let metrics = Arc::new(metrics::Metrics::new("order-svc")?);
+    let state = web::Data::new(routes::State {
+        table: SymbolTable::default(),
+        publisher,
+        producer,
+        topic: config.topic.clone(),
+        instance: config.instance.clone(),
+        metrics: metrics.clone(),
+        body_limit: config.body_limit,
+    });
+    tracing::info!(listen = %config.listen, brokers = %config.brokers, instance = %config.instance, "order-svc starting");
+    let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        App::new()
+            .app_data(state.clone())
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+            .wrap_fn(move |req, srv| {
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let method = req.method().to_string();
+                let started = Instant::now();
+                let metrics = metrics.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let status = res.status().as_u16().to_string();
+                    metrics
+                        .requests
+                        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+                        .inc();
+                    metrics
+                        .latency
+                        .with_label_values(&[route.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    Ok(res)
+                }
+            })
+    })
+    .workers(2)
+    .shutdown_timeout(10)
+    .bind(&config.listen)?
+    .run();
+    server.await?;
+    tracing::info!("order-svc stopped");
+    Ok(())
+}

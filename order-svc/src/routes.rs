@@ -1,0 +1,194 @@
+//! The HTTP routes: the original lab's `POST /order`, the v1 order routes, and the endpoints
+//! every service has (`/healthz`, `/readyz`, `/whoami`, `/metrics`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use common::envelope::encode_command;
+use common::{Account, Cancel, Command, CommandKind, NewOrder, OrderId, SymbolTable, Timestamp};
+use rdkafka::producer::{FutureProducer, Producer};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::publisher::{Publish, Publisher};
+use crate::validate;
+
+/// What every handler shares.
+pub struct State {
+    /// The symbols and their limits.
+    pub table: SymbolTable,
+    /// The Kafka publisher actor.
+    pub publisher: Addr<Publisher>,
+    /// The producer, for readiness (metadata) checks.
+    pub producer: FutureProducer,
+    /// The `orders` topic.
+    pub topic: String,
+    /// This instance's name (`/whoami`, `handled_by`).
+    pub instance: String,
+    /// Metrics.
+    pub metrics: std::sync::Arc<Metrics>,
+    /// Largest accepted body, in bytes.
+    pub body_limit: usize,
+}
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/order", web::post().to(lab_order))
+        .route("/place_order", web::post().to(lab_order))
+        .route("/api/v1/orders", web::post().to(v1_order))
+        .route("/api/v1/orders/{order_id}", web::delete().to(v1_cancel))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/whoami", web::get().to(whoami))
+        .route("/metrics", web::get().to(metrics));
+}
+
+fn now() -> Timestamp {
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
+}
+
+async fn body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ApiError::field(format!("could not read the body: {e}"))),
+        Err(_) => Err(ApiError::TooLarge(limit)),
+    }
+}
+
+/// Publishes a command and waits for the broker's acknowledgement.
+async fn publish(
+    state: &State,
+    cmd: Command,
+    key: Option<String>,
+    partition: Option<i32>,
+) -> Result<OrderId, ApiError> {
+    let kind = match cmd.kind {
+        CommandKind::New(_) => "new_order",
+        CommandKind::Cancel(_) => "cancel",
+        _ => "other",
+    };
+    let payload = encode_command(&cmd, &state.table);
+    match state.publisher.send(Publish { key, partition, payload }).await {
+        Ok(Ok((id, took))) => {
+            state.metrics.ack.observe(took.as_secs_f64());
+            state.metrics.published.with_label_values(&[kind]).inc();
+            Ok(id)
+        }
+        Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
+        Err(_) => Err(ApiError::Unavailable("the publisher is not running; the outcome is unknown".into())),
+    }
+}
+
+async fn place(state: &State, order: NewOrder) -> Result<OrderId, ApiError> {
+    let key = state.table.get(order.symbol).map(|s| s.name.clone());
+    let cmd = Command { id: OrderId(0), ts: now(), kind: CommandKind::New(order) };
+    publish(state, cmd, key, None).await
+}
+
+/// `POST /order` (and `/place_order`): the original lab's order route and shapes.
+async fn lab_order(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body(payload, state.body_limit).await?;
+    let lab: validate::LabOrder = validate::parse(&bytes)?;
+    let order = validate::lab(&state.table, &lab)?;
+    let id = place(&state, order).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "status": "received",
+        "handled_by": state.instance,
+        "order_id": id.to_string(),
+        "order": {
+            "id": lab.id,
+            "symbol": lab.symbol,
+            "price": lab.price.to_f64_lossy(),
+            "qty": lab.qty.to_f64_lossy(),
+            "side": order.side.as_str(),
+            "account": order.account.as_str(),
+        },
+    })))
+}
+
+/// `POST /api/v1/orders`.
+async fn v1_order(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body(payload, state.body_limit).await?;
+    let v1: validate::V1Order = validate::parse(&bytes)?;
+    let order = validate::v1(&state.table, &v1)?;
+    let id = place(&state, order).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "order_id": id.to_string(),
+        "client_order_id": v1.client_order_id,
+        "status": "accepted",
+    })))
+}
+
+/// Who asks to cancel (until authentication exists).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelQuery {
+    account: Option<String>,
+}
+
+/// `DELETE /api/v1/orders/{order_id}`: publishes a cancel to the partition the id encodes.
+async fn v1_cancel(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    query: web::Query<CancelQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let order_id: OrderId = path
+        .parse()
+        .map_err(|_| ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str())))?;
+    let account = match query.account.as_deref() {
+        Some(a) => Account::new(a).map_err(|e| ApiError::field(format!("account {e}")))?,
+        None => Account::anonymous(),
+    };
+    let cmd = Command { id: OrderId(0), ts: now(), kind: CommandKind::Cancel(Cancel { order_id, account }) };
+    let cancel_id = publish(&state, cmd, None, Some(i32::from(order_id.partition()))).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "order_id": order_id.to_string(),
+        "cancel_id": cancel_id.to_string(),
+        "status": "cancel_requested",
+    })))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the broker answers and the `orders` topic exists.
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let producer = state.producer.clone();
+    let topic = state.topic.clone();
+    let check = web::block(move || {
+        let md = producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+            _ => Err(format!("topic {topic} not found")),
+        }
+    })
+    .await;
+    match check {
+        Ok(Ok(partitions)) => HttpResponse::Ok().json(json!({"status": "ready", "partitions": partitions})),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .json(json!({"error": {"code": "broker_unavailable", "message": e}})),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({"error": {"code": "broker_unavailable", "message": e.to_string()}})),
+    }
+}
+
+async fn whoami(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .json(json!({"service": "order-svc", "instance": state.instance, "pid": std::process::id()}))
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+/// Unknown routes: 404 in the one error shape.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
