@@ -70,7 +70,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program args…`, logging to `<dir>/<name>.log`.
+    /// Starts `program args…` in `dir`, logging to `<dir>/<name>.log`.
     pub fn spawn(
         name: &str,
         program: &Path,
@@ -81,7 +81,7 @@ impl Proc {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        cmd.args(args).current_dir(dir).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -197,7 +197,8 @@ impl Broker {
     /// (Re)starts it on the same port and storage.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = format!("sqlite://{}", self.dir.join("tansu.db").display());
+        // Tansu reads the path after `sqlite://` relative to its working directory: the data dir.
+        let storage = "sqlite://tansu.db".to_owned();
         let args = [
             "broker",
             "--listener-url",
@@ -208,8 +209,6 @@ impl Broker {
             &storage,
             "--cluster-id",
             "trading-lab-itest",
-            "--prometheus-listener-url",
-            &format!("tcp://127.0.0.1:{}", free_port()),
         ]
         .map(String::from);
         let mut proc = Proc::spawn("tansu", &tansu_binary(), &args, &[], &self.dir)?;

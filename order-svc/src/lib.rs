@@ -54,14 +54,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.delivery_timeout,
         &config.kafka_options,
     )?;
-    let producer = publisher.producer();
     let publisher = publisher.start();
     let metrics = Arc::new(metrics::Metrics::new("order-svc")?);
     let state = web::Data::new(routes::State {
         table: SymbolTable::default(),
         publisher,
-        producer,
-        topic: config.topic.clone(),
         instance: config.instance.clone(),
         metrics: metrics.clone(),
         body_limit: config.body_limit,

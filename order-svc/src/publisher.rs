@@ -5,7 +5,15 @@
 //! report. A delivery that does not complete within the delivery timeout is an *unknown outcome*
 //! (the broker may have logged it): the caller answers 503 and the client looks the order up by
 //! its client order id, or resubmits it (a second copy is rejected by the book as a duplicate).
+//!
+//! After a failed delivery the actor replaces its producer with a fresh one (a new producer id).
+//! A producer whose messages timed out bumps its epoch on its own and retries, which the Tansu
+//! broker does not survive (its idempotence check panics on the bumped epoch and the broker stops
+//! storing: DESIGN.md §1); a fresh producer starts clean, on any broker. Nothing acknowledged is
+//! affected: only messages whose outcome was already reported unknown are dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -18,6 +26,10 @@ use rdkafka::util::Timeout;
 pub struct Publisher {
     /// The idempotent producer.
     producer: FutureProducer,
+    /// Its settings, to make a fresh one.
+    config: ClientConfig,
+    /// Set by a failed delivery: replace the producer before the next publish.
+    failed: Arc<AtomicBool>,
     /// Topic name.
     topic: String,
     /// How long a delivery may take before it is reported as unknown.
@@ -63,12 +75,55 @@ impl Publisher {
             config.set(k, v);
         }
         let producer: FutureProducer = config.create()?;
-        Ok(Publisher { producer, topic: topic.to_owned(), delivery_timeout })
+        Ok(Publisher {
+            producer,
+            config,
+            failed: Arc::new(AtomicBool::new(false)),
+            topic: topic.to_owned(),
+            delivery_timeout,
+        })
     }
 
-    /// The producer, for readiness checks.
-    pub fn producer(&self) -> FutureProducer {
-        self.producer.clone()
+    /// Replaces the producer after a failed delivery.
+    fn renew_if_failed(&mut self) {
+        if self.failed.swap(false, Ordering::Relaxed) {
+            match self.config.create::<FutureProducer>() {
+                Ok(fresh) => {
+                    tracing::warn!("a delivery failed: replacing the Kafka producer with a fresh one");
+                    // Dropping the old one purges what it still holds (all already reported 503).
+                    self.producer = fresh;
+                }
+                Err(e) => tracing::error!(error = %e, "could not create a fresh Kafka producer"),
+            }
+        }
+    }
+}
+
+/// Is the broker reachable and the topic there? Answers with its partition count.
+#[derive(Message)]
+#[rtype(result = "Result<usize, String>")]
+pub struct CheckReady;
+
+impl Handler<CheckReady> for Publisher {
+    type Result = ResponseFuture<Result<usize, String>>;
+
+    /// Fetches the topic's metadata on a blocking thread.
+    fn handle(&mut self, _: CheckReady, _: &mut Self::Context) -> Self::Result {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        Box::pin(async move {
+            let check = tokio::task::spawn_blocking(move || {
+                let md = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                    .map_err(|e| e.to_string())?;
+                match md.topics().first() {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+                    _ => Err(format!("topic {topic} not found")),
+                }
+            });
+            check.await.map_err(|e| e.to_string())?
+        })
     }
 }
 
@@ -98,6 +153,7 @@ impl Handler<Publish> for Publisher {
 
     /// Enqueues the message and waits for the broker's acknowledgement.
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+        self.renew_if_failed();
         let started = Instant::now();
         let mut record = FutureRecord::<str, [u8]>::to(&self.topic).payload(&msg.payload);
         if let Some(key) = msg.key.as_deref() {
@@ -110,7 +166,24 @@ impl Handler<Publish> for Publisher {
             self.producer.send_result(record).map_err(|(e, _)| PublishError::Unacknowledged(e.to_string()));
         // A safety net past the producer's own delivery timeout.
         let limit = self.delivery_timeout + Duration::from_secs(1);
+        let failed = self.failed.clone();
         Box::pin(async move {
+            let outcome = deliver(enqueued, limit).await;
+            if outcome.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            outcome.map(|id| (id, started.elapsed()))
+        })
+    }
+}
+
+/// Waits for a delivery report and turns it into an exchange order id.
+async fn deliver(
+    enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
+    limit: Duration,
+) -> Result<OrderId, PublishError> {
+    {
+        {
             let delivery = enqueued?;
             let report = match tokio::time::timeout(limit, delivery).await {
                 Ok(Ok(report)) => report,
@@ -124,7 +197,7 @@ impl Handler<Publish> for Publisher {
                 .zip(u64::try_from(offset).ok())
                 .and_then(|(p, o)| OrderId::new(p, o))
                 .ok_or(PublishError::Position { partition, offset })?;
-            Ok((id, started.elapsed()))
-        })
+            Ok(id)
+        }
     }
 }

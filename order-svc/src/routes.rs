@@ -1,19 +1,18 @@
 //! The HTTP routes: the original lab's `POST /order`, the v1 order routes, and the endpoints
 //! every service has (`/healthz`, `/readyz`, `/whoami`, `/metrics`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 use common::envelope::encode_command;
 use common::{Account, Cancel, Command, CommandKind, NewOrder, OrderId, SymbolTable, Timestamp};
-use rdkafka::producer::{FutureProducer, Producer};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::publisher::{Publish, Publisher};
+use crate::publisher::{CheckReady, Publish, Publisher};
 use crate::validate;
 
 /// What every handler shares.
@@ -22,10 +21,6 @@ pub struct State {
     pub table: SymbolTable,
     /// The Kafka publisher actor.
     pub publisher: Addr<Publisher>,
-    /// The producer, for readiness (metadata) checks.
-    pub producer: FutureProducer,
-    /// The `orders` topic.
-    pub topic: String,
     /// This instance's name (`/whoami`, `handled_by`).
     pub instance: String,
     /// Metrics.
@@ -157,26 +152,15 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the broker answers and the `orders` topic exists.
 async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let producer = state.producer.clone();
-    let topic = state.topic.clone();
-    let check = web::block(move || {
-        let md = producer
-            .client()
-            .fetch_metadata(Some(&topic), Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        match md.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
-            _ => Err(format!("topic {topic} not found")),
+    let message = match state.publisher.send(CheckReady).await {
+        Ok(Ok(partitions)) => {
+            return HttpResponse::Ok().json(json!({"status": "ready", "partitions": partitions}))
         }
-    })
-    .await;
-    match check {
-        Ok(Ok(partitions)) => HttpResponse::Ok().json(json!({"status": "ready", "partitions": partitions})),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-            .json(json!({"error": {"code": "broker_unavailable", "message": e}})),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .json(json!({"error": {"code": "broker_unavailable", "message": e.to_string()}})),
-    }
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    };
+    HttpResponse::ServiceUnavailable()
+        .json(json!({"error": {"code": "broker_unavailable", "message": message}}))
 }
 
 async fn whoami(state: web::Data<State>) -> HttpResponse {
