@@ -279,6 +279,33 @@ impl Broker {
     }
 }
 
+/// A Redis server (Debian's `redis-server`), in memory only.
+pub struct Redis {
+    /// The process.
+    pub proc: Proc,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts one on a free port with its files under `dir`.
+    pub fn start(dir: &Path) -> anyhow::Result<Redis> {
+        let port = free_port();
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from);
+        let proc = Proc::spawn("redis", Path::new("redis-server"), &args, &[], dir)?;
+        wait_until("redis", Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+        })?;
+        Ok(Redis { proc, port })
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
 /// One of our HTTP services, started from its binary.
 pub struct Service {
     /// The process.

@@ -14,6 +14,8 @@
 //! - [`clients`]: duplicate client order id protection.
 //! - [`accounts`]: per-book account interning for exact one-word owner checks.
 //! - [`emit`]: event ids and per-symbol sequence numbers.
+//! - `runtime` (feature `runtime`, default): the service around the book — consumer thread, rings,
+//!   pinned book thread, I/O thread to Redis and Kafka, HTTP front.
 //! - `prefault`: touching pre-sized memory at start-up so the hot path takes no page faults.
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,8 @@ pub mod emit;
 pub mod engine;
 pub mod ladder;
 mod prefault;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod slab;
 pub mod table;
 

@@ -1,0 +1,198 @@
+//! Orders through the whole native pipeline: order-svc → broker → pinned matcher → Redis and the
+//! `trades` topic → the matcher's HTTP front. And a SIGKILLed matcher that comes back with the
+//! same book and counts no trade twice.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use itest::{http, wait_until, Broker, Redis, Service, TempDir};
+use serde_json::Value;
+
+struct Stack {
+    broker: Broker,
+    _redis: Redis,
+    matcher: Service,
+    order_svc: Service,
+    matcher_args: Vec<String>,
+    dir: TempDir,
+}
+
+fn stack() -> Stack {
+    let dir = TempDir::new();
+    let broker = Broker::start(dir.path()).expect("broker");
+    broker.create_topic("orders", 2).expect("orders");
+    broker.create_topic("trades", 1).expect("trades");
+    broker.create_topic("order-events", 1).expect("order-events");
+    let redis = Redis::start(dir.path()).expect("redis");
+    let matcher_args = vec![
+        "--brokers".to_owned(),
+        broker.address(),
+        "--redis".into(),
+        redis.url(),
+        "--pin-core".into(),
+        "none".into(),
+        "--spin".into(),
+        "1000".into(),
+    ];
+    let matcher = Service::start("matcher", "matcher-t", &matcher_args, dir.path()).expect("matcher");
+    let order_svc =
+        Service::start("order-svc", "order-svc-t", &["--brokers".to_owned(), broker.address()], dir.path())
+            .expect("order-svc");
+    Stack { broker, _redis: redis, matcher, order_svc, matcher_args, dir }
+}
+
+fn post(svc: &Service, path: &str, body: &str) -> Value {
+    let r = http()
+        .post(svc.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{path} {body}");
+    r.json().unwrap()
+}
+
+fn get(svc: &Service, path: &str) -> (u16, Value) {
+    let r = http().get(svc.url(path)).send().unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// Polls an order until `done` says so.
+fn order_when(svc: &Service, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(&format!("order {id}"), Duration::from_secs(30), || {
+        let (status, v) = get(svc, &format!("/api/v1/orders/{id}"));
+        last = v;
+        status == 200 && done(&last)
+    });
+    assert!(ok.is_ok(), "order {id} never got there; last seen {last}");
+    last
+}
+
+fn v1(client: &str, side: &str, price: &str, qty: &str) -> String {
+    format!(
+        r#"{{"client_order_id":"{client}","symbol":"ABC","side":"{side}","type":"limit","price":"{price}","qty":"{qty}"}}"#
+    )
+}
+
+#[test]
+fn crossing_orders_trade_and_every_read_shows_it() {
+    let s = stack();
+    let sell = post(&s.order_svc, "/api/v1/orders", &v1("s-1", "sell", "100.00", "5"));
+    let sell_id = sell["order_id"].as_str().unwrap().to_owned();
+    order_when(&s.matcher, &sell_id, |o| o["status"] == "resting");
+    let buy = post(&s.order_svc, "/order", r#"{"id":"ui-1","symbol":"ABC","price":101,"qty":3}"#);
+    let buy_id = buy["order_id"].as_str().unwrap().to_owned();
+
+    let buy_order = order_when(&s.matcher, &buy_id, |o| o["status"] == "filled");
+    assert_eq!(buy_order["filled_qty"], "3");
+    assert_eq!(buy_order["fills"].as_array().unwrap().len(), 1);
+    assert_eq!(buy_order["fills"][0]["price"], "100.00", "the trade is at the resting price");
+    for hop in ["published_ns", "consumed_ns", "matched_ns", "persisted_ns"] {
+        assert!(buy_order["hops"][hop].as_u64().is_some_and(|t| t > 0), "hop {hop}: {buy_order}");
+    }
+    let sell_order = order_when(&s.matcher, &sell_id, |o| o["status"] == "partially_filled");
+    assert_eq!(sell_order["filled_qty"], "3");
+
+    // The original lab's lookup and shape.
+    let (_, t) = get(&s.matcher, "/trade/ui-1");
+    assert_eq!(t["found"], true, "{t}");
+    assert_eq!(t["order_id"], "ui-1");
+    assert_eq!(t["trade"]["order_id"], "ui-1");
+    assert_eq!(t["trade"]["price"], 100.0);
+    assert_eq!(t["trade"]["qty"], 3.0);
+    assert!(t["trade"]["ts"].as_f64().is_some());
+    let (_, missing) = get(&s.matcher, "/trade/nope");
+    assert_eq!(missing, serde_json::json!({"found": false, "order_id": "nope"}));
+
+    // By client id, book, trades, symbols.
+    let (status, by_client) = get(&s.matcher, "/api/v1/orders?symbol=ABC&client_order_id=s-1");
+    assert_eq!((status, by_client["order_id"].as_str()), (200, Some(sell_id.as_str())));
+    let (_, book) = get(&s.matcher, "/api/v1/book/ABC?depth=5");
+    assert_eq!(book["asks"][0], serde_json::json!(["100.00", "2"]), "{book}");
+    assert!(book["sequence"].as_u64().unwrap() > 0);
+    let (_, trades) = get(&s.matcher, "/api/v1/trades?symbol=ABC&limit=10");
+    assert_eq!(trades["trades"].as_array().unwrap().len(), 1, "{trades}");
+    let (_, symbols) = get(&s.matcher, "/api/v1/symbols");
+    assert!(symbols["symbols"].as_array().unwrap().iter().any(|s| s["symbol"] == "ABC"));
+    let (status, bad) = get(&s.matcher, "/api/v1/book/NOPE");
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("unknown_symbol")));
+
+    // One message per fill on `trades`.
+    let msgs = s.broker.read_all("trades", 1, 1, Duration::from_secs(20)).unwrap();
+    assert_eq!(msgs.len(), 1);
+    let fill: Value = serde_json::from_slice(&msgs[0].2).unwrap();
+    assert_eq!(
+        (fill["type"].as_str(), fill["price"].as_str(), fill["qty"].as_str()),
+        (Some("fill"), Some("100.00"), Some("3"))
+    );
+
+    // A duplicate client id is a rejected status, one order only.
+    let dup = post(&s.order_svc, "/api/v1/orders", &v1("s-1", "sell", "100.00", "1"));
+    let dup_order = order_when(&s.matcher, dup["order_id"].as_str().unwrap(), |o| o["status"] == "rejected");
+    assert_eq!(dup_order["reject_reason"], "duplicate_client_order_id");
+
+    // Cancel: the outcome shows on the order.
+    let r = http().delete(s.order_svc.url(&format!("/api/v1/orders/{sell_id}"))).send().unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    order_when(&s.matcher, &sell_id, |o| o["status"] == "canceled");
+    let (_, book) = get(&s.matcher, "/api/v1/book/ABC");
+    assert_eq!(book["asks"].as_array().map(Vec::len), Some(0), "{book}");
+    let metrics = http().get(s.matcher.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("matcher_commands_total") && metrics.contains("matcher_input_ring_occupancy"));
+}
+
+#[test]
+fn a_killed_matcher_comes_back_with_its_book_and_counts_no_trade_twice() {
+    let mut s = stack();
+    let resting = post(&s.order_svc, "/api/v1/orders", &v1("r-1", "buy", "99.00", "4"));
+    let resting_id = resting["order_id"].as_str().unwrap().to_owned();
+    order_when(&s.matcher, &resting_id, |o| o["status"] == "resting");
+    let first = post(&s.order_svc, "/api/v1/orders", &v1("t-1", "sell", "99.00", "1"));
+    order_when(&s.matcher, first["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
+
+    s.matcher.proc.kill(); // SIGKILL
+                           // Orders keep arriving while it is down: they wait in the log.
+    let second = post(&s.order_svc, "/api/v1/orders", &v1("t-2", "sell", "99.00", "2"));
+    s.matcher =
+        Service::start("matcher", "matcher-t2", &s.matcher_args, s.dir.path()).expect("matcher again");
+
+    let second_order =
+        order_when(&s.matcher, second["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
+    assert_eq!(second_order["fills"][0]["price"], "99.00");
+    let resting_order = order_when(&s.matcher, &resting_id, |o| o["filled_qty"] == "3");
+    assert_eq!(
+        resting_order["status"], "partially_filled",
+        "the book was rebuilt: the resting order is still there"
+    );
+    let third = post(&s.order_svc, "/api/v1/orders", &v1("t-3", "sell", "99.00", "5"));
+    let third_order = order_when(&s.matcher, third["order_id"].as_str().unwrap(), |o| {
+        o["status"] == "resting" || o["status"] == "partially_filled"
+    });
+    assert_eq!(third_order["filled_qty"], "1");
+    order_when(&s.matcher, &resting_id, |o| o["status"] == "filled");
+
+    // On `trades`, a message emitted again carries the same trade id; per order, fills ≤ qty.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut msgs = Vec::new();
+    while Instant::now() < deadline && msgs.len() < 3 {
+        msgs = s.broker.read_all("trades", 1, 10, Duration::from_secs(2)).unwrap();
+    }
+    let mut by_trade: HashMap<String, Value> = HashMap::new();
+    for (_, _, payload) in &msgs {
+        let fill: Value = serde_json::from_slice(payload).unwrap();
+        let id = fill["trade_id"].as_str().unwrap().to_owned();
+        if let Some(earlier) = by_trade.get(&id) {
+            assert_eq!(earlier, &fill, "a re-emitted trade is identical");
+        }
+        by_trade.insert(id, fill);
+    }
+    assert_eq!(by_trade.len(), 3, "three distinct trades: {by_trade:?}");
+    let filled_on_resting: u64 = by_trade
+        .values()
+        .filter(|f| f["maker_order_id"] == resting_id.as_str())
+        .map(|f| f["qty"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(filled_on_resting, 4, "the resting order's fills sum to its quantity, not more");
+}

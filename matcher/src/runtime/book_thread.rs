@@ -1,0 +1,95 @@
+//! The book thread: pinned to a core, it pops commands, applies them to the [`Engine`] and
+//! pushes the events, then a `Done` marker, into the I/O thread's ring. No allocation, no logging,
+//! no formatting here: only the rings, the book and a clock read per command (the `matched` hop).
+
+use std::thread::Thread;
+
+use common::{EventKind, Qty, SymbolTable};
+
+use super::http::Metrics;
+use super::{now_ns, Config, Idle, Input, Output, Stop};
+use crate::engine::Engine;
+
+/// Runs until `stop`.
+pub fn run(
+    config: &Config,
+    table: &SymbolTable,
+    mut input: rtrb::Consumer<Input>,
+    mut output: rtrb::Producer<Output>,
+    io: Thread,
+    stop: &Stop,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    if let Some(core) = config.pin_core {
+        let pinned = core_affinity::get_core_ids()
+            .and_then(|ids| ids.into_iter().find(|c| c.id == core))
+            .is_some_and(core_affinity::set_for_current);
+        tracing::info!(core, pinned, "book thread");
+    }
+    let mut engine = Engine::new(table, config.capacity);
+    let mut events = Vec::with_capacity(4096);
+    let mut idle = Idle::new(config.spin);
+    while !stop.stopped() {
+        let Ok(item) = input.pop() else {
+            idle.wait();
+            continue;
+        };
+        idle.reset();
+        let (id, replay, published, consumed) = match item {
+            Input::Cmd { cmd, replay, consumed } => {
+                events.clear();
+                engine.apply(&cmd, &mut events);
+                (cmd.id, replay, cmd.ts, consumed)
+            }
+            Input::Bad { id, reason, replay } => {
+                events.clear();
+                events.push(common::Event {
+                    cmd: id,
+                    index: 0,
+                    symbol: None,
+                    seq: 0,
+                    ts: common::Timestamp(0),
+                    kind: EventKind::Rejected {
+                        order_id: id,
+                        account: common::Account::anonymous(),
+                        client_order_id: None,
+                        reason,
+                        qty: Qty::ZERO,
+                    },
+                });
+                (id, replay, common::Timestamp(0), 0)
+            }
+        };
+        let matched = now_ns();
+        metrics.commands.inc();
+        for event in &events {
+            if matches!(event.kind, EventKind::Fill { .. }) {
+                metrics.trades.inc();
+            }
+            push(&mut output, Output::Event { event: *event, replay }, &io, stop, metrics);
+        }
+        push(&mut output, Output::Done { id, replay, published, consumed, matched }, &io, stop, metrics);
+        io.unpark();
+        metrics.ring_in.set(input.slots() as i64);
+    }
+    Ok(())
+}
+
+/// Pushes into the I/O ring, waiting while it is full (never drops).
+#[inline]
+fn push(ring: &mut rtrb::Producer<Output>, mut item: Output, io: &Thread, stop: &Stop, metrics: &Metrics) {
+    loop {
+        match ring.push(item) {
+            Ok(()) => return,
+            Err(rtrb::PushError::Full(back)) => {
+                item = back;
+                metrics.ring_full.inc();
+                io.unpark();
+                std::hint::spin_loop();
+                if stop.stopped() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The consumer thread: reads every partition of the `orders` topic from the beginning, decodes
+//! each message into a command stamped with its log position, and pushes it into the ring of the
+//! book thread. Commands below the group's committed offset are marked `replay`. It also commits
+//! the offsets the I/O thread reports as persisted.
+
+use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
+use std::thread::Thread;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use common::envelope::decode_command;
+use common::{OrderId, RejectReason, SymbolTable};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::http::Metrics;
+use super::{now_ns, Config, Input, Stop};
+
+/// Runs until `stop`; a fatal error stops every thread.
+pub fn run(
+    config: &Config,
+    table: &SymbolTable,
+    mut ring: rtrb::Producer<Input>,
+    book: Thread,
+    commits: Receiver<(i32, i64)>,
+    stop: &Stop,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let result = consume(config, table, &mut ring, &book, &commits, stop, metrics);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "consumer failed; stopping");
+        stop.stop();
+    }
+    result
+}
+
+fn consume(
+    config: &Config,
+    table: &SymbolTable,
+    ring: &mut rtrb::Producer<Input>,
+    book: &Thread,
+    commits: &Receiver<(i32, i64)>,
+    stop: &Stop,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // The broker holds a fetch for about this long even when data is there (DESIGN.md §1).
+        .set("fetch.wait.max.ms", "2")
+        .set("socket.timeout.ms", "3000")
+        .create()
+        .context("creating the Kafka consumer")?;
+    let partitions = loop {
+        match consumer.fetch_metadata(Some(&config.orders_topic), Duration::from_secs(3)) {
+            Ok(md) => {
+                let n = md.topics().first().map_or(0, |t| t.partitions().len());
+                if n > 0 {
+                    break n as i32;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "waiting for the broker"),
+        }
+        if stop.stopped() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // What the group has persisted: replay below it, emit from it.
+    let mut all = TopicPartitionList::new();
+    for p in 0..partitions {
+        all.add_partition(&config.orders_topic, p);
+    }
+    let committed =
+        consumer.committed_offsets(all, Duration::from_secs(10)).context("reading committed offsets")?;
+    let mut emit_from: HashMap<i32, i64> = HashMap::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(n) => n,
+            _ => 0,
+        };
+        emit_from.insert(e.partition(), offset);
+    }
+    tracing::info!(partitions, ?emit_from, "replaying the orders topic from the beginning");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(&config.orders_topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+
+    let mut pending: HashMap<i32, i64> = HashMap::new();
+    while !stop.stopped() {
+        // Commit what the I/O thread has persisted.
+        for (p, next) in commits.try_iter() {
+            pending.insert(p, next);
+        }
+        if !pending.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &next) in &pending {
+                tpl.add_partition_offset(&config.orders_topic, p, Offset::Offset(next))?;
+            }
+            match consumer.commit(&tpl, CommitMode::Async) {
+                Ok(()) => pending.clear(),
+                Err(e) => tracing::warn!(error = %e, "commit failed; will retry"),
+            }
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(20)) else { continue };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error");
+                continue;
+            }
+        };
+        let consumed = now_ns();
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let replay = offset < emit_from.get(&partition).copied().unwrap_or(0);
+        let Some(id) = u16::try_from(partition).ok().and_then(|p| OrderId::new(p, offset as u64)) else {
+            tracing::error!(partition, offset, "log position does not fit an order id; skipped");
+            continue;
+        };
+        let input = match decode_command(msg.payload().unwrap_or_default(), id, table) {
+            Ok(cmd) => Input::Cmd { cmd, replay, consumed },
+            Err(e) => {
+                tracing::warn!(partition, offset, error = %e, "undecodable command");
+                let reason = e.reject_reason();
+                Input::Bad {
+                    id,
+                    reason: if reason == RejectReason::UnknownSymbol {
+                        reason
+                    } else {
+                        RejectReason::Malformed
+                    },
+                    replay,
+                }
+            }
+        };
+        metrics.consumed.inc();
+        // A full ring: wait for the book thread (never drop).
+        let mut input = input;
+        loop {
+            match ring.push(input) {
+                Ok(()) => break,
+                Err(rtrb::PushError::Full(back)) => {
+                    input = back;
+                    metrics.ring_full.inc();
+                    book.unpark();
+                    std::thread::yield_now();
+                    if stop.stopped() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        book.unpark();
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The matcher service around the book (DESIGN.md §3): a Kafka consumer thread decodes commands
+//! into an `rtrb` ring; the book thread, pinned to a core, applies them and pushes events into a
+//! second ring; an I/O thread writes Redis (pipelined) and produces to `trades` and
+//! `order-events`, then has the consumer commit the offsets whose outputs are persisted. An
+//! actix-web front serves reads from Redis.
+//!
+//! Recovery: on start the consumer replays every owned partition from the beginning; commands
+//! below the group's committed offset rebuild the book and the I/O thread's state but write
+//! nothing, later ones are emitted. Outputs are idempotent (keys, `SET NX`, stream ids = sequence
+//! numbers), so a command emitted again after a crash counts no trade twice.
+//!
+//! Full rings: the consumer waits (it stops reading Kafka) and the book thread waits for the I/O
+//! thread; nothing is dropped.
+
+pub mod book_thread;
+pub mod consumer;
+pub mod http;
+pub mod io;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Command, Event, OrderId, RejectReason, SymbolTable, Timestamp};
+
+use crate::book::Capacity;
+
+/// Everything the matcher is started with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP front address.
+    pub listen: String,
+    /// Instance name.
+    pub instance: String,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Consumer group (its committed offsets mark what was persisted).
+    pub group: String,
+    /// Commands topic.
+    pub orders_topic: String,
+    /// One message per fill.
+    pub trades_topic: String,
+    /// Every event.
+    pub events_topic: String,
+    /// Redis URL.
+    pub redis: String,
+    /// Core to pin the book thread to (`None`: not pinned).
+    pub pin_core: Option<usize>,
+    /// Empty polls the book and I/O threads spin before they park.
+    pub spin: u32,
+    /// Ring capacity (commands and events).
+    pub ring: usize,
+    /// Book capacity.
+    pub capacity: Capacity,
+}
+
+/// Wall-clock nanoseconds (hop timestamps; never read by the book).
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Consumer → book thread.
+#[derive(Clone, Copy, Debug)]
+pub enum Input {
+    /// A decoded command.
+    Cmd {
+        /// The command.
+        cmd: Command,
+        /// Below the committed offset: rebuild state, emit nothing.
+        replay: bool,
+        /// When the consumer read it.
+        consumed: u64,
+    },
+    /// A message that could not be decoded: rejected without reaching the book.
+    Bad {
+        /// Its log position.
+        id: OrderId,
+        /// Why.
+        reason: RejectReason,
+        /// Replay flag, as above.
+        replay: bool,
+    },
+}
+
+/// Book thread → I/O thread.
+#[derive(Clone, Copy, Debug)]
+pub enum Output {
+    /// One event.
+    Event {
+        /// The event.
+        event: Event,
+        /// Replayed: update state only.
+        replay: bool,
+    },
+    /// The command at `id` is fully applied; its offset can be committed once persisted.
+    Done {
+        /// Its log position.
+        id: OrderId,
+        /// Replayed.
+        replay: bool,
+        /// When order entry published it.
+        published: Timestamp,
+        /// When the consumer read it.
+        consumed: u64,
+        /// When the book finished it.
+        matched: u64,
+    },
+}
+
+/// A cooperative stop flag shared by the threads.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// Asks every thread to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// True once asked.
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for more work: spins `spin` polls, then parks briefly (woken by `unpark`).
+pub struct Idle {
+    spins: u32,
+    limit: u32,
+}
+
+impl Idle {
+    /// Spin `limit` times before parking.
+    pub fn new(limit: u32) -> Idle {
+        Idle { spins: 0, limit }
+    }
+
+    /// Work arrived.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.spins = 0;
+    }
+
+    /// Nothing to do.
+    #[inline]
+    pub fn wait(&mut self) {
+        if self.spins < self.limit {
+            self.spins += 1;
+            std::hint::spin_loop();
+        } else {
+            thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs the matcher until SIGINT/SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let table = SymbolTable::default();
+    let stop = Stop::default();
+    let (to_book, from_consumer) = rtrb::RingBuffer::<Input>::new(config.ring);
+    let (to_io, from_book) = rtrb::RingBuffer::<Output>::new(config.ring);
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<(i32, i64)>();
+    let metrics = Arc::new(http::Metrics::new()?);
+
+    let io = {
+        let (config, table, stop, metrics) = (config.clone(), table.clone(), stop.clone(), metrics.clone());
+        thread::Builder::new()
+            .name("io".into())
+            .spawn(move || io::run(&config, &table, from_book, commit_tx, &stop, &metrics))?
+    };
+    let book = {
+        let (config, table, stop, metrics) = (config.clone(), table.clone(), stop.clone(), metrics.clone());
+        let io_thread = io.thread().clone();
+        thread::Builder::new().name("book".into()).spawn(move || {
+            book_thread::run(&config, &table, from_consumer, to_io, io_thread, &stop, &metrics)
+        })?
+    };
+    let consumer = {
+        let (config, table, stop, metrics) = (config.clone(), table.clone(), stop.clone(), metrics.clone());
+        let book_thread = book.thread().clone();
+        thread::Builder::new()
+            .name("consumer".into())
+            .spawn(move || consumer::run(&config, &table, to_book, book_thread, commit_rx, &stop, &metrics))?
+    };
+
+    let served = http::serve(&config, table, metrics, stop.clone());
+    stop.stop();
+    for (name, handle) in [("consumer", consumer), ("book", book), ("io", io)] {
+        handle.thread().unpark();
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(thread = name, error = %e, "thread failed"),
+            Err(_) => tracing::error!(thread = name, "thread panicked"),
+        }
+    }
+    served
+}
