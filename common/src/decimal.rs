@@ -160,6 +160,21 @@ impl Decimal {
         Some(Decimal { mantissa: units.checked_mul(increment.mantissa)?, scale: increment.scale })
     }
 
+    /// True if the number has no fractional part.
+    pub fn is_integral(self) -> bool {
+        10i128.checked_pow(self.scale).is_some_and(|p| self.mantissa % p == 0)
+    }
+
+    /// The original lab's JSON number: an integer when whole (`5`), else a lossy float.
+    pub fn to_lab_json(self) -> serde_json::Value {
+        match 10i128.checked_pow(self.scale).map(|p| self.mantissa / p) {
+            Some(whole) if self.is_integral() && i64::try_from(whole).is_ok() => {
+                serde_json::Value::from(whole as i64)
+            }
+            _ => serde_json::Value::from(self.to_f64_lossy()),
+        }
+    }
+
     /// A lossy `f64` for display-only JSON numbers (the original lab's routes); never for arithmetic.
     pub fn to_f64_lossy(self) -> f64 {
         // Through the decimal text, so 100.05 prints as 100.05 and not 100.04999.
@@ -273,6 +288,9 @@ mod tests {
         assert_eq!(Decimal::from_units(-5, tick).unwrap().to_string(), "-0.05");
         assert_eq!(Decimal::from_units(7, d("1")).unwrap().to_string(), "7");
         assert_eq!(d("100.05").to_f64_lossy(), 100.05);
+        assert_eq!(d("5").to_lab_json(), serde_json::json!(5));
+        assert_eq!(d("5.00").to_lab_json(), serde_json::json!(5));
+        assert_eq!(d("2.5").to_lab_json(), serde_json::json!(2.5));
     }
 
     #[test]

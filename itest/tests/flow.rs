@@ -101,7 +101,7 @@ fn crossing_orders_trade_and_every_read_shows_it() {
     assert_eq!(t["order_id"], "ui-1");
     assert_eq!(t["trade"]["order_id"], "ui-1");
     assert_eq!(t["trade"]["price"], 100.0);
-    assert_eq!(t["trade"]["qty"], 3.0);
+    assert_eq!(t["trade"]["qty"], 3, "a whole quantity is an integer, as the original lab had it");
     assert!(t["trade"]["ts"].as_f64().is_some());
     let (_, missing) = get(&s.matcher, "/trade/nope");
     assert_eq!(missing, serde_json::json!({"found": false, "order_id": "nope"}));

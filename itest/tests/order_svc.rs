@@ -60,7 +60,7 @@ fn acknowledged_orders_are_in_the_log_where_their_id_says() {
     assert_eq!(lab["handled_by"], "order-svc-t");
     assert_eq!(
         lab["order"],
-        json!({"id": "ui-123", "symbol": "ABC", "price": 100.0, "qty": 5.0, "side": "buy", "account": "anonymous"})
+        json!({"id": "ui-123", "symbol": "ABC", "price": 100.0, "qty": 5, "side": "buy", "account": "anonymous"})
     );
 
     let table = SymbolTable::default();

@@ -97,7 +97,7 @@ async fn lab_order(state: web::Data<State>, payload: web::Payload) -> Result<Htt
             "id": lab.id,
             "symbol": lab.symbol,
             "price": lab.price.to_f64_lossy(),
-            "qty": lab.qty.to_f64_lossy(),
+            "qty": lab.qty.to_lab_json(),
             "side": order.side.as_str(),
             "account": order.account.as_str(),
         },

@@ -220,7 +220,7 @@ impl State<'_> {
                         let lab = json!({
                             "order_id": cid,
                             "price": common::Decimal::parse(&price_s).map_or(0.0, |d| d.to_f64_lossy()),
-                            "qty": common::Decimal::parse(&qty_s).map_or(0.0, |d| d.to_f64_lossy()),
+                            "qty": common::Decimal::parse(&qty_s).map_or(serde_json::Value::Null, |d| d.to_lab_json()),
                             "ts": e.ts.0 as f64 / 1e9,
                         });
                         b.pipe.set_nx(format!("trade:{account}:{cid}"), lab.to_string()).ignore();
