@@ -74,6 +74,8 @@ struct Batch {
     commits: HashMap<i32, i64>,
     /// Symbols whose book snapshot changed.
     books: Vec<String>,
+    /// Orders of this batch's commands: their `persisted` hop is stamped once the batch is written.
+    persisted: Vec<OrderId>,
     /// Stream entries to add.
     stream: Vec<StreamEntry>,
     writes: usize,
@@ -333,10 +335,10 @@ impl State<'_> {
                             ("hop_published_ns", published.to_string()),
                             ("hop_consumed_ns", consumed.to_string()),
                             ("hop_matched_ns", matched.to_string()),
-                            ("hop_persisted_ns", now_ns().to_string()),
                         ],
                     )
                     .ignore();
+                b.persisted.push(id);
             }
         }
         if !replay {
@@ -431,6 +433,17 @@ async fn serve(
             continue;
         }
         persist(&mut state, &mut redis, &producer, &mut batch, config, metrics).await?;
+        if !batch.persisted.is_empty() {
+            // The hop after the writes: one more small pipeline (its failure loses only a hop).
+            let at = now_ns().to_string();
+            let mut pipe = redis::pipe();
+            for id in batch.persisted.drain(..) {
+                pipe.hset(format!("order:{id}"), "hop_persisted_ns", &at).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut redis).await {
+                tracing::warn!(error = %e, "could not record the persisted hop");
+            }
+        }
         for (p, next) in batch.commits.drain() {
             let _ = commits.send((p, next));
         }
