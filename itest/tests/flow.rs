@@ -196,3 +196,46 @@ fn a_killed_matcher_comes_back_with_its_book_and_counts_no_trade_twice() {
         .sum();
     assert_eq!(filled_on_resting, 4, "the resting order's fills sum to its quantity, not more");
 }
+
+#[test]
+fn market_ioc_fok_and_post_only_orders_through_the_stack() {
+    let s = stack();
+    let order = |client: &str,
+                 side: &str,
+                 kind: &str,
+                 tif: &str,
+                 price: Option<&str>,
+                 qty: &str,
+                 post_only: bool| {
+        let price = price.map_or(String::new(), |p| format!(r#","price":"{p}""#));
+        let body = format!(
+            r#"{{"client_order_id":"{client}","symbol":"ABC","side":"{side}","type":"{kind}","time_in_force":"{tif}","post_only":{post_only},"qty":"{qty}"{price}}}"#
+        );
+        post(&s.order_svc, "/api/v1/orders", &body)["order_id"].as_str().unwrap().to_owned()
+    };
+    let ask = order("a-1", "sell", "limit", "gtc", Some("101.00"), "2", false);
+    order_when(&s.matcher, &ask, |o| o["status"] == "resting");
+
+    let market = order("m-1", "buy", "market", "ioc", None, "1", false);
+    let m = order_when(&s.matcher, &market, |o| o["status"] == "filled");
+    assert_eq!(m["fills"][0]["price"], "101.00");
+
+    let ioc = order("i-1", "buy", "limit", "ioc", Some("101.00"), "5", false);
+    let i = order_when(&s.matcher, &ioc, |o| o["status"] == "canceled");
+    assert_eq!(i["filled_qty"], "1", "the IOC took what there was and the rest was canceled: {i}");
+
+    let fok = order("f-1", "buy", "limit", "fok", Some("101.00"), "3", false);
+    let f = order_when(&s.matcher, &fok, |o| o["status"] == "rejected");
+    assert_eq!(f["reject_reason"], "fok_unfillable");
+
+    let ask2 = order("a-2", "sell", "limit", "gtc", Some("102.00"), "1", false);
+    order_when(&s.matcher, &ask2, |o| o["status"] == "resting");
+    let taking = order("p-1", "buy", "limit", "gtc", Some("102.00"), "1", true);
+    let p = order_when(&s.matcher, &taking, |o| o["status"] == "rejected");
+    assert_eq!(p["reject_reason"], "post_only_would_take");
+    let making = order("p-2", "buy", "limit", "gtc", Some("100.00"), "1", true);
+    order_when(&s.matcher, &making, |o| o["status"] == "resting");
+    let (_, book) = get(&s.matcher, "/api/v1/book/ABC");
+    assert_eq!(book["bids"][0], serde_json::json!(["100.00", "1"]), "{book}");
+    assert_eq!(book["asks"][0], serde_json::json!(["102.00", "1"]), "{book}");
+}
