@@ -194,5 +194,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => tracing::error!(thread = name, "thread panicked"),
         }
     }
+    tracing::info!("matcher stopped");
     served
 }
