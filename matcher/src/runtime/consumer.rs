@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use common::envelope::decode_command;
-use common::{OrderId, RejectReason, SymbolTable};
+use common::{OrderId, SymbolTable};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -127,16 +127,7 @@ fn consume(
             Ok(cmd) => Input::Cmd { cmd, replay, consumed },
             Err(e) => {
                 tracing::warn!(partition, offset, error = %e, "undecodable command");
-                let reason = e.reject_reason();
-                Input::Bad {
-                    id,
-                    reason: if reason == RejectReason::UnknownSymbol {
-                        reason
-                    } else {
-                        RejectReason::Malformed
-                    },
-                    replay,
-                }
+                Input::Bad { id, reason: e.reject_reason(), replay }
             }
         };
         metrics.consumed.inc();
