@@ -1,0 +1,182 @@
+//! The public routes (DESIGN.md §5) but `/trade/<id>` (nginx sends that to the matcher): writes
+//! are validated here and forwarded to the order-svc pool, reads go to the matcher front.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use common::{OrderId, SymbolTable};
+use order_svc::error::ApiError;
+use order_svc::metrics::Metrics;
+use order_svc::validate;
+use serde_json::json;
+
+use crate::upstream::{Failure, Pool};
+
+/// What every handler shares.
+pub struct State {
+    /// Symbols, for validation.
+    pub table: SymbolTable,
+    /// order-svc instances.
+    pub writes: Arc<Pool>,
+    /// The matcher front.
+    pub reads: Arc<Pool>,
+    /// This instance's name.
+    pub instance: String,
+    /// Largest accepted body.
+    pub body_limit: usize,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Request-id counter.
+    pub counter: AtomicU64,
+}
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/place_order", web::post().to(place_order))
+        .route("/api/v1/orders", web::post().to(v1_order))
+        .route("/api/v1/orders", web::get().to(read))
+        .route("/api/v1/orders/{order_id}", web::delete().to(cancel))
+        .route("/api/v1/orders/{order_id}", web::get().to(read))
+        .route("/api/v1/book/{symbol}", web::get().to(read))
+        .route("/api/v1/trades", web::get().to(read))
+        .route("/api/v1/symbols", web::get().to(read))
+        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
+        .route("/readyz", web::get().to(readyz))
+        .route("/whoami", web::get().to(whoami))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// The caller's request id, or a new one; passed upstream and returned.
+fn request_id(state: &State, req: &HttpRequest) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || format!("{}-{}", state.instance, state.counter.fetch_add(1, Ordering::Relaxed)),
+            str::to_owned,
+        )
+}
+
+fn relay(answer: Result<crate::upstream::Answer, Failure>, rid: &str) -> HttpResponse {
+    match answer {
+        Ok(a) => HttpResponse::build(StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY))
+            .insert_header(("x-request-id", rid.to_owned()))
+            .content_type("application/json")
+            .body(a.body),
+        Err(Failure::NoneReachable) => with_id(
+            ApiError::Unavailable("no upstream instance is reachable; nothing was sent, retrying is safe".into()),
+            rid,
+        ),
+        Err(Failure::NoAnswer(e)) => with_id(
+            ApiError::Unavailable(format!(
+                "the upstream did not answer ({e}); the outcome is unknown: look the order up by client_order_id, or resubmit it with the same client_order_id"
+            )),
+            rid,
+        ),
+    }
+}
+
+fn with_id(e: ApiError, rid: &str) -> HttpResponse {
+    let mut r = actix_web::ResponseError::error_response(&e);
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(rid) {
+        r.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
+    }
+    r
+}
+
+async fn body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ApiError::field(format!("could not read the body: {e}"))),
+        Err(_) => Err(ApiError::TooLarge(limit)),
+    }
+}
+
+async fn write(state: &State, req: &HttpRequest, path: &str, bytes: web::Bytes) -> HttpResponse {
+    let rid = request_id(state, req);
+    let started = Instant::now();
+    let answer = state.writes.send(reqwest::Method::POST, path, Some(bytes.to_vec()), &rid).await;
+    if answer.as_ref().is_ok_and(|a| a.status == 202) {
+        state.metrics.ack.observe(started.elapsed().as_secs_f64());
+    }
+    relay(answer, &rid)
+}
+
+/// `POST /place_order`: the original lab's route, validated here, sent to order-svc's `/order`.
+async fn place_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    let checked = async {
+        let bytes = body(payload, state.body_limit).await?;
+        let lab: validate::LabOrder = validate::parse(&bytes)?;
+        validate::lab(&state.table, &lab)?;
+        Ok::<_, ApiError>(bytes)
+    };
+    match checked.await {
+        Ok(bytes) => write(&state, &req, "/order", bytes).await,
+        Err(e) => with_id(e, &rid),
+    }
+}
+
+/// `POST /api/v1/orders`.
+async fn v1_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    let checked = async {
+        let bytes = body(payload, state.body_limit).await?;
+        let v1: validate::V1Order = validate::parse(&bytes)?;
+        validate::v1(&state.table, &v1)?;
+        Ok::<_, ApiError>(bytes)
+    };
+    match checked.await {
+        Ok(bytes) => write(&state, &req, "/api/v1/orders", bytes).await,
+        Err(e) => with_id(e, &rid),
+    }
+}
+
+/// `DELETE /api/v1/orders/{order_id}`.
+async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    if path.parse::<OrderId>().is_err() {
+        return with_id(
+            ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str())),
+            &rid,
+        );
+    }
+    let target = match req.uri().query() {
+        Some(q) => format!("/api/v1/orders/{path}?{q}"),
+        None => format!("/api/v1/orders/{path}"),
+    };
+    relay(state.writes.send(reqwest::Method::DELETE, &target, None, &rid).await, &rid)
+}
+
+/// Reads: the same path and query, at the matcher front.
+async fn read(state: web::Data<State>, req: HttpRequest) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    let target = match req.uri().query() {
+        Some(q) => format!("{}?{q}", req.path()),
+        None => req.path().to_owned(),
+    };
+    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid).await, &rid)
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.writes.any_healthy() && state.reads.any_healthy() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(
+            json!({"error": {"code": "upstream_unavailable", "message": "no healthy order-svc or matcher"}}),
+        )
+    }
+}
+
+async fn whoami(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .json(json!({"service": "gateway", "instance": state.instance, "pid": std::process::id()}))
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
