@@ -306,6 +306,60 @@ impl Redis {
     }
 }
 
+/// nginx (Debian's), from the repository's template, in the foreground as the current user.
+pub struct Nginx {
+    /// The process.
+    pub proc: Proc,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx on a free port in front of two gateways and the matcher front.
+    pub fn start(dir: &Path, gateways: [u16; 2], matcher: u16) -> anyhow::Result<Nginx> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let template = std::fs::read_to_string(root.join("nginx/nginx.conf.template"))?;
+        let port = free_port();
+        let run = dir.join("nginx");
+        for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            std::fs::create_dir_all(run.join("nginx-tmp").join(sub))?;
+        }
+        let conf = template
+            .replace("@RUN@", &run.display().to_string())
+            .replace("@PORT@", &port.to_string())
+            .replace("@GATEWAY_1@", &format!("127.0.0.1:{}", gateways[0]))
+            .replace("@GATEWAY_2@", &format!("127.0.0.1:{}", gateways[1]))
+            .replace("@MATCHER@", &format!("127.0.0.1:{matcher}"))
+            .replace("@FRONTEND@", &root.join("frontend").canonicalize()?.display().to_string());
+        let conf_path = run.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let bin = if Path::new("/usr/sbin/nginx").exists() {
+            PathBuf::from("/usr/sbin/nginx")
+        } else {
+            "nginx".into()
+        };
+        let args = [
+            "-c".to_owned(),
+            conf_path.display().to_string(),
+            "-p".into(),
+            run.display().to_string(),
+            "-e".into(),
+            run.join("nginx-error.log").display().to_string(),
+        ];
+        let proc = Proc::spawn("nginx", &bin, &args, &[], dir)?;
+        wait_until("nginx", Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", proc.tail()))?;
+        Ok(Nginx { proc, port })
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
 /// One of our HTTP services, started from its binary.
 pub struct Service {
     /// The process.

@@ -1,0 +1,186 @@
+//! The public edge: nginx → two gateways → two order-svc → broker → matcher → Redis → back.
+//! The original lab's flow with its exact shapes, the v1 API and CORS through one door, `/whoami`
+//! alternating between gateways, and a steady flow that survives a gateway, then an order-svc,
+//! being SIGKILLed.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use itest::{http, wait_until, Broker, Nginx, Redis, Service, TempDir};
+use serde_json::{json, Value};
+
+struct Edge {
+    _broker: Broker,
+    _redis: Redis,
+    _matcher: Service,
+    order_svcs: Vec<Service>,
+    gateways: Vec<Service>,
+    nginx: Nginx,
+    _dir: TempDir,
+}
+
+fn edge() -> Edge {
+    let dir = TempDir::new();
+    let broker = Broker::start(dir.path()).expect("broker");
+    for (topic, partitions) in [("orders", 2), ("trades", 1), ("order-events", 1)] {
+        broker.create_topic(topic, partitions).expect("topic");
+    }
+    let redis = Redis::start(dir.path()).expect("redis");
+    let matcher_args =
+        ["--brokers", &broker.address(), "--redis", &redis.url(), "--pin-core", "none", "--spin", "1000"]
+            .map(String::from);
+    let matcher = Service::start("matcher", "matcher-e", &matcher_args, dir.path()).expect("matcher");
+    let order_svcs: Vec<Service> = (1..=2)
+        .map(|i| {
+            let args =
+                ["--brokers".to_owned(), broker.address(), "--instance".into(), format!("order-svc-{i}")];
+            Service::start("order-svc", &format!("order-svc-{i}"), &args, dir.path()).expect("order-svc")
+        })
+        .collect();
+    let urls = order_svcs.iter().map(|s| s.url("")).collect::<Vec<_>>().join(",");
+    let gateways: Vec<Service> = (1..=2)
+        .map(|i| {
+            let args = [
+                "--order-svc".to_owned(),
+                urls.clone(),
+                "--matcher".into(),
+                matcher.url(""),
+                "--instance".into(),
+                format!("gateway-{i}"),
+            ];
+            Service::start("gateway", &format!("gateway-{i}"), &args, dir.path()).expect("gateway")
+        })
+        .collect();
+    let nginx = Nginx::start(dir.path(), [gateways[0].port, gateways[1].port], matcher.port).expect("nginx");
+    Edge { _broker: broker, _redis: redis, _matcher: matcher, order_svcs, gateways, nginx, _dir: dir }
+}
+
+fn post(e: &Edge, path: &str, body: &str) -> (u16, Value) {
+    match http()
+        .post(e.nginx.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+    {
+        Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+        Err(_) => (0, Value::Null),
+    }
+}
+
+#[test]
+fn the_original_lab_flow_and_the_v1_api_through_nginx() {
+    let e = edge();
+    let (st, sell) =
+        post(&e, "/place_order", r#"{"id":"ui-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}"#);
+    assert_eq!(st, 202, "{sell}");
+    assert_eq!(sell["status"], "received");
+    assert_eq!(
+        sell["order"],
+        json!({"id": "ui-1", "symbol": "ABC", "price": 100.0, "qty": 5, "side": "sell", "account": "anonymous"})
+    );
+    let (st, buy) = post(&e, "/place_order", r#"{"id":"ui-2","symbol":"ABC","price":100,"qty":5}"#);
+    assert_eq!(st, 202, "{buy}");
+    let mut trade = Value::Null;
+    wait_until("trade", Duration::from_secs(30), || {
+        trade = http().get(e.nginx.url("/trade/ui-2")).send().unwrap().json().unwrap();
+        trade["found"] == true
+    })
+    .unwrap();
+    let ts = trade["trade"]["ts"].as_f64().unwrap();
+    assert_eq!(
+        trade,
+        json!({"found": true, "order_id": "ui-2", "trade": {"order_id": "ui-2", "price": 100.0, "qty": 5, "ts": ts}})
+    );
+    let missing: Value = http().get(e.nginx.url("/trade/none")).send().unwrap().json().unwrap();
+    assert_eq!(missing, json!({"found": false, "order_id": "none"}));
+
+    let (st, placed) = post(
+        &e,
+        "/api/v1/orders",
+        r#"{"client_order_id":"v","symbol":"ABC","side":"buy","type":"limit","price":"99","qty":"1"}"#,
+    );
+    assert_eq!(st, 202, "{placed}");
+    let id = placed["order_id"].as_str().unwrap().to_owned();
+    wait_until("resting", Duration::from_secs(30), || {
+        http().get(e.nginx.url(&format!("/api/v1/orders/{id}"))).send().unwrap().json::<Value>().unwrap()
+            ["status"]
+            == "resting"
+    })
+    .unwrap();
+    let r =
+        http().get(e.nginx.url("/api/v1/book/ABC")).header("origin", "http://example.test").send().unwrap();
+    assert_eq!(r.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
+    assert!(r.headers().get("x-request-id").is_some(), "the request id comes back through nginx");
+    let book: Value = r.json().unwrap();
+    assert_eq!(book["bids"][0], json!(["99.00", "1"]));
+    let pre = http().request(reqwest::Method::OPTIONS, e.nginx.url("/api/v1/orders")).send().unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    let r = http().delete(e.nginx.url(&format!("/api/v1/orders/{id}"))).send().unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let (st, bad) = post(
+        &e,
+        "/api/v1/orders",
+        r#"{"client_order_id":"v","symbol":"ABC","side":"buy","type":"limit","price":"99.001","qty":"1"}"#,
+    );
+    assert_eq!((st, bad["error"]["code"].as_str()), (422, Some("rule_violation")));
+    let page = http().get(e.nginx.url("/")).send().unwrap().text().unwrap();
+    assert!(page.contains("Trading Lab"));
+
+    let mut seen = HashSet::new();
+    for _ in 0..6 {
+        let who: Value = http().get(e.nginx.url("/whoami")).send().unwrap().json().unwrap();
+        seen.insert(who["instance"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 2, "/whoami alternates between the two gateways: {seen:?}");
+}
+
+#[test]
+fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
+    let mut e = edge();
+    let mut n = 0u32;
+    let mut send = |e: &Edge| {
+        n += 1;
+        let body = format!(
+            r#"{{"client_order_id":"k-{n}","symbol":"ABC","side":"buy","type":"limit","price":"95","qty":"1"}}"#
+        );
+        post(e, "/api/v1/orders", &body).0
+    };
+    for _ in 0..20 {
+        assert_eq!(send(&e), 202);
+    }
+    // Kill a gateway while requests flow from another thread; count what fails in flight.
+    let flow = |e: &Edge, kill: &mut dyn FnMut(), n0: u32| -> (u32, u32) {
+        let stop = Instant::now() + Duration::from_secs(3);
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let mut killed = false;
+        let mut i = n0;
+        while Instant::now() < stop {
+            if !killed && Instant::now() + Duration::from_secs(2) > stop {
+                kill();
+                killed = true;
+            }
+            i += 1;
+            let body = format!(
+                r#"{{"client_order_id":"f-{i}","symbol":"ABC","side":"buy","type":"limit","price":"95","qty":"1"}}"#
+            );
+            match post(e, "/api/v1/orders", &body).0 {
+                202 => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    };
+    let mut gateway = e.gateways.remove(0);
+    let (ok, failed) = flow(&e, &mut || gateway.proc.kill(), 1_000);
+    eprintln!("gateway killed under flow: {ok} ok, {failed} failed in flight");
+    assert!(ok > 10, "the flow went on: {ok} ok");
+    for _ in 0..20 {
+        assert_eq!(send(&e), 202, "every request after the gateway kill succeeds");
+    }
+    let mut order_svc = e.order_svcs.remove(0);
+    let (ok, failed) = flow(&e, &mut || order_svc.proc.kill(), 2_000);
+    eprintln!("order-svc killed under flow: {ok} ok, {failed} failed in flight");
+    for _ in 0..20 {
+        assert_eq!(send(&e), 202, "every request after the order-svc kill succeeds");
+    }
+}
