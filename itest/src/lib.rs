@@ -326,7 +326,7 @@ impl Nginx {
         }
         let conf = template
             .replace("@RUN@", &run.display().to_string())
-            .replace("@PORT@", &port.to_string())
+            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
             .replace("@GATEWAY_1@", &format!("127.0.0.1:{}", gateways[0]))
             .replace("@GATEWAY_2@", &format!("127.0.0.1:{}", gateways[1]))
             .replace("@MATCHER@", &format!("127.0.0.1:{matcher}"))
