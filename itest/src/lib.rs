@@ -391,6 +391,17 @@ impl Service {
     }
 }
 
+/// How many order writes (`POST /api/v1/orders`, `POST /order`) an order-svc has served, from its
+/// `/metrics`: proof that a refused request never reached it.
+pub fn order_writes(svc: &Service) -> u64 {
+    let text = http().get(svc.url("/metrics")).send().and_then(|r| r.text()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("http_requests_total") && l.contains("method=\"POST\""))
+        .filter(|l| l.contains("route=\"/api/v1/orders\"") || l.contains("route=\"/order\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A blocking HTTP client with a bounded timeout.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client")

@@ -64,17 +64,6 @@ fn get(svc: &Service, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
-fn order_posts(svc: &Service) -> u64 {
-    let text = http().get(svc.url("/metrics")).send().unwrap().text().unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("http_requests_total")
-                && (l.contains("route=\"/api/v1/orders\"") || l.contains("route=\"/order\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn bad_requests_stop_at_the_edge() {
     let s = stack();
@@ -96,7 +85,7 @@ fn bad_requests_stop_at_the_edge() {
     let r = http().delete(s.gateway.url("/api/v1/orders/xyz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.headers().get("x-request-id").is_some(), "a request id is assigned when none is given");
-    let reached: u64 = s.order_svcs.iter().map(order_posts).sum();
+    let reached: u64 = s.order_svcs.iter().map(itest::order_writes).sum();
     assert_eq!(reached, 0, "no refused request reached order entry");
 }
 
