@@ -12,12 +12,15 @@
 //! - [`command`]: the commands, `Copy` and heap-free.
 //! - [`event`]: the events, with reject and cancel reason codes.
 //! - [`envelope`]: `{"v": 1, "type": ...}` JSON for commands and events.
+//! - `http` (feature `http`): request metrics and their middleware, shared by the services.
 #![forbid(unsafe_code)]
 
 pub mod command;
 pub mod decimal;
 pub mod envelope;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod ids;
 pub mod num;
 pub mod symbol;

@@ -13,9 +13,8 @@ pub mod upstream;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use common::SymbolTable;
 
@@ -53,32 +52,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         counter: AtomicU64::new(0),
     });
     tracing::info!(listen = %config.listen, instance = %config.instance, order_svcs = ?config.order_svcs, matcher = %config.matcher, "gateway starting");
+    let http = web::Data::from(metrics.http.clone());
     HttpServer::new(move || {
-        let metrics = metrics.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(http.clone())
             .configure(routes::configure)
             .default_service(web::to(order_svc::routes::not_found))
-            .wrap_fn(move |req, srv| {
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                let method = req.method().to_string();
-                let started = Instant::now();
-                let metrics = metrics.clone();
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    let status = res.status().as_u16().to_string();
-                    metrics
-                        .requests
-                        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-                        .inc();
-                    metrics
-                        .latency
-                        .with_label_values(&[route.as_str()])
-                        .observe(started.elapsed().as_secs_f64());
-                    Ok(res)
-                }
-            })
+            .wrap(actix_web::middleware::from_fn(common::http::track))
     })
     .workers(2)
     .shutdown_timeout(10)

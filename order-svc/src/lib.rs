@@ -19,10 +19,9 @@ pub mod routes;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Actor;
-use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use common::SymbolTable;
 
@@ -64,32 +63,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         body_limit: config.body_limit,
     });
     tracing::info!(listen = %config.listen, brokers = %config.brokers, instance = %config.instance, "order-svc starting");
+    let http = web::Data::from(metrics.http.clone());
     let server = HttpServer::new(move || {
-        let metrics = metrics.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(http.clone())
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
-            .wrap_fn(move |req, srv| {
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                let method = req.method().to_string();
-                let started = Instant::now();
-                let metrics = metrics.clone();
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    let status = res.status().as_u16().to_string();
-                    metrics
-                        .requests
-                        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-                        .inc();
-                    metrics
-                        .latency
-                        .with_label_values(&[route.as_str()])
-                        .observe(started.elapsed().as_secs_f64());
-                    Ok(res)
-                }
-            })
+            .wrap(actix_web::middleware::from_fn(common::http::track))
     })
     .workers(2)
     .shutdown_timeout(10)

@@ -3,23 +3,22 @@
 //! `/readyz`, `/whoami` and `/metrics`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use common::http::HttpMetrics;
 use common::SymbolTable;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{IntCounter, IntGauge};
 use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Config, Stop};
 
-/// The matcher's metrics.
+/// The matcher's metrics: the shared per-route request metrics plus the pipeline's.
 pub struct Metrics {
-    registry: Registry,
+    /// The registry and the request metrics (served by the middleware).
+    pub http: Arc<HttpMetrics>,
     /// `matcher_commands_total`.
     pub commands: IntCounter,
     /// `matcher_trades_total`.
@@ -34,20 +33,15 @@ pub struct Metrics {
     pub persisted_batches: IntCounter,
     /// `matcher_io_retries_total`.
     pub io_retries: IntCounter,
-    /// `http_requests_total{route,method,status}`.
-    pub requests: IntCounterVec,
-    /// `http_request_duration_seconds{route}`.
-    pub latency: HistogramVec,
 }
 
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> prometheus::Result<Metrics> {
-        let registry =
-            Registry::new_custom(None, Some([("service".to_owned(), "matcher".to_owned())].into()))?;
+        let http = HttpMetrics::new("matcher")?;
         let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
             let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
+            http.registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
         let commands = counter("matcher_commands_total", "Commands applied by the book")?;
@@ -58,20 +52,9 @@ impl Metrics {
             counter("matcher_persisted_batches_total", "Output batches written to Redis and Kafka")?;
         let io_retries = counter("matcher_io_retries_total", "Redis or Kafka writes retried")?;
         let ring_in = IntGauge::new("matcher_input_ring_occupancy", "Commands waiting for the book thread")?;
-        registry.register(Box::new(ring_in.clone()))?;
-        let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests"),
-            &["route", "method", "status"],
-        )?;
-        let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP latency")
-                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 19)?),
-            &["route"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
+        http.registry.register(Box::new(ring_in.clone()))?;
         Ok(Metrics {
-            registry,
+            http: Arc::new(http),
             commands,
             trades,
             consumed,
@@ -79,15 +62,11 @@ impl Metrics {
             ring_in,
             persisted_batches,
             io_retries,
-            requests,
-            latency,
         })
     }
 
     fn render(&self) -> String {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        self.http.render()
     }
 }
 
@@ -321,10 +300,11 @@ pub fn serve(config: &Config, table: SymbolTable, metrics: Arc<Metrics>, stop: S
             instance: config.instance.clone(),
             metrics: metrics.clone(),
         });
+        let http = web::Data::from(metrics.http.clone());
         let server = HttpServer::new(move || {
-            let metrics = metrics.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(http.clone())
                 .route("/trade/{id}", web::get().to(trade))
                 .route("/api/v1/orders/{order_id}", web::get().to(order))
                 .route("/api/v1/orders", web::get().to(order_by_client))
@@ -353,26 +333,7 @@ pub fn serve(config: &Config, table: SymbolTable, metrics: Arc<Metrics>, stop: S
                 .default_service(web::to(|| async {
                     error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route")
                 }))
-                .wrap_fn(move |req, srv| {
-                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                    let method = req.method().to_string();
-                    let started = Instant::now();
-                    let metrics = metrics.clone();
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await?;
-                        let status = res.status().as_u16().to_string();
-                        metrics
-                            .requests
-                            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-                            .inc();
-                        metrics
-                            .latency
-                            .with_label_values(&[route.as_str()])
-                            .observe(started.elapsed().as_secs_f64());
-                        Ok(res)
-                    }
-                })
+                .wrap(actix_web::middleware::from_fn(common::http::track))
         })
         .workers(1)
         .shutdown_timeout(5)

@@ -1,0 +1,74 @@
+//! What every HTTP service shares (feature `http`): the request metrics of DESIGN.md §6 —
+//! `http_requests_total{route,method,status}` and `http_request_duration_seconds{route}` — in a
+//! registry the service adds its own metrics to, and the middleware that records them.
+//!
+//! A service registers `web::Data<HttpMetrics>` and wraps its app in
+//! `actix_web::middleware::from_fn(common::http::track)`.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// Latency buckets in seconds: 50 µs … ~13 s, doubling.
+pub fn buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_05, 2.0, 19).unwrap_or_default()
+}
+
+/// A service's registry with the per-route request metrics in it.
+pub struct HttpMetrics {
+    /// Every metric of the service; add service-specific ones here.
+    pub registry: Registry,
+    /// `http_requests_total{route, method, status}`.
+    pub requests: IntCounterVec,
+    /// `http_request_duration_seconds{route}`.
+    pub latency: HistogramVec,
+}
+
+impl HttpMetrics {
+    /// A registry labelled `service=<service>` with the request metrics registered.
+    pub fn new(service: &str) -> prometheus::Result<HttpMetrics> {
+        let registry = Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into()))?;
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route")
+                .buckets(buckets()),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(HttpMetrics { registry, requests, latency })
+    }
+
+    /// The Prometheus text exposition of the whole registry.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding to a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Middleware: counts and times every request by its route pattern.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
+    let started = Instant::now();
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let status = res.status().as_u16().to_string();
+        m.requests.with_label_values(&[route.as_str(), method.as_str(), status.as_str()]).inc();
+        m.latency.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
