@@ -402,6 +402,77 @@ pub fn order_writes(svc: &Service) -> u64 {
         .sum()
 }
 
+/// The native stack, each piece on free ports: broker with the three topics, Redis, the matcher,
+/// `order_svcs` order-svc instances, `gateways` gateways in front of them, and nginx in front of
+/// those when asked. Everything stops (and the data dir goes) when it is dropped.
+pub struct Stack {
+    /// nginx, if asked for.
+    pub nginx: Option<Nginx>,
+    /// The gateways.
+    pub gateways: Vec<Service>,
+    /// The order-svc instances.
+    pub order_svcs: Vec<Service>,
+    /// The matcher.
+    pub matcher: Service,
+    /// The matcher's arguments, to start it again.
+    pub matcher_args: Vec<String>,
+    /// Redis.
+    pub redis: Redis,
+    /// The broker.
+    pub broker: Broker,
+    /// Data and logs; dropped last.
+    pub dir: TempDir,
+}
+
+impl Stack {
+    /// Starts a stack; panics (failing the test) with the failing process's log.
+    pub fn start(order_svcs: usize, gateways: usize, nginx: bool) -> Stack {
+        let dir = TempDir::new();
+        let broker = Broker::start(dir.path()).expect("broker");
+        for (topic, partitions) in [("orders", 2), ("trades", 1), ("order-events", 1)] {
+            broker.create_topic(topic, partitions).expect("topic");
+        }
+        let redis = Redis::start(dir.path()).expect("redis");
+        let matcher_args: Vec<String> =
+            ["--brokers", &broker.address(), "--redis", &redis.url(), "--pin-core", "none", "--spin", "1000"]
+                .map(String::from)
+                .to_vec();
+        let matcher = Service::start("matcher", "matcher", &matcher_args, dir.path()).expect("matcher");
+        let order_svcs: Vec<Service> = (1..=order_svcs)
+            .map(|i| {
+                let name = format!("order-svc-{i}");
+                let args = ["--brokers".to_owned(), broker.address(), "--instance".into(), name.clone()];
+                Service::start("order-svc", &name, &args, dir.path()).expect("order-svc")
+            })
+            .collect();
+        let urls = order_svcs.iter().map(|s| s.url("")).collect::<Vec<_>>().join(",");
+        let gateways: Vec<Service> = (1..=gateways)
+            .map(|i| {
+                let name = format!("gateway-{i}");
+                let args = [
+                    "--order-svc".to_owned(),
+                    urls.clone(),
+                    "--matcher".into(),
+                    matcher.url(""),
+                    "--instance".into(),
+                    name.clone(),
+                ];
+                Service::start("gateway", &name, &args, dir.path()).expect("gateway")
+            })
+            .collect();
+        let nginx = nginx.then(|| {
+            Nginx::start(dir.path(), [gateways[0].port, gateways[1].port], matcher.port).expect("nginx")
+        });
+        Stack { nginx, gateways, order_svcs, matcher, matcher_args, redis, broker, dir }
+    }
+
+    /// Starts the matcher again (after it was killed), with the same arguments.
+    pub fn restart_matcher(&mut self, instance: &str) {
+        self.matcher =
+            Service::start("matcher", instance, &self.matcher_args, self.dir.path()).expect("matcher again");
+    }
+}
+
 /// A blocking HTTP client with a bounded timeout.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client")

@@ -6,58 +6,20 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use itest::{http, wait_until, Broker, Nginx, Redis, Service, TempDir};
+use itest::{http, wait_until, Nginx, Stack};
 use serde_json::{json, Value};
 
-struct Edge {
-    _broker: Broker,
-    _redis: Redis,
-    _matcher: Service,
-    order_svcs: Vec<Service>,
-    gateways: Vec<Service>,
-    nginx: Nginx,
-    _dir: TempDir,
+fn edge() -> Stack {
+    Stack::start(2, 2, true)
 }
 
-fn edge() -> Edge {
-    let dir = TempDir::new();
-    let broker = Broker::start(dir.path()).expect("broker");
-    for (topic, partitions) in [("orders", 2), ("trades", 1), ("order-events", 1)] {
-        broker.create_topic(topic, partitions).expect("topic");
-    }
-    let redis = Redis::start(dir.path()).expect("redis");
-    let matcher_args =
-        ["--brokers", &broker.address(), "--redis", &redis.url(), "--pin-core", "none", "--spin", "1000"]
-            .map(String::from);
-    let matcher = Service::start("matcher", "matcher-e", &matcher_args, dir.path()).expect("matcher");
-    let order_svcs: Vec<Service> = (1..=2)
-        .map(|i| {
-            let args =
-                ["--brokers".to_owned(), broker.address(), "--instance".into(), format!("order-svc-{i}")];
-            Service::start("order-svc", &format!("order-svc-{i}"), &args, dir.path()).expect("order-svc")
-        })
-        .collect();
-    let urls = order_svcs.iter().map(|s| s.url("")).collect::<Vec<_>>().join(",");
-    let gateways: Vec<Service> = (1..=2)
-        .map(|i| {
-            let args = [
-                "--order-svc".to_owned(),
-                urls.clone(),
-                "--matcher".into(),
-                matcher.url(""),
-                "--instance".into(),
-                format!("gateway-{i}"),
-            ];
-            Service::start("gateway", &format!("gateway-{i}"), &args, dir.path()).expect("gateway")
-        })
-        .collect();
-    let nginx = Nginx::start(dir.path(), [gateways[0].port, gateways[1].port], matcher.port).expect("nginx");
-    Edge { _broker: broker, _redis: redis, _matcher: matcher, order_svcs, gateways, nginx, _dir: dir }
+fn nginx(e: &Stack) -> &Nginx {
+    e.nginx.as_ref().expect("nginx")
 }
 
-fn post(e: &Edge, path: &str, body: &str) -> (u16, Value) {
+fn post(e: &Stack, path: &str, body: &str) -> (u16, Value) {
     match http()
-        .post(e.nginx.url(path))
+        .post(nginx(e).url(path))
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -82,7 +44,7 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
     assert_eq!(st, 202, "{buy}");
     let mut trade = Value::Null;
     wait_until("trade", Duration::from_secs(30), || {
-        trade = http().get(e.nginx.url("/trade/ui-2")).send().unwrap().json().unwrap();
+        trade = http().get(nginx(&e).url("/trade/ui-2")).send().unwrap().json().unwrap();
         trade["found"] == true
     })
     .unwrap();
@@ -91,7 +53,7 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
         trade,
         json!({"found": true, "order_id": "ui-2", "trade": {"order_id": "ui-2", "price": 100.0, "qty": 5, "ts": ts}})
     );
-    let missing: Value = http().get(e.nginx.url("/trade/none")).send().unwrap().json().unwrap();
+    let missing: Value = http().get(nginx(&e).url("/trade/none")).send().unwrap().json().unwrap();
     assert_eq!(missing, json!({"found": false, "order_id": "none"}));
 
     let (st, placed) = post(
@@ -102,20 +64,20 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
     assert_eq!(st, 202, "{placed}");
     let id = placed["order_id"].as_str().unwrap().to_owned();
     wait_until("resting", Duration::from_secs(30), || {
-        http().get(e.nginx.url(&format!("/api/v1/orders/{id}"))).send().unwrap().json::<Value>().unwrap()
+        http().get(nginx(&e).url(&format!("/api/v1/orders/{id}"))).send().unwrap().json::<Value>().unwrap()
             ["status"]
             == "resting"
     })
     .unwrap();
     let r =
-        http().get(e.nginx.url("/api/v1/book/ABC")).header("origin", "http://example.test").send().unwrap();
+        http().get(nginx(&e).url("/api/v1/book/ABC")).header("origin", "http://example.test").send().unwrap();
     assert_eq!(r.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
     assert!(r.headers().get("x-request-id").is_some(), "the request id comes back through nginx");
     let book: Value = r.json().unwrap();
     assert_eq!(book["bids"][0], json!(["99.00", "1"]));
-    let pre = http().request(reqwest::Method::OPTIONS, e.nginx.url("/api/v1/orders")).send().unwrap();
+    let pre = http().request(reqwest::Method::OPTIONS, nginx(&e).url("/api/v1/orders")).send().unwrap();
     assert_eq!(pre.status().as_u16(), 204);
-    let r = http().delete(e.nginx.url(&format!("/api/v1/orders/{id}"))).send().unwrap();
+    let r = http().delete(nginx(&e).url(&format!("/api/v1/orders/{id}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let (st, bad) = post(
         &e,
@@ -123,12 +85,12 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
         r#"{"client_order_id":"v","symbol":"ABC","side":"buy","type":"limit","price":"99.001","qty":"1"}"#,
     );
     assert_eq!((st, bad["error"]["code"].as_str()), (422, Some("rule_violation")));
-    let page = http().get(e.nginx.url("/")).send().unwrap().text().unwrap();
+    let page = http().get(nginx(&e).url("/")).send().unwrap().text().unwrap();
     assert!(page.contains("Trading Lab"));
 
     let mut seen = HashSet::new();
     for _ in 0..6 {
-        let who: Value = http().get(e.nginx.url("/whoami")).send().unwrap().json().unwrap();
+        let who: Value = http().get(nginx(&e).url("/whoami")).send().unwrap().json().unwrap();
         seen.insert(who["instance"].as_str().unwrap().to_owned());
     }
     assert_eq!(seen.len(), 2, "/whoami alternates between the two gateways: {seen:?}");
@@ -138,7 +100,7 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
 fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
     let mut e = edge();
     let mut n = 0u32;
-    let mut send = |e: &Edge| {
+    let mut send = |e: &Stack| {
         n += 1;
         let body = format!(
             r#"{{"client_order_id":"k-{n}","symbol":"ABC","side":"buy","type":"limit","price":"95","qty":"1"}}"#
@@ -149,7 +111,7 @@ fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
         assert_eq!(send(&e), 202);
     }
     // Kill a gateway while requests flow from another thread; count what fails in flight.
-    let flow = |e: &Edge, kill: &mut dyn FnMut(), n0: u32| -> (u32, u32) {
+    let flow = |e: &Stack, kill: &mut dyn FnMut(), n0: u32| -> (u32, u32) {
         let stop = Instant::now() + Duration::from_secs(3);
         let (mut ok, mut failed) = (0u32, 0u32);
         let mut killed = false;

@@ -5,40 +5,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use itest::{http, wait_until, Broker, Redis, Service, TempDir};
+use itest::{http, wait_until, Service, Stack};
 use serde_json::Value;
 
-struct Stack {
-    broker: Broker,
-    _redis: Redis,
-    matcher: Service,
-    order_svc: Service,
-    matcher_args: Vec<String>,
-    dir: TempDir,
+fn stack() -> Stack {
+    Stack::start(1, 0, false)
 }
 
-fn stack() -> Stack {
-    let dir = TempDir::new();
-    let broker = Broker::start(dir.path()).expect("broker");
-    broker.create_topic("orders", 2).expect("orders");
-    broker.create_topic("trades", 1).expect("trades");
-    broker.create_topic("order-events", 1).expect("order-events");
-    let redis = Redis::start(dir.path()).expect("redis");
-    let matcher_args = vec![
-        "--brokers".to_owned(),
-        broker.address(),
-        "--redis".into(),
-        redis.url(),
-        "--pin-core".into(),
-        "none".into(),
-        "--spin".into(),
-        "1000".into(),
-    ];
-    let matcher = Service::start("matcher", "matcher-t", &matcher_args, dir.path()).expect("matcher");
-    let order_svc =
-        Service::start("order-svc", "order-svc-t", &["--brokers".to_owned(), broker.address()], dir.path())
-            .expect("order-svc");
-    Stack { broker, _redis: redis, matcher, order_svc, matcher_args, dir }
+fn order_svc(s: &Stack) -> &Service {
+    &s.order_svcs[0]
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> Value {
@@ -79,10 +54,10 @@ fn v1(client: &str, side: &str, price: &str, qty: &str) -> String {
 #[test]
 fn crossing_orders_trade_and_every_read_shows_it() {
     let s = stack();
-    let sell = post(&s.order_svc, "/api/v1/orders", &v1("s-1", "sell", "100.00", "5"));
+    let sell = post(order_svc(&s), "/api/v1/orders", &v1("s-1", "sell", "100.00", "5"));
     let sell_id = sell["order_id"].as_str().unwrap().to_owned();
     order_when(&s.matcher, &sell_id, |o| o["status"] == "resting");
-    let buy = post(&s.order_svc, "/order", r#"{"id":"ui-1","symbol":"ABC","price":101,"qty":3}"#);
+    let buy = post(order_svc(&s), "/order", r#"{"id":"ui-1","symbol":"ABC","price":101,"qty":3}"#);
     let buy_id = buy["order_id"].as_str().unwrap().to_owned();
 
     let buy_order = order_when(&s.matcher, &buy_id, |o| o["status"] == "filled");
@@ -129,12 +104,12 @@ fn crossing_orders_trade_and_every_read_shows_it() {
     );
 
     // A duplicate client id is a rejected status, one order only.
-    let dup = post(&s.order_svc, "/api/v1/orders", &v1("s-1", "sell", "100.00", "1"));
+    let dup = post(order_svc(&s), "/api/v1/orders", &v1("s-1", "sell", "100.00", "1"));
     let dup_order = order_when(&s.matcher, dup["order_id"].as_str().unwrap(), |o| o["status"] == "rejected");
     assert_eq!(dup_order["reject_reason"], "duplicate_client_order_id");
 
     // Cancel: the outcome shows on the order.
-    let r = http().delete(s.order_svc.url(&format!("/api/v1/orders/{sell_id}"))).send().unwrap();
+    let r = http().delete(order_svc(&s).url(&format!("/api/v1/orders/{sell_id}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
     order_when(&s.matcher, &sell_id, |o| o["status"] == "canceled");
     let (_, book) = get(&s.matcher, "/api/v1/book/ABC");
@@ -146,15 +121,15 @@ fn crossing_orders_trade_and_every_read_shows_it() {
 #[test]
 fn a_killed_matcher_comes_back_with_its_book_and_counts_no_trade_twice() {
     let mut s = stack();
-    let resting = post(&s.order_svc, "/api/v1/orders", &v1("r-1", "buy", "99.00", "4"));
+    let resting = post(order_svc(&s), "/api/v1/orders", &v1("r-1", "buy", "99.00", "4"));
     let resting_id = resting["order_id"].as_str().unwrap().to_owned();
     order_when(&s.matcher, &resting_id, |o| o["status"] == "resting");
-    let first = post(&s.order_svc, "/api/v1/orders", &v1("t-1", "sell", "99.00", "1"));
+    let first = post(order_svc(&s), "/api/v1/orders", &v1("t-1", "sell", "99.00", "1"));
     order_when(&s.matcher, first["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
 
     s.matcher.proc.kill(); // SIGKILL
                            // Orders keep arriving while it is down: they wait in the log.
-    let second = post(&s.order_svc, "/api/v1/orders", &v1("t-2", "sell", "99.00", "2"));
+    let second = post(order_svc(&s), "/api/v1/orders", &v1("t-2", "sell", "99.00", "2"));
     s.matcher =
         Service::start("matcher", "matcher-t2", &s.matcher_args, s.dir.path()).expect("matcher again");
 
@@ -166,7 +141,7 @@ fn a_killed_matcher_comes_back_with_its_book_and_counts_no_trade_twice() {
         resting_order["status"], "partially_filled",
         "the book was rebuilt: the resting order is still there"
     );
-    let third = post(&s.order_svc, "/api/v1/orders", &v1("t-3", "sell", "99.00", "5"));
+    let third = post(order_svc(&s), "/api/v1/orders", &v1("t-3", "sell", "99.00", "5"));
     let third_order = order_when(&s.matcher, third["order_id"].as_str().unwrap(), |o| {
         o["status"] == "resting" || o["status"] == "partially_filled"
     });
@@ -211,7 +186,7 @@ fn market_ioc_fok_and_post_only_orders_through_the_stack() {
         let body = format!(
             r#"{{"client_order_id":"{client}","symbol":"ABC","side":"{side}","type":"{kind}","time_in_force":"{tif}","post_only":{post_only},"qty":"{qty}"{price}}}"#
         );
-        post(&s.order_svc, "/api/v1/orders", &body)["order_id"].as_str().unwrap().to_owned()
+        post(order_svc(&s), "/api/v1/orders", &body)["order_id"].as_str().unwrap().to_owned()
     };
     let ask = order("a-1", "sell", "limit", "gtc", Some("101.00"), "2", false);
     order_when(&s.matcher, &ask, |o| o["status"] == "resting");

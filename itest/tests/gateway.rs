@@ -4,47 +4,15 @@
 
 use std::time::Duration;
 
-use itest::{http, wait_until, Broker, Redis, Service, TempDir};
+use itest::{http, wait_until, Service, Stack};
 use serde_json::Value;
 
-struct Stack {
-    _broker: Broker,
-    _redis: Redis,
-    matcher: Service,
-    order_svcs: Vec<Service>,
-    gateway: Service,
-    _dir: TempDir,
+fn stack() -> Stack {
+    Stack::start(2, 1, false)
 }
 
-fn stack() -> Stack {
-    let dir = TempDir::new();
-    let broker = Broker::start(dir.path()).expect("broker");
-    for (topic, partitions) in [("orders", 2), ("trades", 1), ("order-events", 1)] {
-        broker.create_topic(topic, partitions).expect("topic");
-    }
-    let redis = Redis::start(dir.path()).expect("redis");
-    let matcher_args =
-        ["--brokers", &broker.address(), "--redis", &redis.url(), "--pin-core", "none", "--spin", "1000"]
-            .map(String::from);
-    let matcher = Service::start("matcher", "matcher-g", &matcher_args, dir.path()).expect("matcher");
-    let order_svcs: Vec<Service> = (1..=2)
-        .map(|i| {
-            let args =
-                ["--brokers".to_owned(), broker.address(), "--instance".into(), format!("order-svc-{i}")];
-            Service::start("order-svc", &format!("order-svc-{i}"), &args, dir.path()).expect("order-svc")
-        })
-        .collect();
-    let urls = order_svcs.iter().map(|s| s.url("")).collect::<Vec<_>>().join(",");
-    let gateway_args = [
-        "--order-svc".to_owned(),
-        urls,
-        "--matcher".into(),
-        matcher.url(""),
-        "--instance".into(),
-        "gateway-t".into(),
-    ];
-    let gateway = Service::start("gateway", "gateway-t", &gateway_args, dir.path()).expect("gateway");
-    Stack { _broker: broker, _redis: redis, matcher, order_svcs, gateway, _dir: dir }
+fn gateway(s: &Stack) -> &Service {
+    &s.gateways[0]
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> (u16, Value, Option<String>) {
@@ -77,12 +45,12 @@ fn bad_requests_stop_at_the_edge() {
         ("/place_order", r#"{"id":"x","symbol":"NOPE","price":1,"qty":1}"#.to_owned(), 400),
     ];
     for (path, body, status) in &cases {
-        let (got, v, rid) = post(&s.gateway, path, body);
+        let (got, v, rid) = post(gateway(&s), path, body);
         assert_eq!(got, *status, "{path} {body:.60} -> {v}");
         assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
         assert_eq!(rid.as_deref(), Some("req-42"), "the request id comes back");
     }
-    let r = http().delete(s.gateway.url("/api/v1/orders/xyz")).send().unwrap();
+    let r = http().delete(gateway(&s).url("/api/v1/orders/xyz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.headers().get("x-request-id").is_some(), "a request id is assigned when none is given");
     let reached: u64 = s.order_svcs.iter().map(itest::order_writes).sum();
@@ -94,10 +62,11 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
     let mut s = stack();
     // The original lab's flow: two crossing orders, then the trade (nginx sends /trade/ to the matcher).
     let (st, sell, _) =
-        post(&s.gateway, "/place_order", r#"{"id":"s-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}"#);
+        post(gateway(&s), "/place_order", r#"{"id":"s-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}"#);
     assert_eq!(st, 202, "{sell}");
     assert_eq!(sell["status"], "received");
-    let (st, buy, _) = post(&s.gateway, "/place_order", r#"{"id":"b-1","symbol":"ABC","price":100,"qty":5}"#);
+    let (st, buy, _) =
+        post(gateway(&s), "/place_order", r#"{"id":"b-1","symbol":"ABC","price":100,"qty":5}"#);
     assert_eq!(st, 202, "{buy}");
     let handled: Vec<&str> = [&sell, &buy].iter().filter_map(|v| v["handled_by"].as_str()).collect();
     assert_eq!(handled.len(), 2);
@@ -106,29 +75,29 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
 
     // v1: place, status, book, trades, cancel, through the gateway.
     let (st, placed, _) = post(
-        &s.gateway,
+        gateway(&s),
         "/api/v1/orders",
         r#"{"client_order_id":"v-1","symbol":"ABC","side":"buy","type":"limit","price":"99.50","qty":"2"}"#,
     );
     assert_eq!(st, 202, "{placed}");
     let id = placed["order_id"].as_str().unwrap().to_owned();
     wait_until("resting", Duration::from_secs(30), || {
-        get(&s.gateway, &format!("/api/v1/orders/{id}")).1["status"] == "resting"
+        get(gateway(&s), &format!("/api/v1/orders/{id}")).1["status"] == "resting"
     })
     .unwrap();
-    let (_, book) = get(&s.gateway, "/api/v1/book/ABC?depth=1");
+    let (_, book) = get(gateway(&s), "/api/v1/book/ABC?depth=1");
     assert_eq!(book["bids"][0], serde_json::json!(["99.50", "2"]), "{book}");
-    let (_, trades) = get(&s.gateway, "/api/v1/trades?symbol=ABC");
+    let (_, trades) = get(gateway(&s), "/api/v1/trades?symbol=ABC");
     assert_eq!(trades["trades"].as_array().map(Vec::len), Some(1));
-    let (st, symbols) = get(&s.gateway, "/api/v1/symbols");
+    let (st, symbols) = get(gateway(&s), "/api/v1/symbols");
     assert_eq!(st, 200, "{symbols}");
-    let r = http().delete(s.gateway.url(&format!("/api/v1/orders/{id}"))).send().unwrap();
+    let r = http().delete(gateway(&s).url(&format!("/api/v1/orders/{id}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
     wait_until("canceled", Duration::from_secs(30), || {
-        get(&s.gateway, &format!("/api/v1/orders/{id}")).1["status"] == "canceled"
+        get(gateway(&s), &format!("/api/v1/orders/{id}")).1["status"] == "canceled"
     })
     .unwrap();
-    let (_, by_client) = get(&s.gateway, "/api/v1/orders?symbol=ABC&client_order_id=v-1");
+    let (_, by_client) = get(gateway(&s), "/api/v1/orders?symbol=ABC&client_order_id=v-1");
     assert_eq!(by_client["order_id"], id.as_str());
 
     // One order-svc dies: every request sent after it is served by the other.
@@ -137,9 +106,9 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
         let body = format!(
             r#"{{"client_order_id":"f-{i}","symbol":"ABC","side":"sell","type":"limit","price":"120","qty":"1"}}"#
         );
-        let (st, v, _) = post(&s.gateway, "/api/v1/orders", &body);
+        let (st, v, _) = post(gateway(&s), "/api/v1/orders", &body);
         assert_eq!(st, 202, "request {i} after the kill: {v}");
     }
-    let who: Value = http().get(s.gateway.url("/whoami")).send().unwrap().json().unwrap();
+    let who: Value = http().get(gateway(&s).url("/whoami")).send().unwrap().json().unwrap();
     assert_eq!(who["service"], "gateway");
 }
