@@ -137,6 +137,15 @@ async fn order_json(
     })))
 }
 
+/// An order as JSON, or 404 / 503.
+async fn order_response(redis: &mut redis::aio::ConnectionManager, id: &str) -> HttpResponse {
+    match order_json(redis, id).await {
+        Ok(Some(v)) => HttpResponse::Ok().json(v),
+        Ok(None) => error(actix_web::http::StatusCode::NOT_FOUND, "not_found", format!("no order {id}")),
+        Err(e) => unavailable(e),
+    }
+}
+
 /// `GET /api/v1/orders/{order_id}`.
 async fn order(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
     if id.parse::<u64>().is_err() {
@@ -147,11 +156,7 @@ async fn order(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
         );
     }
     let mut redis = state.redis.clone();
-    match order_json(&mut redis, &id).await {
-        Ok(Some(v)) => HttpResponse::Ok().json(v),
-        Ok(None) => error(actix_web::http::StatusCode::NOT_FOUND, "not_found", format!("no order {id}")),
-        Err(e) => unavailable(e),
-    }
+    order_response(&mut redis, &id).await
 }
 
 #[derive(Deserialize)]
@@ -178,11 +183,7 @@ async fn order_by_client(state: web::Data<State>, q: web::Query<ByClient>) -> Ht
             "no order with that client_order_id",
         );
     };
-    match order_json(&mut redis, &id).await {
-        Ok(Some(v)) => HttpResponse::Ok().json(v),
-        Ok(None) => error(actix_web::http::StatusCode::NOT_FOUND, "not_found", format!("no order {id}")),
-        Err(e) => unavailable(e),
-    }
+    order_response(&mut redis, &id).await
 }
 
 #[derive(Deserialize)]
