@@ -41,7 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let reads = upstream::Pool::new(vec![config.matcher.clone()], config.upstream_timeout)?;
     actix_web::rt::spawn(writes.clone().check_health(Duration::from_millis(500)));
     actix_web::rt::spawn(reads.clone().check_health(Duration::from_millis(500)));
-    let metrics = Arc::new(order_svc::metrics::Metrics::new("gateway")?);
+    let metrics = Arc::new(routes::Metrics::new()?);
     let state = web::Data::new(routes::State {
         table: SymbolTable::default(),
         writes,
@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .app_data(state.clone())
             .app_data(http.clone())
             .configure(routes::configure)
-            .default_service(web::to(order_svc::routes::not_found))
+            .default_service(web::to(common::http::not_found))
             .wrap(actix_web::middleware::from_fn(common::http::track))
     })
     .workers(2)

@@ -7,13 +7,40 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use common::http::error::ApiError;
+use common::http::validate;
+use common::http::{buckets, HttpMetrics};
 use common::{OrderId, SymbolTable};
-use order_svc::error::ApiError;
-use order_svc::metrics::Metrics;
-use order_svc::validate;
+use prometheus::{Histogram, HistogramOpts};
 use serde_json::json;
 
 use crate::upstream::{Failure, Pool};
+
+/// The gateway's metrics: the shared request metrics plus the upstream write latency.
+pub struct Metrics {
+    /// The registry and the request metrics (served by the middleware).
+    pub http: Arc<HttpMetrics>,
+    /// `upstream_write_seconds`: forward → order-svc's `202` (which waits for the broker's ack).
+    pub ack: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> prometheus::Result<Metrics> {
+        let http = HttpMetrics::new("gateway")?;
+        let ack = Histogram::with_opts(
+            HistogramOpts::new("upstream_write_seconds", "Forwarded write to order-svc's 202")
+                .buckets(buckets()),
+        )?;
+        http.registry.register(Box::new(ack.clone()))?;
+        Ok(Metrics { http: Arc::new(http), ack })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.http.render()
+    }
+}
 
 /// What every handler shares.
 pub struct State {

@@ -5,18 +5,18 @@
 //! acknowledged. A broker that does not acknowledge in time gives `503`: outcome unknown.
 //!
 //! # Layout
-//! - [`validate`]: request bodies → commands (pure).
+//! - `validate`, `error`: request bodies → commands and the JSON error shape, shared with the
+//!   gateway from [`common::http`].
 //! - [`publisher`]: the actor that owns the Kafka producer.
 //! - [`routes`]: the HTTP routes.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`error`]: the JSON error shape.
 #![forbid(unsafe_code)]
 
-pub mod error;
 pub mod metrics;
 pub mod publisher;
 pub mod routes;
-pub mod validate;
+
+pub use common::http::{error, validate};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .app_data(state.clone())
             .app_data(http.clone())
             .configure(routes::configure)
-            .default_service(web::to(routes::not_found))
+            .default_service(web::to(common::http::not_found))
             .wrap(actix_web::middleware::from_fn(common::http::track))
     })
     .workers(2)

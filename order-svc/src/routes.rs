@@ -171,8 +171,3 @@ async fn whoami(state: web::Data<State>) -> HttpResponse {
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
-
-/// Unknown routes: 404 in the one error shape.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
-}

@@ -1,9 +1,14 @@
 //! What every HTTP service shares (feature `http`): the request metrics of DESIGN.md §6 —
 //! `http_requests_total{route,method,status}` and `http_request_duration_seconds{route}` — in a
-//! registry the service adds its own metrics to, and the middleware that records them.
+//! registry the service adds its own metrics to, and the middleware that records them; the one
+//! JSON error shape ([`error`]); and the validation of order bodies ([`validate`]), so the gateway
+//! at the edge and order entry behind it check exactly the same things.
 //!
 //! A service registers `web::Data<HttpMetrics>` and wraps its app in
 //! `actix_web::middleware::from_fn(common::http::track)`.
+
+pub mod error;
+pub mod validate;
 
 use std::time::Instant;
 
@@ -53,6 +58,11 @@ impl HttpMetrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Unknown routes: 404 in the one error shape.
+pub async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::ApiError::NotFound("no such route".into()))
 }
 
 /// Middleware: counts and times every request by its route pattern.

@@ -4,13 +4,13 @@
 //! The v1 body rejects unknown fields (a typo is an error); the original lab's body is read as it
 //! was, plus optional `side` and `account`.
 
-use common::{
+use crate::{
     Account, ClientOrderId, Decimal, DecimalError, FieldError, NewOrder, OrderType, ShortStr, Side,
     SymbolTable, TimeInForce,
 };
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use super::error::ApiError;
 
 /// `POST /api/v1/orders`.
 #[derive(Debug, Deserialize)]
@@ -176,8 +176,8 @@ pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Price, Qty};
     use actix_web::ResponseError;
-    use common::{Price, Qty};
 
     fn v1_json(json: &str) -> Result<NewOrder, ApiError> {
         let table = SymbolTable::default();
