@@ -70,65 +70,56 @@ impl<K: Key, V: Value> Table<K, V> {
         (key.spread() >> 32) as usize & self.mask
     }
 
-    /// The value of `key`.
+    /// Walks `key`'s probe run: `Ok(index)` where the key sits, or `Err(index)` of the free entry
+    /// that ends the run (where it would go).
     #[inline]
-    pub fn get(&self, key: K) -> Option<V> {
+    fn probe(&self, key: K) -> Result<usize, usize> {
         let mut i = self.home(key);
         loop {
             let (k, v) = self.entries[i];
             if v == V::EMPTY {
-                return None;
+                return Err(i);
             }
             if k == key {
-                return Some(v);
+                return Ok(i);
             }
             i = (i + 1) & self.mask;
         }
     }
 
+    /// The value of `key`.
+    #[inline]
+    pub fn get(&self, key: K) -> Option<V> {
+        self.probe(key).ok().map(|i| self.entries[i].1)
+    }
+
     /// True if `key` is present.
     #[inline]
     pub fn contains_key(&self, key: K) -> bool {
-        self.get(key).is_some()
+        self.probe(key).is_ok()
     }
 
     /// Sets `key` to `value` (which must not be `V::EMPTY`); returns the old value.
     #[inline]
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         debug_assert!(value != V::EMPTY, "the empty marker is not a value");
-        let mut i = self.home(key);
-        loop {
-            let (k, v) = self.entries[i];
-            if v == V::EMPTY {
+        match self.probe(key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
                 self.entries[i] = (key, value);
                 self.len += 1;
                 if self.len * 8 > self.entries.len() * 7 {
                     self.grow();
                 }
-                return None;
+                None
             }
-            if k == key {
-                self.entries[i].1 = value;
-                return Some(v);
-            }
-            i = (i + 1) & self.mask;
         }
     }
 
     /// Removes `key`; returns its value.
     #[inline]
     pub fn remove(&mut self, key: K) -> Option<V> {
-        let mut i = self.home(key);
-        loop {
-            let (k, v) = self.entries[i];
-            if v == V::EMPTY {
-                return None;
-            }
-            if k == key {
-                break;
-            }
-            i = (i + 1) & self.mask;
-        }
+        let mut i = self.probe(key).ok()?;
         let removed = self.entries[i].1;
         // Backward shift: pull later entries of the probe run into the hole when their home
         // allows, so no tombstone is needed.
