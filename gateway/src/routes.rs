@@ -115,14 +115,6 @@ fn with_id(e: ApiError, rid: &str) -> HttpResponse {
     r
 }
 
-async fn body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ApiError::field(format!("could not read the body: {e}"))),
-        Err(_) => Err(ApiError::TooLarge(limit)),
-    }
-}
-
 async fn write(state: &State, req: &HttpRequest, path: &str, bytes: web::Bytes) -> HttpResponse {
     let rid = request_id(state, req);
     let started = Instant::now();
@@ -137,7 +129,7 @@ async fn write(state: &State, req: &HttpRequest, path: &str, bytes: web::Bytes) 
 async fn place_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let rid = request_id(&state, &req);
     let checked = async {
-        let bytes = body(payload, state.body_limit).await?;
+        let bytes = common::http::read_body(payload, state.body_limit).await?;
         let lab: validate::LabOrder = validate::parse(&bytes)?;
         validate::lab(&state.table, &lab)?;
         Ok::<_, ApiError>(bytes)
@@ -152,7 +144,7 @@ async fn place_order(state: web::Data<State>, req: HttpRequest, payload: web::Pa
 async fn v1_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let rid = request_id(&state, &req);
     let checked = async {
-        let bytes = body(payload, state.body_limit).await?;
+        let bytes = common::http::read_body(payload, state.body_limit).await?;
         let v1: validate::V1Order = validate::parse(&bytes)?;
         validate::v1(&state.table, &v1)?;
         Ok::<_, ApiError>(bytes)

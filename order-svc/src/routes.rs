@@ -45,14 +45,6 @@ fn now() -> Timestamp {
     Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
 }
 
-async fn body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ApiError::field(format!("could not read the body: {e}"))),
-        Err(_) => Err(ApiError::TooLarge(limit)),
-    }
-}
-
 /// Publishes a command and waits for the broker's acknowledgement.
 async fn publish(
     state: &State,
@@ -85,7 +77,7 @@ async fn place(state: &State, order: NewOrder) -> Result<OrderId, ApiError> {
 
 /// `POST /order` (and `/place_order`): the original lab's order route and shapes.
 async fn lab_order(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body(payload, state.body_limit).await?;
+    let bytes = common::http::read_body(payload, state.body_limit).await?;
     let lab: validate::LabOrder = validate::parse(&bytes)?;
     let order = validate::lab(&state.table, &lab)?;
     let id = place(&state, order).await?;
@@ -106,7 +98,7 @@ async fn lab_order(state: web::Data<State>, payload: web::Payload) -> Result<Htt
 
 /// `POST /api/v1/orders`.
 async fn v1_order(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body(payload, state.body_limit).await?;
+    let bytes = common::http::read_body(payload, state.body_limit).await?;
     let v1: validate::V1Order = validate::parse(&bytes)?;
     let order = validate::v1(&state.table, &v1)?;
     let id = place(&state, order).await?;

@@ -60,6 +60,15 @@ impl HttpMetrics {
     }
 }
 
+/// Reads a request body of at most `limit` bytes: larger is `413`, unreadable is `400`.
+pub async fn read_body(payload: web::Payload, limit: usize) -> Result<web::Bytes, error::ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(error::ApiError::field(format!("could not read the body: {e}"))),
+        Err(_) => Err(error::ApiError::TooLarge(limit)),
+    }
+}
+
 /// Unknown routes: 404 in the one error shape.
 pub async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
     Err(error::ApiError::NotFound("no such route".into()))
