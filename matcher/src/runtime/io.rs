@@ -416,6 +416,8 @@ async fn serve(
         }
         idle.reset();
         let mut batch = Batch::default();
+        // One MULTI/EXEC: a reader sees a batch's order, fills, trade and book all or none.
+        batch.pipe.atomic();
         let mut emitted = false;
         for _ in 0..available.min(BATCH) {
             let Ok(item) = input.pop() else { break };
@@ -451,7 +453,7 @@ async fn serve(
     Ok(())
 }
 
-/// Writes a batch: Redis first (one pipelined round trip), then Kafka (waiting for every ack).
+/// Writes a batch: Redis first (one pipelined transaction), then Kafka (waiting for every ack).
 /// Retries until it succeeds: offsets are committed only after.
 async fn persist(
     state: &mut State<'_>,
