@@ -248,6 +248,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Against a model (a set of open ids and a queue of ended ones), with fingerprints from a
+        /// tiny range so chains form, shrink and reuse slots whose `next` is stale.
+        #[test]
+        fn matches_a_model_when_fingerprints_collide(
+            ops in proptest::collection::vec((0u8..3, 0u8..12), 1..400),
+            window in 0usize..4,
+        ) {
+            use std::collections::{HashMap, VecDeque};
+            let mut ids = ClientIds::new(2, window);
+            let mut open: HashMap<String, Handle> = HashMap::new();
+            let mut ended: VecDeque<String> = VecDeque::new();
+            let fp = |s: &str| u32::from(s.as_bytes()[1]) % 3;
+            for (op, n) in ops {
+                let name = format!("k{n}");
+                let taken = open.contains_key(&name) || ended.contains(&name);
+                proptest::prop_assert_eq!(ids.contains_as(&key(&name), fp(&name)), taken, "{}", name);
+                if op == 0 {
+                    if let Some(h) = open.remove(&name) {
+                        ids.close(h);
+                        ended.push_back(name);
+                        if ended.len() > window {
+                            ended.pop_front();
+                        }
+                    }
+                } else if !taken {
+                    open.insert(name.clone(), ids.open_as(key(&name), fp(&name)));
+                }
+                proptest::prop_assert_eq!(ids.len(), open.len() + ended.len());
+            }
+        }
+    }
+
     #[test]
     fn grows_past_its_capacity() {
         let mut ids = ClientIds::new(1, 1);
