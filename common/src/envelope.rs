@@ -47,27 +47,40 @@ impl DecodeError {
     }
 }
 
-/// The two fields every message starts with.
+/// What travels with a command for measurement only: the book never sees it, and a message
+/// without it is as valid as one with it (an optional header field, `gateway_ts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// When the gateway received the request (ns since the epoch); `None` when the order came to
+    /// order entry directly.
+    pub gateway_in: Option<Timestamp>,
+}
+
+/// The fields every message starts with.
 #[derive(Deserialize)]
 struct Header<'a> {
     v: u32,
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    gateway_ts: Option<Timestamp>,
 }
 
-/// A body with the envelope's `v` and `type` in front.
+/// A body with the envelope's `v`, `type` (and trace, if any) in front.
 #[derive(Serialize)]
 struct Tagged<'a, T> {
     v: u32,
     #[serde(rename = "type")]
     kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_ts: Option<Timestamp>,
     #[serde(flatten)]
     body: T,
 }
 
-fn to_json<T: Serialize>(kind: &str, body: T) -> Vec<u8> {
+fn to_json<T: Serialize>(kind: &str, trace: Trace, body: T) -> Vec<u8> {
     // Serializing these plain structs to a Vec cannot fail.
-    serde_json::to_vec(&Tagged { v: VERSION, kind, body }).unwrap_or_default()
+    serde_json::to_vec(&Tagged { v: VERSION, kind, gateway_ts: trace.gateway_in, body }).unwrap_or_default()
 }
 
 fn default_account() -> Account {
@@ -169,7 +182,17 @@ fn symbol_of<'t>(table: &'t SymbolTable, name: &str) -> Result<(SymbolId, &'t Sy
 
 /// Reads a command from a Kafka message; `id` is where the message sits in the log.
 pub fn decode_command(bytes: &[u8], id: OrderId, table: &SymbolTable) -> Result<Command, DecodeError> {
+    decode_command_traced(bytes, id, table).map(|(cmd, _)| cmd)
+}
+
+/// [`decode_command`], with the message's [`Trace`].
+pub fn decode_command_traced(
+    bytes: &[u8],
+    id: OrderId,
+    table: &SymbolTable,
+) -> Result<(Command, Trace), DecodeError> {
     let header: Header = serde_json::from_slice(bytes)?;
+    let trace = Trace { gateway_in: header.gateway_ts };
     if header.v != VERSION {
         return Err(DecodeError::Version(header.v));
     }
@@ -229,7 +252,7 @@ pub fn decode_command(bytes: &[u8], id: OrderId, table: &SymbolTable) -> Result<
         }
         other => return Err(DecodeError::Type(other.to_owned())),
     };
-    Ok(Command { id, ts, kind })
+    Ok((Command { id, ts, kind }, trace))
 }
 
 fn spec_name(table: &SymbolTable, symbol: SymbolId) -> (&str, Option<&SymbolSpec>) {
@@ -244,6 +267,11 @@ fn spec_name(table: &SymbolTable, symbol: SymbolId) -> (&str, Option<&SymbolSpec
 /// Panics if the command names a symbol the table does not have: order entry only builds
 /// commands for symbols it validated.
 pub fn encode_command(cmd: &Command, table: &SymbolTable) -> Vec<u8> {
+    encode_command_traced(cmd, Trace::default(), table)
+}
+
+/// [`encode_command`] with a [`Trace`] in the header.
+pub fn encode_command_traced(cmd: &Command, trace: Trace, table: &SymbolTable) -> Vec<u8> {
     let spec = |symbol: SymbolId| table.get(symbol).expect("command for a configured symbol");
     match cmd.kind {
         CommandKind::New(o) => {
@@ -260,10 +288,10 @@ pub fn encode_command(cmd: &Command, table: &SymbolTable) -> Vec<u8> {
                 price: o.price.map(|p| s.price_decimal(p)),
                 qty: s.qty_decimal(o.qty),
             };
-            to_json("new_order", body)
+            to_json("new_order", trace, body)
         }
         CommandKind::Cancel(c) => {
-            to_json("cancel", WireCancel { ts: cmd.ts, order_id: c.order_id, account: c.account })
+            to_json("cancel", trace, WireCancel { ts: cmd.ts, order_id: c.order_id, account: c.account })
         }
         CommandKind::Replace(r) => {
             let s = spec(r.symbol);
@@ -275,19 +303,22 @@ pub fn encode_command(cmd: &Command, table: &SymbolTable) -> Vec<u8> {
                 price: s.price_decimal(r.price),
                 qty: s.qty_decimal(r.qty),
             };
-            to_json("replace", body)
+            to_json("replace", trace, body)
         }
         CommandKind::Halt { symbol } => {
-            to_json("halt", WireSymbolAdmin { ts: cmd.ts, symbol: spec(symbol).name.clone() })
+            to_json("halt", trace, WireSymbolAdmin { ts: cmd.ts, symbol: spec(symbol).name.clone() })
         }
         CommandKind::Resume { symbol } => {
-            to_json("resume", WireSymbolAdmin { ts: cmd.ts, symbol: spec(symbol).name.clone() })
+            to_json("resume", trace, WireSymbolAdmin { ts: cmd.ts, symbol: spec(symbol).name.clone() })
         }
-        CommandKind::MassCancel { account } => to_json("mass_cancel", WireMassCancel { ts: cmd.ts, account }),
+        CommandKind::MassCancel { account } => {
+            to_json("mass_cancel", trace, WireMassCancel { ts: cmd.ts, account })
+        }
         CommandKind::SetReference { symbol, price } => {
             let s = spec(symbol);
             to_json(
                 "set_reference",
+                trace,
                 WireSetReference { ts: cmd.ts, symbol: s.name.clone(), price: s.price_decimal(price) },
             )
         }
@@ -545,7 +576,22 @@ mod tests {
             let text = String::from_utf8(bytes.clone()).unwrap();
             assert!(text.starts_with("{\"v\":1,\"type\":"), "{text}");
             assert_eq!(decode_command(&bytes, cmd.id, &t).unwrap(), cmd, "{text}");
+            assert!(!text.contains("gateway_ts"), "no trace, no field: {text}");
+            // With a trace: the same command, and the trace back.
+            let trace = Trace { gateway_in: Some(Timestamp(1_600_000_000_000_000_000 + i as u64)) };
+            let bytes = encode_command_traced(&cmd, trace, &t);
+            assert_eq!(decode_command_traced(&bytes, cmd.id, &t).unwrap(), (cmd, trace));
+            assert_eq!(decode_command(&bytes, cmd.id, &t).unwrap(), cmd, "a reader that ignores it");
         }
+    }
+
+    #[test]
+    fn a_trace_is_optional_and_must_be_a_number() {
+        let t = table();
+        let msg = br#"{"v":1,"type":"cancel","ts":1,"order_id":"1"}"#;
+        assert_eq!(decode_command_traced(msg, id(1), &t).unwrap().1, Trace::default());
+        let msg = br#"{"v":1,"type":"cancel","gateway_ts":"soon","ts":1,"order_id":"1"}"#;
+        assert!(matches!(decode_command_traced(msg, id(1), &t), Err(DecodeError::Json(_))));
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub struct Qty(pub u64);
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 
+impl Timestamp {
+    /// The wall clock now (for the services' hop stamps; the book never calls it).
+    pub fn now() -> Timestamp {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Timestamp(since.map_or(0, |d| d.as_nanos() as u64))
+    }
+}
+
 impl Price {
     /// `self + rhs`, or `None` on overflow.
     #[inline]

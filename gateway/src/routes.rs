@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::http::error::ApiError;
 use common::http::validate;
 use common::http::{buckets, HttpMetrics};
-use common::{OrderId, SymbolTable};
+use common::{OrderId, SymbolTable, Timestamp};
 use prometheus::{Histogram, HistogramOpts};
 use serde_json::json;
 
@@ -115,10 +115,19 @@ fn with_id(e: ApiError, rid: &str) -> HttpResponse {
     r
 }
 
-async fn write(state: &State, req: &HttpRequest, path: &str, bytes: web::Bytes) -> HttpResponse {
+/// Sends a validated write on; `received` (when the request arrived here) travels with it, so the
+/// order's path starts at the edge.
+async fn write(
+    state: &State,
+    req: &HttpRequest,
+    path: &str,
+    bytes: web::Bytes,
+    received: Timestamp,
+) -> HttpResponse {
     let rid = request_id(state, req);
     let started = Instant::now();
-    let answer = state.writes.send(reqwest::Method::POST, path, Some(bytes.to_vec()), &rid).await;
+    let answer =
+        state.writes.send(reqwest::Method::POST, path, Some(bytes.to_vec()), &rid, Some(received)).await;
     if answer.as_ref().is_ok_and(|a| a.status == 202) {
         state.metrics.ack.observe(started.elapsed().as_secs_f64());
     }
@@ -127,6 +136,7 @@ async fn write(state: &State, req: &HttpRequest, path: &str, bytes: web::Bytes) 
 
 /// `POST /place_order`: the original lab's route, validated here, sent to order-svc's `/order`.
 async fn place_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let received = Timestamp::now();
     let rid = request_id(&state, &req);
     let checked = async {
         let bytes = common::http::read_body(payload, state.body_limit).await?;
@@ -135,13 +145,14 @@ async fn place_order(state: web::Data<State>, req: HttpRequest, payload: web::Pa
         Ok::<_, ApiError>(bytes)
     };
     match checked.await {
-        Ok(bytes) => write(&state, &req, "/order", bytes).await,
+        Ok(bytes) => write(&state, &req, "/order", bytes, received).await,
         Err(e) => with_id(e, &rid),
     }
 }
 
 /// `POST /api/v1/orders`.
 async fn v1_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let received = Timestamp::now();
     let rid = request_id(&state, &req);
     let checked = async {
         let bytes = common::http::read_body(payload, state.body_limit).await?;
@@ -150,13 +161,14 @@ async fn v1_order(state: web::Data<State>, req: HttpRequest, payload: web::Paylo
         Ok::<_, ApiError>(bytes)
     };
     match checked.await {
-        Ok(bytes) => write(&state, &req, "/api/v1/orders", bytes).await,
+        Ok(bytes) => write(&state, &req, "/api/v1/orders", bytes, received).await,
         Err(e) => with_id(e, &rid),
     }
 }
 
 /// `DELETE /api/v1/orders/{order_id}`.
 async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let received = Timestamp::now();
     let rid = request_id(&state, &req);
     if path.parse::<OrderId>().is_err() {
         return with_id(
@@ -168,7 +180,7 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
         Some(q) => format!("/api/v1/orders/{path}?{q}"),
         None => format!("/api/v1/orders/{path}"),
     };
-    relay(state.writes.send(reqwest::Method::DELETE, &target, None, &rid).await, &rid)
+    relay(state.writes.send(reqwest::Method::DELETE, &target, None, &rid, Some(received)).await, &rid)
 }
 
 /// Reads: the same path and query, at the matcher front.
@@ -178,7 +190,7 @@ async fn read(state: web::Data<State>, req: HttpRequest) -> HttpResponse {
         Some(q) => format!("{}?{q}", req.path()),
         None => req.path().to_owned(),
     };
-    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid).await, &rid)
+    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await, &rid)
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {

@@ -92,10 +92,14 @@ impl Pool {
         path_and_query: &str,
         body: Option<Vec<u8>>,
         request_id: &str,
+        gateway_in: Option<common::Timestamp>,
     ) -> Result<Answer, Failure> {
         for i in self.order() {
             let url = format!("{}{path_and_query}", self.urls[i]);
             let mut req = self.client.request(method.clone(), &url).header("x-request-id", request_id);
+            if let Some(at) = gateway_in {
+                req = req.header(common::http::GATEWAY_TS_HEADER, at.0.to_string());
+            }
             if let Some(body) = &body {
                 req = req.header("content-type", "application/json").body(body.clone());
             }

@@ -70,6 +70,7 @@ fn crossing_orders_trade_and_every_read_shows_it() {
     for hop in ["published_ns", "consumed_ns", "matched_ns", "persisted_ns"] {
         assert!(buy_order["hops"][hop].as_u64().is_some_and(|t| t > 0), "hop {hop}: {buy_order}");
     }
+    assert!(buy_order["hops"]["gateway_ns"].is_null(), "order-svc called directly: no gateway hop");
     let sell_order = order_when(&s.matcher, &sell_id, |o| o["status"] == "partially_filled");
     assert_eq!(sell_order["filled_qty"], "3");
 

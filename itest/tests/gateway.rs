@@ -81,10 +81,18 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
     );
     assert_eq!(st, 202, "{placed}");
     let id = placed["order_id"].as_str().unwrap().to_owned();
+    let mut order = Value::Null;
     wait_until("resting", Duration::from_secs(30), || {
-        get(gateway(&s), &format!("/api/v1/orders/{id}")).1["status"] == "resting"
+        order = get(gateway(&s), &format!("/api/v1/orders/{id}")).1;
+        order["status"] == "resting"
     })
     .unwrap();
+    // The order's path starts at the gateway: each hop at or after the one before.
+    let hops: Vec<u64> = ["gateway_ns", "published_ns", "consumed_ns", "matched_ns"]
+        .iter()
+        .map(|h| order["hops"][h].as_u64().unwrap_or_else(|| panic!("hop {h}: {order}")))
+        .collect();
+    assert!(hops.windows(2).all(|w| w[0] <= w[1]), "hops out of order: {order}");
     let (_, book) = get(gateway(&s), "/api/v1/book/ABC?depth=1");
     assert_eq!(book["bids"][0], serde_json::json!(["99.50", "2"]), "{book}");
     let (_, trades) = get(gateway(&s), "/api/v1/trades?symbol=ABC");

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use common::envelope::decode_command;
-use common::{CommandKind, OrderId, Price, Qty, Side, SymbolTable};
+use common::envelope::{decode_command, decode_command_traced};
+use common::{CommandKind, OrderId, Price, Qty, Side, SymbolTable, Timestamp};
 use itest::{http, Broker, Service, TempDir};
 use serde_json::{json, Value};
 
@@ -34,12 +34,16 @@ fn stack(delivery_timeout_ms: u64) -> Stack {
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> (u16, Value) {
-    let r = http()
-        .post(svc.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .expect("request");
+    post_with(svc, path, body, None)
+}
+
+/// Posts with an `x-gateway-ts` header, as a gateway would send it.
+fn post_with(svc: &Service, path: &str, body: &str, gateway_ts: Option<&str>) -> (u16, Value) {
+    let mut r = http().post(svc.url(path)).header("content-type", "application/json").body(body.to_owned());
+    if let Some(ts) = gateway_ts {
+        r = r.header("x-gateway-ts", ts);
+    }
+    let r = r.send().expect("request");
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(Value::Null))
 }
@@ -47,14 +51,18 @@ fn post(svc: &Service, path: &str, body: &str) -> (u16, Value) {
 #[test]
 fn acknowledged_orders_are_in_the_log_where_their_id_says() {
     let s = stack(5_000);
-    let (status, v1) = post(
+    // As if through a gateway: its receive time travels in the message.
+    let (status, v1) = post_with(
         &s.svc,
         "/api/v1/orders",
         r#"{"client_order_id":"c-1","symbol":"ABC","side":"sell","type":"limit","price":"100.05","qty":"5"}"#,
+        Some("1700000000000000001"),
     );
     assert_eq!(status, 202, "{v1}");
     assert_eq!((v1["client_order_id"].as_str(), v1["status"].as_str()), (Some("c-1"), Some("accepted")));
-    let (status, lab) = post(&s.svc, "/order", r#"{"id":"ui-123","symbol":"ABC","price":100,"qty":5}"#);
+    // A malformed stamp is a measurement lost, not an order refused.
+    let (status, lab) =
+        post_with(&s.svc, "/order", r#"{"id":"ui-123","symbol":"ABC","price":100,"qty":5}"#, Some("soon"));
     assert_eq!(status, 202, "{lab}");
     assert_eq!(lab["status"], "received");
     assert_eq!(lab["handled_by"], "order-svc-t");
@@ -66,15 +74,18 @@ fn acknowledged_orders_are_in_the_log_where_their_id_says() {
     let table = SymbolTable::default();
     let msgs = s.broker.read_all("orders", PARTITIONS, 2, Duration::from_secs(20)).expect("read");
     assert_eq!(msgs.len(), 2, "both orders are in the log");
-    for (answer, client, side, price) in
-        [(&v1, "c-1", Side::Sell, 10_005), (&lab, "ui-123", Side::Buy, 10_000)]
-    {
+    for (answer, client, side, price, gateway_in) in [
+        (&v1, "c-1", Side::Sell, 10_005, Some(Timestamp(1_700_000_000_000_000_001))),
+        (&lab, "ui-123", Side::Buy, 10_000, None),
+    ] {
         let id: OrderId = answer["order_id"].as_str().unwrap().parse().unwrap();
         let (p, o, payload) = msgs
             .iter()
             .find(|(p, o, _)| i64::from(id.partition()) == i64::from(*p) && id.offset() as i64 == *o)
             .unwrap_or_else(|| panic!("no message at {}/{} for {client}", id.partition(), id.offset()));
-        let cmd = decode_command(payload, OrderId::new(*p as u16, *o as u64).unwrap(), &table).unwrap();
+        let (cmd, trace) =
+            decode_command_traced(payload, OrderId::new(*p as u16, *o as u64).unwrap(), &table).unwrap();
+        assert_eq!(trace.gateway_in, gateway_in, "{client}");
         let CommandKind::New(order) = cmd.kind else { panic!("{cmd:?}") };
         assert_eq!(order.client_order_id.as_str(), client);
         assert_eq!((order.side, order.price, order.qty), (side, Some(Price(price)), Qty(5)));

@@ -1,11 +1,9 @@
 //! The HTTP routes: the original lab's `POST /order`, the v1 order routes, and the endpoints
 //! every service has (`/healthz`, `/readyz`, `/whoami`, `/metrics`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use actix::Addr;
-use actix_web::{web, HttpResponse};
-use common::envelope::encode_command;
+use actix_web::{web, HttpRequest, HttpResponse};
+use common::envelope::{encode_command_traced, Trace};
 use common::{Account, Cancel, Command, CommandKind, NewOrder, OrderId, SymbolTable, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
@@ -41,14 +39,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-fn now() -> Timestamp {
-    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
-}
-
 /// Publishes a command and waits for the broker's acknowledgement.
 async fn publish(
     state: &State,
     cmd: Command,
+    trace: Trace,
     key: Option<String>,
     partition: Option<i32>,
 ) -> Result<OrderId, ApiError> {
@@ -57,7 +52,7 @@ async fn publish(
         CommandKind::Cancel(_) => "cancel",
         _ => "other",
     };
-    let payload = encode_command(&cmd, &state.table);
+    let payload = encode_command_traced(&cmd, trace, &state.table);
     match state.publisher.send(Publish { key, partition, payload }).await {
         Ok(Ok((id, took))) => {
             state.metrics.ack.observe(took.as_secs_f64());
@@ -69,18 +64,27 @@ async fn publish(
     }
 }
 
-async fn place(state: &State, order: NewOrder) -> Result<OrderId, ApiError> {
+/// The trace a request brings: the gateway's receive time, when it came through one.
+fn trace(req: &HttpRequest) -> Trace {
+    Trace { gateway_in: common::http::gateway_in(req) }
+}
+
+async fn place(state: &State, req: &HttpRequest, order: NewOrder) -> Result<OrderId, ApiError> {
     let key = state.table.get(order.symbol).map(|s| s.name.clone());
-    let cmd = Command { id: OrderId(0), ts: now(), kind: CommandKind::New(order) };
-    publish(state, cmd, key, None).await
+    let cmd = Command { id: OrderId(0), ts: Timestamp::now(), kind: CommandKind::New(order) };
+    publish(state, cmd, trace(req), key, None).await
 }
 
 /// `POST /order` (and `/place_order`): the original lab's order route and shapes.
-async fn lab_order(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn lab_order(
+    state: web::Data<State>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let bytes = common::http::read_body(payload, state.body_limit).await?;
     let lab: validate::LabOrder = validate::parse(&bytes)?;
     let order = validate::lab(&state.table, &lab)?;
-    let id = place(&state, order).await?;
+    let id = place(&state, &req, order).await?;
     Ok(HttpResponse::Accepted().json(json!({
         "status": "received",
         "handled_by": state.instance,
@@ -97,11 +101,15 @@ async fn lab_order(state: web::Data<State>, payload: web::Payload) -> Result<Htt
 }
 
 /// `POST /api/v1/orders`.
-async fn v1_order(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn v1_order(
+    state: web::Data<State>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let bytes = common::http::read_body(payload, state.body_limit).await?;
     let v1: validate::V1Order = validate::parse(&bytes)?;
     let order = validate::v1(&state.table, &v1)?;
-    let id = place(&state, order).await?;
+    let id = place(&state, &req, order).await?;
     Ok(HttpResponse::Accepted().json(json!({
         "order_id": id.to_string(),
         "client_order_id": v1.client_order_id,
@@ -119,6 +127,7 @@ struct CancelQuery {
 /// `DELETE /api/v1/orders/{order_id}`: publishes a cancel to the partition the id encodes.
 async fn v1_cancel(
     state: web::Data<State>,
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<CancelQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -129,8 +138,12 @@ async fn v1_cancel(
         Some(a) => Account::new(a).map_err(|e| ApiError::field(format!("account {e}")))?,
         None => Account::anonymous(),
     };
-    let cmd = Command { id: OrderId(0), ts: now(), kind: CommandKind::Cancel(Cancel { order_id, account }) };
-    let cancel_id = publish(&state, cmd, None, Some(i32::from(order_id.partition()))).await?;
+    let cmd = Command {
+        id: OrderId(0),
+        ts: Timestamp::now(),
+        kind: CommandKind::Cancel(Cancel { order_id, account }),
+    };
+    let cancel_id = publish(&state, cmd, trace(&req), None, Some(i32::from(order_id.partition()))).await?;
     Ok(HttpResponse::Accepted().json(json!({
         "order_id": order_id.to_string(),
         "cancel_id": cancel_id.to_string(),

@@ -91,3 +91,14 @@ pub async fn track(
     }
     Ok(res)
 }
+
+/// The header the gateway stamps with the time it received a request (ns since the epoch, decimal);
+/// order entry carries it into the command's trace, so the order's path starts at the edge.
+pub const GATEWAY_TS_HEADER: &str = "x-gateway-ts";
+
+/// The gateway's receive time from a request, if it has a well-formed one. It is a measurement
+/// only (it never changes what an order does), so a malformed value is left out, not refused.
+pub fn gateway_in(req: &actix_web::HttpRequest) -> Option<crate::Timestamp> {
+    let value = req.headers().get(GATEWAY_TS_HEADER)?.to_str().ok()?;
+    value.parse::<u64>().ok().filter(|&ns| ns > 0).map(crate::Timestamp)
+}

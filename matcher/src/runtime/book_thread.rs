@@ -7,7 +7,7 @@ use std::thread::Thread;
 use common::{EventKind, Qty, SymbolTable};
 
 use super::http::Metrics;
-use super::{now_ns, Config, Idle, Input, Output, Stop};
+use super::{now_ns, Config, Hops, Idle, Input, Output, Stop};
 use crate::engine::Engine;
 
 /// Runs until `stop`.
@@ -35,11 +35,11 @@ pub fn run(
             continue;
         };
         idle.reset();
-        let (id, replay, published, consumed) = match item {
-            Input::Cmd { cmd, replay, consumed } => {
+        let (id, replay, mut hops) = match item {
+            Input::Cmd { cmd, replay, hops } => {
                 events.clear();
                 engine.apply(&cmd, &mut events);
-                (cmd.id, replay, cmd.ts, consumed)
+                (cmd.id, replay, hops)
             }
             Input::Bad { id, reason, replay } => {
                 events.clear();
@@ -57,10 +57,10 @@ pub fn run(
                         qty: Qty::ZERO,
                     },
                 });
-                (id, replay, common::Timestamp(0), 0)
+                (id, replay, Hops::default())
             }
         };
-        let matched = now_ns();
+        hops.matched = now_ns();
         metrics.commands.inc();
         for event in &events {
             if matches!(event.kind, EventKind::Fill { .. }) {
@@ -68,7 +68,7 @@ pub fn run(
             }
             push(&mut output, Output::Event { event: *event, replay }, &io, stop, metrics);
         }
-        push(&mut output, Output::Done { id, replay, published, consumed, matched }, &io, stop, metrics);
+        push(&mut output, Output::Done { id, replay, hops }, &io, stop, metrics);
         io.unpark();
         metrics.ring_in.set(input.slots() as i64);
     }

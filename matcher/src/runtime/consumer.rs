@@ -9,14 +9,14 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use common::envelope::decode_command;
+use common::envelope::decode_command_traced;
 use common::{OrderId, SymbolTable};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::http::Metrics;
-use super::{now_ns, Config, Input, Stop};
+use super::{now_ns, Config, Hops, Input, Stop};
 
 /// Runs until `stop`; a fatal error stops every thread.
 pub fn run(
@@ -123,8 +123,12 @@ fn consume(
             tracing::error!(partition, offset, "log position does not fit an order id; skipped");
             continue;
         };
-        let input = match decode_command(msg.payload().unwrap_or_default(), id, table) {
-            Ok(cmd) => Input::Cmd { cmd, replay, consumed },
+        let input = match decode_command_traced(msg.payload().unwrap_or_default(), id, table) {
+            Ok((cmd, trace)) => {
+                let gateway = trace.gateway_in.map_or(0, |t| t.0);
+                let hops = Hops { gateway, published: cmd.ts.0, consumed, matched: 0 };
+                Input::Cmd { cmd, replay, hops }
+            }
             Err(e) => {
                 tracing::warn!(partition, offset, error = %e, "undecodable command");
                 Input::Bad { id, reason: e.reject_reason(), replay }

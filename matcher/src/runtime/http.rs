@@ -129,6 +129,7 @@ async fn order_json(
         "reject_reason": get("reject_reason"),
         "fills": fills,
         "hops": {
+            "gateway_ns": hop("hop_gateway_ns"),
             "published_ns": hop("hop_published_ns"),
             "consumed_ns": hop("hop_consumed_ns"),
             "matched_ns": hop("hop_matched_ns"),

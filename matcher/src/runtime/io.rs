@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use super::http::Metrics;
-use super::{now_ns, Config, Idle, Output, Stop};
+use super::{now_ns, Config, Hops, Idle, Output, Stop};
 
 /// Most events handled per batch (one Redis round trip, one wait for Kafka acks).
 const BATCH: usize = 512;
@@ -311,15 +311,7 @@ impl State<'_> {
     }
 
     /// A command is done: settle the status of an order that rests, note hops and the offset.
-    fn done(
-        &mut self,
-        id: OrderId,
-        replay: bool,
-        published: u64,
-        consumed: u64,
-        matched: u64,
-        b: &mut Batch,
-    ) {
+    fn done(&mut self, id: OrderId, replay: bool, hops: Hops, b: &mut Batch) {
         if let Some(info) = self.orders.get_mut(&id) {
             if info.status == "accepted" && info.resting_possible {
                 info.status = "resting";
@@ -328,13 +320,17 @@ impl State<'_> {
                 }
             }
             if !replay {
+                let key = format!("order:{id}");
+                if hops.gateway > 0 {
+                    b.pipe.hset(&key, "hop_gateway_ns", hops.gateway).ignore();
+                }
                 b.pipe
                     .hset_multiple(
-                        format!("order:{id}"),
+                        key,
                         &[
-                            ("hop_published_ns", published.to_string()),
-                            ("hop_consumed_ns", consumed.to_string()),
-                            ("hop_matched_ns", matched.to_string()),
+                            ("hop_published_ns", hops.published),
+                            ("hop_consumed_ns", hops.consumed),
+                            ("hop_matched_ns", hops.matched),
                         ],
                     )
                     .ignore();
@@ -426,8 +422,8 @@ async fn serve(
                     emitted |= !replay;
                     state.event(&event, replay, &mut batch);
                 }
-                Output::Done { id, replay, published, consumed, matched } => {
-                    state.done(id, replay, published.0, consumed, matched, &mut batch);
+                Output::Done { id, replay, hops } => {
+                    state.done(id, replay, hops, &mut batch);
                 }
             }
         }

@@ -20,9 +20,9 @@ pub mod io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Command, Event, OrderId, RejectReason, SymbolTable, Timestamp};
+use common::{Command, Event, OrderId, RejectReason, SymbolTable};
 
 use crate::book::Capacity;
 
@@ -57,7 +57,21 @@ pub struct Config {
 
 /// Wall-clock nanoseconds (hop timestamps; never read by the book).
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    common::Timestamp::now().0
+}
+
+/// When a command passed each hop on its way (wall-clock ns since the epoch; 0: it did not pass
+/// that one, e.g. no gateway when order entry was called directly).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hops {
+    /// The gateway received the request (from the command's trace).
+    pub gateway: u64,
+    /// Order entry published it (the command's time).
+    pub published: u64,
+    /// The consumer read it.
+    pub consumed: u64,
+    /// The book finished it.
+    pub matched: u64,
 }
 
 /// Consumer → book thread.
@@ -69,8 +83,8 @@ pub enum Input {
         cmd: Command,
         /// Below the committed offset: rebuild state, emit nothing.
         replay: bool,
-        /// When the consumer read it.
-        consumed: u64,
+        /// Its hops so far (up to `consumed`).
+        hops: Hops,
     },
     /// A message that could not be decoded: rejected without reaching the book.
     Bad {
@@ -99,12 +113,8 @@ pub enum Output {
         id: OrderId,
         /// Replayed.
         replay: bool,
-        /// When order entry published it.
-        published: Timestamp,
-        /// When the consumer read it.
-        consumed: u64,
-        /// When the book finished it.
-        matched: u64,
+        /// Its hops, up to `matched`.
+        hops: Hops,
     },
 }
 

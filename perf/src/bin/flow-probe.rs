@@ -3,7 +3,8 @@
 //! Sends `--count` limit orders to order-svc at `--rate` per second — alternately sell and buy at
 //! one price, so every second order trades — timing each acknowledgement from its *intended* send
 //! time (so a slow answer delays no measurement). Then it reads each order's hops from the
-//! matcher front and prints percentiles of: ack (client → 202), broker (published → consumed),
+//! matcher front and prints percentiles of: ack (client → 202), edge (gateway in → published, when
+//! `--order-svc` is a gateway or nginx), broker (published → consumed),
 //! book (consumed → matched), persist (matched → persisted), and order → trade (published →
 //! persisted, for the orders that traded). This is not the open-loop load generator of
 //! DESIGN.md §6 (one sender thread; no progress bar): it is the smoke-level figure.
@@ -89,8 +90,8 @@ fn main() {
     let sent_for = start.elapsed();
     eprintln!("reading hops of {} orders from {matcher} ...", ids.len());
     std::thread::sleep(Duration::from_secs(1));
-    let (mut broker, mut book, mut persist, mut to_trade) =
-        (histogram(), histogram(), histogram(), histogram());
+    let (mut edge, mut broker, mut book, mut persist, mut to_trade) =
+        (histogram(), histogram(), histogram(), histogram(), histogram());
     for id in &ids {
         let Ok(v) =
             client.get(format!("{matcher}/api/v1/orders/{id}")).send().and_then(|r| r.json::<Value>())
@@ -101,6 +102,9 @@ fn main() {
         if let (Some(p), Some(c), Some(m), Some(s)) =
             (hop("published_ns"), hop("consumed_ns"), hop("matched_ns"), hop("persisted_ns"))
         {
+            if let Some(g) = hop("gateway_ns") {
+                edge.saturating_record(p.saturating_sub(g).max(1));
+            }
             broker.saturating_record(c.saturating_sub(p).max(1));
             book.saturating_record(m.saturating_sub(c).max(1));
             persist.saturating_record(s.saturating_sub(m).max(1));
@@ -115,6 +119,9 @@ fn main() {
     );
     println!("| hop | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|");
     row("ack (client → 202, from intended send)", &ack);
+    if !edge.is_empty() {
+        row("edge (gateway in → published by order-svc)", &edge);
+    }
     row("broker (published → consumed)", &broker);
     row("book (consumed → matched)", &book);
     row("persist (matched → Redis + Kafka acked)", &persist);
