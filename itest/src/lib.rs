@@ -100,17 +100,19 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`. How it exited, or `None` if it
+    /// had to be killed.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.kill();
+        None
     }
 
     /// True while it runs.

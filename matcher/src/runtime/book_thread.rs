@@ -31,6 +31,11 @@ pub fn run(
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
         let Ok(item) = input.pop() else {
+            // The consumer left (a drain) and everything it pushed is done: the I/O thread sees
+            // this thread's ring abandoned in turn.
+            if input.is_abandoned() && input.is_empty() {
+                break;
+            }
             idle.wait();
             continue;
         };

@@ -4,7 +4,7 @@
 //! the offsets the I/O thread reports as persisted.
 
 use std::collections::HashMap;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -22,13 +22,13 @@ use super::{now_ns, Config, Hops, Input, Stop};
 pub fn run(
     config: &Config,
     table: &SymbolTable,
-    mut ring: rtrb::Producer<Input>,
+    ring: rtrb::Producer<Input>,
     book: Thread,
     commits: Receiver<(i32, i64)>,
     stop: &Stop,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let result = consume(config, table, &mut ring, &book, &commits, stop, metrics);
+    let result = consume(config, table, ring, &book, &commits, stop, metrics);
     if let Err(e) = &result {
         tracing::error!(error = %e, "consumer failed; stopping");
         stop.stop();
@@ -39,7 +39,7 @@ pub fn run(
 fn consume(
     config: &Config,
     table: &SymbolTable,
-    ring: &mut rtrb::Producer<Input>,
+    mut ring: rtrb::Producer<Input>,
     book: &Thread,
     commits: &Receiver<(i32, i64)>,
     stop: &Stop,
@@ -65,7 +65,7 @@ fn consume(
             }
             Err(e) => tracing::warn!(error = %e, "waiting for the broker"),
         }
-        if stop.stopped() {
+        if stop.draining() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -93,21 +93,10 @@ fn consume(
     consumer.assign(&tpl)?;
 
     let mut pending: HashMap<i32, i64> = HashMap::new();
-    while !stop.stopped() {
+    while !stop.draining() {
         // Commit what the I/O thread has persisted.
-        for (p, next) in commits.try_iter() {
-            pending.insert(p, next);
-        }
-        if !pending.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (&p, &next) in &pending {
-                tpl.add_partition_offset(&config.orders_topic, p, Offset::Offset(next))?;
-            }
-            match consumer.commit(&tpl, CommitMode::Async) {
-                Ok(()) => pending.clear(),
-                Err(e) => tracing::warn!(error = %e, "commit failed; will retry"),
-            }
-        }
+        pending.extend(commits.try_iter());
+        commit(&consumer, &config.orders_topic, &mut pending, CommitMode::Async)?;
         let Some(msg) = consumer.poll(Duration::from_millis(20)) else { continue };
         let msg = match msg {
             Ok(m) => m,
@@ -152,6 +141,47 @@ fn consume(
             }
         }
         book.unpark();
+    }
+    // Draining: the book and I/O threads finish what was pushed; the I/O thread drops the commit
+    // channel when all of it is persisted. Then one synchronous commit of everything.
+    drop(ring);
+    book.unpark();
+    loop {
+        match commits.recv_timeout(Duration::from_millis(50)) {
+            Ok((p, next)) => {
+                pending.insert(p, next);
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) if stop.stopped() => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let last = pending.clone();
+    commit(&consumer, &config.orders_topic, &mut pending, CommitMode::Sync)?;
+    if pending.is_empty() {
+        tracing::info!(?last, "drained: every persisted command is committed");
+    }
+    Ok(())
+}
+
+/// Commits `pending` (partition → next offset) and clears it; a failed commit leaves it for the
+/// next try.
+fn commit(
+    consumer: &BaseConsumer,
+    topic: &str,
+    pending: &mut HashMap<i32, i64>,
+    mode: CommitMode,
+) -> anyhow::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &next) in pending.iter() {
+        tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => pending.clear(),
+        Err(e) => tracing::warn!(error = %e, "commit failed; will retry"),
     }
     Ok(())
 }

@@ -407,6 +407,11 @@ async fn serve(
     while !stop.stopped() {
         let available = input.slots();
         if available == 0 {
+            // The book thread left (a drain) and all it pushed is persisted: returning drops
+            // `commits`, which tells the consumer to make its final commit.
+            if input.is_abandoned() && input.slots() == 0 {
+                break;
+            }
             idle.wait();
             continue;
         }
@@ -430,7 +435,7 @@ async fn serve(
         if !emitted && batch.commits.is_empty() {
             continue;
         }
-        persist(&mut state, &mut redis, &producer, &mut batch, config, metrics).await?;
+        persist(&mut state, &mut redis, &producer, &mut batch, config, stop, metrics).await?;
         if !batch.persisted.is_empty() {
             // The hop after the writes: one more small pipeline (its failure loses only a hop).
             let at = now_ns().to_string();
@@ -457,8 +462,16 @@ async fn persist(
     producer: &FutureProducer,
     b: &mut Batch,
     config: &Config,
+    stop: &Stop,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
+    // Retries wait for Redis or the broker to come back, unless the matcher is told to stop now:
+    // then the batch is left unwritten and its offsets uncommitted, so the next start replays it.
+    let give_up = || {
+        anyhow::anyhow!(
+            "stopped with a batch not yet persisted (its commands are replayed on the next start)"
+        )
+    };
     for symbol in std::mem::take(&mut b.books) {
         let snapshot = state.snapshot(&symbol);
         b.pipe.set(format!("book:{symbol}"), snapshot).ignore();
@@ -497,6 +510,7 @@ async fn persist(
     loop {
         match b.pipe.query_async::<()>(redis).await {
             Ok(()) => break,
+            Err(_) if stop.stopped() => return Err(give_up()),
             Err(e) => {
                 metrics.io_retries.inc();
                 tracing::warn!(error = %e, "Redis write failed; retrying");
@@ -516,6 +530,7 @@ async fn persist(
                     pending.push((name.clone(), key.clone(), payload.clone(), delivery));
                     break;
                 }
+                Err(_) if stop.stopped() => return Err(give_up()),
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "Kafka queue full; waiting");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -528,6 +543,7 @@ async fn persist(
         loop {
             match outcome {
                 Ok(Ok(_)) => break,
+                _ if stop.stopped() => return Err(give_up()),
                 _ => {
                     metrics.io_retries.inc();
                     tracing::warn!(topic = %name, "Kafka delivery failed; retrying");

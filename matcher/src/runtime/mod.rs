@@ -11,13 +11,20 @@
 //!
 //! Full rings: the consumer waits (it stops reading Kafka) and the book thread waits for the I/O
 //! thread; nothing is dropped.
+//!
+//! Shutdown (SIGTERM/Ctrl-C) drains in pipeline order: the consumer stops reading and drops its
+//! ring; the book thread finishes that ring and drops its own; the I/O thread persists the last
+//! batch and drops the commit channel; the consumer then commits, synchronously, everything that
+//! was persisted. A clean restart so re-emits nothing. If the drain cannot finish within
+//! [`DRAIN_TIMEOUT`] (Redis or the broker down), every thread stops where it is: what was not
+//! committed is replayed on the next start, as after a crash.
 
 pub mod book_thread;
 pub mod consumer;
 pub mod http;
 pub mod io;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -118,19 +125,38 @@ pub enum Output {
     },
 }
 
-/// A cooperative stop flag shared by the threads.
+/// How long a shutdown may take to finish what was read and commit it.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cooperative stop flag shared by the threads, in two steps: drain (stop taking input, finish
+/// what is in the pipeline), then stop (leave now).
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop(Arc<AtomicU8>);
+
+/// [`Stop`]'s states.
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPED: u8 = 2;
 
 impl Stop {
-    /// Asks every thread to stop.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    /// Asks the consumer to stop reading; the other threads finish what they have.
+    pub fn drain(&self) {
+        let _ = self.0.compare_exchange(RUNNING, DRAINING, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// True once asked.
+    /// Asks every thread to stop now.
+    pub fn stop(&self) {
+        self.0.store(STOPPED, Ordering::Relaxed);
+    }
+
+    /// True once a drain or a stop was asked: take no more input.
+    pub fn draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= DRAINING
+    }
+
+    /// True once a stop was asked.
     pub fn stopped(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) == STOPPED
     }
 }
 
@@ -195,8 +221,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let served = http::serve(&config, table, metrics, stop.clone());
-    stop.stop();
-    for (name, handle) in [("consumer", consumer), ("book", book), ("io", io)] {
+    tracing::info!("draining: finishing what was read, then committing it");
+    stop.drain();
+    let threads = [("consumer", consumer), ("book", book), ("io", io)];
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    while threads.iter().any(|(_, h)| !h.is_finished()) {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(
+                "the drain did not finish in time; stopping now (the rest is replayed on the next start)"
+            );
+            stop.stop();
+            break;
+        }
+        threads.iter().for_each(|(_, h)| h.thread().unpark());
+        thread::sleep(Duration::from_millis(10));
+    }
+    for (name, handle) in threads {
         handle.thread().unpark();
         match handle.join() {
             Ok(Ok(())) => {}
