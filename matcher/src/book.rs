@@ -23,7 +23,7 @@ use common::{
 };
 
 use crate::accounts::{AccountId, Accounts, ANONYMOUS};
-use crate::clients::ClientIds;
+use crate::clients::{self, ClientIds};
 use crate::emit::{Emitter, Tape};
 use crate::ladder::Ladder;
 use crate::slab::{Node, Slab, NIL};
@@ -339,10 +339,14 @@ impl Book {
         if !well_formed {
             return self.reject_new(em, id, o, RejectReason::InvalidOrder);
         }
-        // An account with no accepted order here cannot hold a duplicate.
+        // An account with no accepted order here cannot hold a duplicate. The account's id and the
+        // client key's fingerprint are worked out once, here, and reused when the order is accepted.
         let known = self.accounts.find(&o.account);
-        if known.is_some_and(|account| self.clients.contains(&(account, o.client_order_id))) {
-            return self.reject_new(em, id, o, RejectReason::DuplicateClientOrderId);
+        let fingerprint = known.map(|account| clients::fingerprint(&(account, o.client_order_id)));
+        if let (Some(account), Some(fp)) = (known, fingerprint) {
+            if self.clients.contains_as(&(account, o.client_order_id), fp) {
+                return self.reject_new(em, id, o, RejectReason::DuplicateClientOrderId);
+            }
         }
         if index.contains_key(&id) {
             return self.reject_new(em, id, o, RejectReason::DuplicateOrderId);
@@ -385,8 +389,13 @@ impl Book {
                 qty: o.qty,
             },
         );
-        taker.account_id = self.accounts.intern(&o.account);
-        let client = self.clients.open((taker.account_id, o.client_order_id));
+        let client = match (known, fingerprint) {
+            (Some(account), Some(fp)) => self.clients.open_as((account, o.client_order_id), fp),
+            _ => {
+                taker.account_id = self.accounts.intern(&o.account);
+                self.clients.open((taker.account_id, o.client_order_id))
+            }
+        };
         if crossing {
             self.take(&mut taker, index, em);
         }

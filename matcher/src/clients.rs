@@ -60,7 +60,7 @@ pub struct ClientIds {
 
 /// 32 bits of the key's hash: a match is confirmed against the key, so collisions cost a key
 /// comparison, never a wrong answer.
-fn fingerprint(key: &ClientKey) -> u32 {
+pub fn fingerprint(key: &ClientKey) -> u32 {
     let mut h = FxHasher::default();
     key.hash(&mut h);
     (h.finish() >> 32) as u32
@@ -91,8 +91,9 @@ impl ClientIds {
         self.contains_as(key, fingerprint(key))
     }
 
+    /// [`ClientIds::contains`] with the key's [`fingerprint`] already worked out.
     #[inline]
-    fn contains_as(&self, key: &ClientKey, fingerprint: u32) -> bool {
+    pub fn contains_as(&self, key: &ClientKey, fingerprint: u32) -> bool {
         let Some(value) = self.taken.get(fingerprint) else { return false };
         let mut slot = value & !CHAINED;
         if self.keys[slot as usize] == *key {
@@ -118,8 +119,9 @@ impl ClientIds {
         self.open_as(key, fingerprint(&key))
     }
 
+    /// [`ClientIds::open`] with the key's [`fingerprint`] already worked out.
     #[inline]
-    fn open_as(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
+    pub fn open_as(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.keys[slot as usize] = key;
