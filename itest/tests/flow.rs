@@ -218,3 +218,43 @@ fn market_ioc_fok_and_post_only_orders_through_the_stack() {
     assert_eq!(book["bids"][0], serde_json::json!(["100.00", "1"]), "{book}");
     assert_eq!(book["asks"][0], serde_json::json!(["102.00", "1"]), "{book}");
 }
+
+/// The matcher's `/metrics` value of `name`, if it has one.
+fn metric(matcher: &Service, name: &str) -> Option<i64> {
+    let text = http().get(matcher.url("/metrics")).send().ok()?.text().ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        // Past the labels, if any: `name{service="matcher"} 1`.
+        let value = if rest.starts_with('{') { rest.split_once("} ")?.1 } else { rest.strip_prefix(' ')? };
+        value.parse().ok()
+    })
+}
+
+#[test]
+fn the_matcher_is_ready_only_once_it_has_caught_up_with_the_log() {
+    let mut s = stack();
+    let resting = post(order_svc(&s), "/api/v1/orders", &v1("r-1", "buy", "98.00", "2"));
+    let resting_id = resting["order_id"].as_str().unwrap().to_owned();
+    order_when(&s.matcher, &resting_id, |o| o["status"] == "resting");
+    assert_eq!(get(&s.matcher, "/readyz").0, 200);
+    assert_eq!(metric(&s.matcher, "matcher_caught_up"), Some(1));
+
+    // Restarted while the log cannot be read: up (it answers), but not ready, and it says why.
+    s.matcher.proc.kill();
+    s.broker.kill();
+    s.restart_matcher("matcher-t2");
+    for _ in 0..5 {
+        let (status, v) = get(&s.matcher, "/readyz");
+        assert_eq!((status, v["error"]["code"].as_str()), (503, Some("catching_up")), "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(metric(&s.matcher, "matcher_caught_up"), Some(0));
+
+    // The log is back: it catches up, then it is ready, and the book it serves is current.
+    s.broker.restart().expect("broker again");
+    wait_until("ready", Duration::from_secs(30), || get(&s.matcher, "/readyz").0 == 200).unwrap();
+    assert_eq!(metric(&s.matcher, "matcher_catch_up_remaining"), Some(0));
+    let crossing = post(order_svc(&s), "/api/v1/orders", &v1("t-1", "sell", "98.00", "2"));
+    let sold = order_when(&s.matcher, crossing["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
+    assert_eq!(sold["fills"][0]["price"], "98.00", "the rebuilt book held the resting order");
+}

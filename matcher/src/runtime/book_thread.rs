@@ -46,6 +46,11 @@ pub fn run(
                 engine.apply(&cmd, &mut events);
                 (cmd.id, replay, hops)
             }
+            Input::CaughtUp => {
+                push(&mut output, Output::CaughtUp, &io, stop, metrics);
+                io.unpark();
+                continue;
+            }
             Input::Bad { id, reason, replay } => {
                 events.clear();
                 events.push(common::Event {

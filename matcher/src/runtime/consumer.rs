@@ -85,7 +85,22 @@ fn consume(
         };
         emit_from.insert(e.partition(), offset);
     }
-    tracing::info!(partitions, ?emit_from, "replaying the orders topic from the beginning");
+    // What the log held at start, per partition: the matcher is current (ready) once it has read
+    // all of it — replayed below the committed offset, emitted above — and the marker pushed after
+    // it has gone through the pipeline.
+    let mut catch_up_last: HashMap<i32, i64> = HashMap::new();
+    let mut remaining = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&config.orders_topic, p, Duration::from_secs(10))
+            .context("reading the orders topic's watermarks")?;
+        if high > low {
+            catch_up_last.insert(p, high - 1);
+            remaining += high - low;
+        }
+    }
+    metrics.catch_up_remaining.set(remaining);
+    tracing::info!(partitions, ?emit_from, remaining, "replaying the orders topic from the beginning");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(&config.orders_topic, p, Offset::Beginning)?;
@@ -93,7 +108,13 @@ fn consume(
     consumer.assign(&tpl)?;
 
     let mut pending: HashMap<i32, i64> = HashMap::new();
+    let mut caught_up_sent = false;
     while !stop.draining() {
+        if !caught_up_sent && catch_up_last.is_empty() {
+            // The marker follows the last replayed command through the rings.
+            push(&mut ring, Input::CaughtUp, book, stop, metrics);
+            caught_up_sent = true;
+        }
         // Commit what the I/O thread has persisted.
         pending.extend(commits.try_iter());
         commit(&consumer, &config.orders_topic, &mut pending, CommitMode::Async)?;
@@ -108,6 +129,12 @@ fn consume(
         let consumed = now_ns();
         let (partition, offset) = (msg.partition(), msg.offset());
         let replay = offset < emit_from.get(&partition).copied().unwrap_or(0);
+        if let Some(&last) = catch_up_last.get(&partition) {
+            metrics.catch_up_remaining.dec();
+            if offset >= last {
+                catch_up_last.remove(&partition);
+            }
+        }
         let Some(id) = u16::try_from(partition).ok().and_then(|p| OrderId::new(p, offset as u64)) else {
             tracing::error!(partition, offset, "log position does not fit an order id; skipped");
             continue;
@@ -124,23 +151,9 @@ fn consume(
             }
         };
         metrics.consumed.inc();
-        // A full ring: wait for the book thread (never drop).
-        let mut input = input;
-        loop {
-            match ring.push(input) {
-                Ok(()) => break,
-                Err(rtrb::PushError::Full(back)) => {
-                    input = back;
-                    metrics.ring_full.inc();
-                    book.unpark();
-                    std::thread::yield_now();
-                    if stop.stopped() {
-                        return Ok(());
-                    }
-                }
-            }
+        if !push(&mut ring, input, book, stop, metrics) {
+            return Ok(());
         }
-        book.unpark();
     }
     // Draining: the book and I/O threads finish what was pushed; the I/O thread drops the commit
     // channel when all of it is persisted. Then one synchronous commit of everything.
@@ -162,6 +175,34 @@ fn consume(
         tracing::info!(?last, "drained: every persisted command is committed");
     }
     Ok(())
+}
+
+/// Pushes into the book thread's ring, waiting while it is full (never drops); false if told to
+/// stop while waiting.
+fn push(
+    ring: &mut rtrb::Producer<Input>,
+    mut input: Input,
+    book: &Thread,
+    stop: &Stop,
+    metrics: &Metrics,
+) -> bool {
+    loop {
+        match ring.push(input) {
+            Ok(()) => {
+                book.unpark();
+                return true;
+            }
+            Err(rtrb::PushError::Full(back)) => {
+                input = back;
+                metrics.ring_full.inc();
+                book.unpark();
+                std::thread::yield_now();
+                if stop.stopped() {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// Commits `pending` (partition → next offset) and clears it; a failed commit leaves it for the

@@ -33,6 +33,11 @@ pub struct Metrics {
     pub persisted_batches: IntCounter,
     /// `matcher_io_retries_total`.
     pub io_retries: IntCounter,
+    /// `matcher_catch_up_remaining`: commands that were in the log at start and are not read yet.
+    pub catch_up_remaining: IntGauge,
+    /// `matcher_caught_up`: 1 once everything the log held at start has gone through the whole
+    /// pipeline (replayed, or emitted and persisted); the matcher is ready only then.
+    pub caught_up: IntGauge,
 }
 
 impl Metrics {
@@ -51,8 +56,16 @@ impl Metrics {
         let persisted_batches =
             counter("matcher_persisted_batches_total", "Output batches written to Redis and Kafka")?;
         let io_retries = counter("matcher_io_retries_total", "Redis or Kafka writes retried")?;
-        let ring_in = IntGauge::new("matcher_input_ring_occupancy", "Commands waiting for the book thread")?;
-        http.registry.register(Box::new(ring_in.clone()))?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            http.registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let ring_in = gauge("matcher_input_ring_occupancy", "Commands waiting for the book thread")?;
+        let catch_up_remaining =
+            gauge("matcher_catch_up_remaining", "Commands in the orders log at start not read yet")?;
+        let caught_up =
+            gauge("matcher_caught_up", "1 once what the log held at start has gone through the pipeline")?;
         Ok(Metrics {
             http: Arc::new(http),
             commands,
@@ -62,6 +75,8 @@ impl Metrics {
             ring_in,
             persisted_batches,
             io_retries,
+            catch_up_remaining,
+            caught_up,
         })
     }
 
@@ -282,7 +297,17 @@ async fn symbols(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"symbols": list}))
 }
 
+/// Ready once what the orders log held at start is through the pipeline (the book and the state
+/// served here are current) and Redis answers.
 async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.metrics.caught_up.get() == 0 {
+        let left = state.metrics.catch_up_remaining.get();
+        return error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "catching_up",
+            format!("rebuilding the book from the orders log: {left} commands to go"),
+        );
+    }
     let mut redis = state.redis.clone();
     match redis::cmd("PING").query_async::<String>(&mut redis).await {
         Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),

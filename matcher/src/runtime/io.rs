@@ -78,6 +78,8 @@ struct Batch {
     persisted: Vec<OrderId>,
     /// Stream entries to add.
     stream: Vec<StreamEntry>,
+    /// The catch-up marker came in this batch: the matcher is current once the batch is written.
+    caught_up: bool,
     writes: usize,
 }
 
@@ -430,9 +432,11 @@ async fn serve(
                 Output::Done { id, replay, hops } => {
                     state.done(id, replay, hops, &mut batch);
                 }
+                Output::CaughtUp => batch.caught_up = true,
             }
         }
         if !emitted && batch.commits.is_empty() {
+            caught_up(batch.caught_up, metrics);
             continue;
         }
         persist(&mut state, &mut redis, &producer, &mut batch, config, stop, metrics).await?;
@@ -450,8 +454,17 @@ async fn serve(
         for (p, next) in batch.commits.drain() {
             let _ = commits.send((p, next));
         }
+        caught_up(batch.caught_up, metrics);
     }
     Ok(())
+}
+
+/// Marks the matcher current when the catch-up marker's batch is done.
+fn caught_up(marker: bool, metrics: &Metrics) {
+    if marker {
+        metrics.caught_up.set(1);
+        tracing::info!("caught up with the orders log: the book is current; ready");
+    }
 }
 
 /// Writes a batch: Redis first (one pipelined transaction), then Kafka (waiting for every ack).

@@ -93,6 +93,9 @@ pub enum Input {
         /// Its hops so far (up to `consumed`).
         hops: Hops,
     },
+    /// Every command below the committed offsets has been pushed: once this marker reaches the
+    /// I/O thread, the book and its state are current and the matcher is ready.
+    CaughtUp,
     /// A message that could not be decoded: rejected without reaching the book.
     Bad {
         /// Its log position.
@@ -114,6 +117,8 @@ pub enum Output {
         /// Replayed: update state only.
         replay: bool,
     },
+    /// [`Input::CaughtUp`], passed on in order.
+    CaughtUp,
     /// The command at `id` is fully applied; its offset can be committed once persisted.
     Done {
         /// Its log position.
