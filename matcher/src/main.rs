@@ -47,11 +47,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    common::http::logging::init();
     let args = Args::parse();
     let cores = core_affinity::get_core_ids().map_or(0, |c| c.len());
     let pin_core = match args.pin_core.as_deref() {

@@ -5,9 +5,11 @@
 //! at the edge and order entry behind it check exactly the same things.
 //!
 //! A service registers `web::Data<HttpMetrics>` and wraps its app in
-//! `actix_web::middleware::from_fn(common::http::track)`.
+//! `actix_web::middleware::from_fn(common::http::track)`, and starts its logs with
+//! [`logging::init`].
 
 pub mod error;
+pub mod logging;
 pub mod validate;
 
 use std::time::Instant;
