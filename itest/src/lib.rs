@@ -367,6 +367,14 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    /// SIGTERM, so the master stops its workers: a SIGKILLed master leaves them running, orphaned,
+    /// holding the port.
+    fn drop(&mut self) {
+        self.proc.terminate(Duration::from_secs(5));
+    }
+}
+
 /// One of our HTTP services, started from its binary.
 pub struct Service {
     /// The process.
