@@ -7,7 +7,7 @@ use std::thread::Thread;
 use common::{EventKind, Qty, SymbolTable};
 
 use super::http::Metrics;
-use super::{now_ns, Config, Hops, Idle, Input, Output, Stop};
+use super::{now_ns, push_wait, Config, Hops, Idle, Input, Output, Stop};
 use crate::engine::Engine;
 
 /// Runs until `stop`.
@@ -85,21 +85,8 @@ pub fn run(
     Ok(())
 }
 
-/// Pushes into the I/O ring, waiting while it is full (never drops).
+/// Pushes into the I/O ring, spinning while it is full (this thread is pinned: it does not yield).
 #[inline]
-fn push(ring: &mut rtrb::Producer<Output>, mut item: Output, io: &Thread, stop: &Stop, metrics: &Metrics) {
-    loop {
-        match ring.push(item) {
-            Ok(()) => return,
-            Err(rtrb::PushError::Full(back)) => {
-                item = back;
-                metrics.ring_full.inc();
-                io.unpark();
-                std::hint::spin_loop();
-                if stop.stopped() {
-                    return;
-                }
-            }
-        }
-    }
+fn push(ring: &mut rtrb::Producer<Output>, item: Output, io: &Thread, stop: &Stop, metrics: &Metrics) {
+    push_wait(ring, item, io, std::hint::spin_loop, stop, metrics);
 }

@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::http::Metrics;
-use super::{now_ns, Config, Hops, Input, Stop};
+use super::{now_ns, push_wait, Config, Hops, Input, Stop};
 
 /// Runs until `stop`; a fatal error stops every thread.
 pub fn run(
@@ -177,32 +177,18 @@ fn consume(
     Ok(())
 }
 
-/// Pushes into the book thread's ring, waiting while it is full (never drops); false if told to
-/// stop while waiting.
+/// Pushes into the book thread's ring, yielding while it is full, and wakes the book thread; false
+/// if told to stop while waiting.
 fn push(
     ring: &mut rtrb::Producer<Input>,
-    mut input: Input,
+    input: Input,
     book: &Thread,
     stop: &Stop,
     metrics: &Metrics,
 ) -> bool {
-    loop {
-        match ring.push(input) {
-            Ok(()) => {
-                book.unpark();
-                return true;
-            }
-            Err(rtrb::PushError::Full(back)) => {
-                input = back;
-                metrics.ring_full.inc();
-                book.unpark();
-                std::thread::yield_now();
-                if stop.stopped() {
-                    return false;
-                }
-            }
-        }
-    }
+    let pushed = push_wait(ring, input, book, std::thread::yield_now, stop, metrics);
+    book.unpark();
+    pushed
 }
 
 /// Commits `pending` (partition → next offset) and clears it; a failed commit leaves it for the

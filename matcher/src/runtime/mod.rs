@@ -165,6 +165,33 @@ impl Stop {
     }
 }
 
+/// Pushes into a ring, waiting while it is full — never a drop: each wait wakes the reader,
+/// counts in `matcher_ring_full_total` and pauses with `pause`. False if told to stop while waiting.
+#[inline]
+pub fn push_wait<T>(
+    ring: &mut rtrb::Producer<T>,
+    mut item: T,
+    reader: &thread::Thread,
+    pause: fn(),
+    stop: &Stop,
+    metrics: &http::Metrics,
+) -> bool {
+    loop {
+        match ring.push(item) {
+            Ok(()) => return true,
+            Err(rtrb::PushError::Full(back)) => {
+                item = back;
+                metrics.ring_full.inc();
+                reader.unpark();
+                pause();
+                if stop.stopped() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// Waits for more work: spins `spin` polls, then parks briefly (woken by `unpark`).
 pub struct Idle {
     spins: u32,
