@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use common::SymbolTable;
 
 /// Everything the gateway is started with.
@@ -52,20 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         counter: AtomicU64::new(0),
     });
     tracing::info!(listen = %config.listen, instance = %config.instance, order_svcs = ?config.order_svcs, matcher = %config.matcher, "gateway starting");
-    let http = web::Data::from(metrics.http.clone());
-    HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(http.clone())
-            .configure(routes::configure)
-            .default_service(web::to(common::http::not_found))
-            .wrap(actix_web::middleware::from_fn(common::http::track))
-    })
-    .workers(2)
-    .shutdown_timeout(10)
-    .bind(&config.listen)?
-    .run()
-    .await?;
+    common::http::serve(&config.listen, 2, state, metrics.http.clone(), routes::configure).await?;
     tracing::info!("gateway stopped");
     Ok(())
 }

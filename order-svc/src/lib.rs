@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use common::SymbolTable;
 
 /// Everything the service is started with.
@@ -63,20 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         body_limit: config.body_limit,
     });
     tracing::info!(listen = %config.listen, brokers = %config.brokers, instance = %config.instance, "order-svc starting");
-    let http = web::Data::from(metrics.http.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(http.clone())
-            .configure(routes::configure)
-            .default_service(web::to(common::http::not_found))
-            .wrap(actix_web::middleware::from_fn(common::http::track))
-    })
-    .workers(2)
-    .shutdown_timeout(10)
-    .bind(&config.listen)?
-    .run();
-    server.await?;
+    common::http::serve(&config.listen, 2, state, metrics.http.clone(), routes::configure).await?;
     tracing::info!("order-svc stopped");
     Ok(())
 }

@@ -94,6 +94,32 @@ pub async fn track(
     Ok(res)
 }
 
+/// Serves an app of `routes` on `listen` until SIGINT/SIGTERM (10 s for requests in flight): the
+/// service's `state` and the request metrics as app data, the JSON 404, the metrics middleware.
+/// The gateway and order entry are started this way.
+pub async fn serve<S: Send + Sync + 'static>(
+    listen: &str,
+    workers: usize,
+    state: web::Data<S>,
+    metrics: std::sync::Arc<HttpMetrics>,
+    routes: fn(&mut web::ServiceConfig),
+) -> std::io::Result<()> {
+    let http = web::Data::from(metrics);
+    actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .app_data(http.clone())
+            .configure(routes)
+            .default_service(web::to(not_found))
+            .wrap(actix_web::middleware::from_fn(track))
+    })
+    .workers(workers)
+    .shutdown_timeout(10)
+    .bind(listen)?
+    .run()
+    .await
+}
+
 /// The header the gateway stamps with the time it received a request (ns since the epoch, decimal);
 /// order entry carries it into the command's trace, so the order's path starts at the edge.
 pub const GATEWAY_TS_HEADER: &str = "x-gateway-ts";
