@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::http::error::ApiError;
 use common::http::validate;
 use common::http::{buckets, HttpMetrics};
-use common::{OrderId, SymbolTable, Timestamp};
+use common::{NewOrder, OrderId, SymbolTable, Timestamp};
 use prometheus::{Histogram, HistogramOpts};
 use serde_json::json;
 
@@ -115,16 +115,27 @@ fn with_id(e: ApiError, rid: &str) -> HttpResponse {
     r
 }
 
-/// Sends a validated write on; `received` (when the request arrived here) travels with it, so the
-/// order's path starts at the edge.
-async fn write(
+/// A write: the body is read and checked here with `check` (a refused one never leaves the
+/// gateway), then sent to order-svc's `path` with the time it arrived here, so the order's path
+/// starts at the edge.
+async fn checked_write(
     state: &State,
     req: &HttpRequest,
+    payload: web::Payload,
     path: &str,
-    bytes: web::Bytes,
-    received: Timestamp,
+    check: fn(&SymbolTable, &[u8]) -> Result<NewOrder, ApiError>,
 ) -> HttpResponse {
+    let received = Timestamp::now();
     let rid = request_id(state, req);
+    let checked = async {
+        let bytes = common::http::read_body(payload, state.body_limit).await?;
+        check(&state.table, &bytes)?;
+        Ok::<_, ApiError>(bytes)
+    };
+    let bytes = match checked.await {
+        Ok(bytes) => bytes,
+        Err(e) => return with_id(e, &rid),
+    };
     let started = Instant::now();
     let answer =
         state.writes.send(reqwest::Method::POST, path, Some(bytes.to_vec()), &rid, Some(received)).await;
@@ -136,34 +147,14 @@ async fn write(
 
 /// `POST /place_order`: the original lab's route, validated here, sent to order-svc's `/order`.
 async fn place_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let received = Timestamp::now();
-    let rid = request_id(&state, &req);
-    let checked = async {
-        let bytes = common::http::read_body(payload, state.body_limit).await?;
-        let lab: validate::LabOrder = validate::parse(&bytes)?;
-        validate::lab(&state.table, &lab)?;
-        Ok::<_, ApiError>(bytes)
-    };
-    match checked.await {
-        Ok(bytes) => write(&state, &req, "/order", bytes, received).await,
-        Err(e) => with_id(e, &rid),
-    }
+    let check = |table: &SymbolTable, bytes: &[u8]| validate::lab(table, &validate::parse(bytes)?);
+    checked_write(&state, &req, payload, "/order", check).await
 }
 
 /// `POST /api/v1/orders`.
 async fn v1_order(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let received = Timestamp::now();
-    let rid = request_id(&state, &req);
-    let checked = async {
-        let bytes = common::http::read_body(payload, state.body_limit).await?;
-        let v1: validate::V1Order = validate::parse(&bytes)?;
-        validate::v1(&state.table, &v1)?;
-        Ok::<_, ApiError>(bytes)
-    };
-    match checked.await {
-        Ok(bytes) => write(&state, &req, "/api/v1/orders", bytes, received).await,
-        Err(e) => with_id(e, &rid),
-    }
+    let check = |table: &SymbolTable, bytes: &[u8]| validate::v1(table, &validate::parse(bytes)?);
+    checked_write(&state, &req, payload, "/api/v1/orders", check).await
 }
 
 /// `DELETE /api/v1/orders/{order_id}`.
