@@ -5,8 +5,8 @@
 //! at the edge and order entry behind it check exactly the same things.
 //!
 //! A service registers `web::Data<HttpMetrics>` and wraps its app in
-//! `actix_web::middleware::from_fn(common::http::track)`, and starts its logs with
-//! [`logging::init`].
+//! `actix_web::middleware::from_fn(common::http::track)` ([`serve`] does both for a service whose
+//! routes are a `configure` function), and starts its logs with [`logging::init`].
 
 pub mod error;
 pub mod logging;
