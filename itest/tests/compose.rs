@@ -1,14 +1,16 @@
 //! `docker-compose.yml` cannot run here (no Docker engine), so this test checks it against the
-//! code: the service names and ports of DESIGN.md §1, only nginx published (on 8080), every env
-//! var and flag a service is given exists in that binary's `--help`, every address points at a
-//! compose service on the port that service listens on, nginx's upstreams are compose services,
-//! and our services have healthchecks and conditional `depends_on`.
+//! one description of the stack, the `stack` crate's fixed plan (what `./lab up` runs): the same
+//! processes under the same names; our services run the plan's binaries with the plan's flags (as
+//! the env vars those binaries read for them, per their `--help`), pointing at the same services
+//! on the ports they listen on in compose; the same dependencies; the same topics; nginx from
+//! the same template with every placeholder filled; only nginx published, on the plan's port.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use serde_yaml::Value;
+use stack::{Kind, Options, Plan, Ports, Proc};
 
 fn compose() -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -18,128 +20,172 @@ fn compose() -> Value {
     v
 }
 
-/// DESIGN.md §1: our services and the ports they listen on.
-fn ours() -> BTreeMap<&'static str, (&'static str, u16)> {
-    BTreeMap::from([
-        ("gateway-1", ("gateway", 9001)),
-        ("gateway-2", ("gateway", 9002)),
-        ("order-svc-1", ("order-svc", 9101)),
-        ("order-svc-2", ("order-svc", 9102)),
-        ("matcher", ("matcher", 9201)),
-    ])
+fn plan() -> Plan {
+    Plan::build(&Options::native("/run", Ports::Fixed)).expect("the fixed plan")
 }
 
-fn listen_port(name: &str) -> Option<u16> {
-    match name {
-        "kafka" => Some(9092),
-        "redis" => Some(6379),
-        "nginx" => Some(8080),
-        other => ours().get(other).map(|(_, p)| *p),
+/// A plan process's compose service: the broker is `kafka` (the official image), the rest keep
+/// their names.
+fn compose_name(p: &Proc) -> String {
+    match p.kind {
+        Kind::Broker => "kafka".into(),
+        _ => p.name.clone(),
     }
 }
 
+/// The port a plan process listens on inside compose's network: the images' own ports for the
+/// broker and Redis, the plan's port for ours and nginx.
+fn compose_port(p: &Proc) -> u16 {
+    match p.kind {
+        Kind::Broker => 9092,
+        Kind::Redis => 6379,
+        _ => p.port,
+    }
+}
+
+/// The plan's value with every `127.0.0.1:<port>` of a plan process turned into that process's
+/// compose `service:port`.
+fn in_compose(plan: &Plan, value: &str) -> String {
+    plan.procs.iter().fold(value.to_owned(), |v, p| {
+        v.replace(&p.address(), &format!("{}:{}", compose_name(p), compose_port(p)))
+    })
+}
+
 fn help(binary: &str) -> String {
-    let path = itest::our_binary(binary);
-    let out = Command::new(path).arg("--help").output().expect("run --help");
+    let out = Command::new(itest::our_binary(binary)).arg("--help").output().expect("run --help");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every `host:port` inside `value` must name a compose service and the port it listens on.
-fn check_addresses(service: &str, key: &str, value: &str, services: &BTreeSet<String>) {
-    for part in value.split(',') {
-        let hostport = part.split("://").last().unwrap_or(part).trim_end_matches('/');
-        let Some((host, port)) = hostport.rsplit_once(':') else { continue };
-        if host == "0.0.0.0" || host == "localhost" {
-            continue;
-        }
-        assert!(services.contains(host), "{service}.{key}: {host} is not a compose service");
-        let port: u16 = port.parse().unwrap_or_else(|_| panic!("{service}.{key}: bad port in {value}"));
-        assert_eq!(Some(port), listen_port(host), "{service}.{key}: {host} listens elsewhere");
+/// The env var a binary reads for `flag`, from its `--help` (clap prints `[env: NAME=]` after
+/// each option's text).
+fn env_of(usage: &str, flag: &str) -> Option<String> {
+    let at = usage.find(&format!("{flag} <"))?;
+    let rest = &usage[at..];
+    let env = rest.find("[env: ")?;
+    // The next option's text must not come first.
+    let next = rest[2..].find("\n  -").map_or(usize::MAX, |n| n + 2);
+    (env < next).then(|| rest[env + 6..].split('=').next().unwrap_or_default().to_owned())
+}
+
+/// Checks one of our services: every flag the plan gives it is in compose as the env var that
+/// binary reads for it, with the same value translated to compose's names and ports.
+fn check_service(plan: &Plan, p: &Proc, s: &Value, usage: &str) {
+    let name = &p.name;
+    let binary = p.program.file_name().unwrap().to_str().unwrap();
+    assert_eq!(s["command"][0].as_str(), Some(binary), "{name} runs {binary}");
+    let env = s["environment"].as_mapping().unwrap_or_else(|| panic!("{name} has an environment"));
+    let get = |k: &str| env.get(Value::from(k)).and_then(Value::as_str).map(str::to_owned);
+    for pair in p.args.chunks(2) {
+        let (flag, value) = (&pair[0], &pair[1]);
+        let var =
+            env_of(usage, flag).unwrap_or_else(|| panic!("{binary} --help names no env var for {flag}"));
+        let want = match flag.as_str() {
+            "--listen" => format!("0.0.0.0:{}", p.port),
+            _ => in_compose(plan, value),
+        };
+        assert_eq!(get(&var), Some(want), "{name}: {var} (the plan's {flag} {value})");
+    }
+    for (k, _) in env {
+        let k = k.as_str().unwrap();
+        assert!(usage.contains(&format!("env: {k}=")), "{name}: {binary} reads no env var {k}");
     }
 }
 
 #[test]
-fn the_compose_file_agrees_with_the_code() {
-    let c = compose();
+fn the_compose_file_agrees_with_the_stack_crate() {
+    let (c, plan) = (compose(), plan());
     let services = c["services"].as_mapping().expect("services");
     let names: BTreeSet<String> = services.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
-    let want: BTreeSet<String> = ["kafka", "kafka-init", "redis", "nginx"]
-        .into_iter()
-        .chain(ours().keys().copied())
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(names, want);
+    let mut want: BTreeSet<String> = plan.procs.iter().map(compose_name).collect();
+    want.insert("kafka-init".into());
+    assert_eq!(names, want, "compose's services are the plan's processes (and kafka-init)");
     assert!(c["services"]["kafka"]["image"].as_str().is_some_and(|i| i.starts_with("apache/kafka")));
 
+    let nginx = plan.get("nginx").expect("nginx in the plan");
     for name in &names {
         let s = &c["services"][name.as_str()];
         let published = s.get("ports").and_then(Value::as_sequence).map(Vec::len).unwrap_or(0);
         if name == "nginx" {
-            assert_eq!(s["ports"][0].as_str(), Some("8080:8080"), "nginx is published on host port 8080");
+            let port = format!("{0}:{0}", nginx.port);
+            assert_eq!(s["ports"][0].as_str(), Some(port.as_str()), "nginx is published on {port}");
         } else {
             assert_eq!(published, 0, "{name} must not publish a port: only nginx does");
         }
     }
 
-    for (name, (binary, port)) in ours() {
-        let s = &c["services"][name];
-        assert_eq!(s["command"][0].as_str(), Some(binary), "{name} runs {binary}");
-        let usage = help(binary);
-        for flag in s["command"].as_sequence().unwrap().iter().skip(1).filter_map(Value::as_str) {
-            if flag.starts_with("--") {
-                let flag = flag.split('=').next().unwrap();
-                assert!(usage.contains(flag), "{name}: {binary} has no flag {flag}");
+    for p in &plan.procs {
+        let s = &c["services"][compose_name(p).as_str()];
+        // The same dependencies (compose waits for kafka-init, which waits for the broker).
+        if p.kind != Kind::Broker {
+            let deps: BTreeSet<String> = s["depends_on"]
+                .as_mapping()
+                .map(|m| {
+                    m.keys().filter_map(Value::as_str).map(|d| d.replace("kafka-init", "kafka")).collect()
+                })
+                .unwrap_or_default();
+            let want: BTreeSet<String> = p.deps.iter().map(|d| compose_name(plan.get(d).unwrap())).collect();
+            assert_eq!(deps, want, "{} depends on what the plan says", p.name);
+            for (dep, cond) in s["depends_on"].as_mapping().into_iter().flatten() {
+                assert!(cond["condition"].as_str().is_some(), "{}: waits on a condition for {dep:?}", p.name);
             }
         }
-        let env = s["environment"].as_mapping().expect("environment");
-        for (k, v) in env {
-            let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap_or_default());
-            assert!(usage.contains(&format!("env: {k}=")), "{name}: {binary} reads no env var {k}");
-            check_addresses(name, k, v, &names);
-            if k.ends_with("_LISTEN") {
-                assert_eq!(v, format!("0.0.0.0:{port}"), "{name} listens on its DESIGN.md port");
-            }
-        }
-        assert!(s["healthcheck"]["test"].is_sequence(), "{name} has a healthcheck");
-        let deps = s["depends_on"].as_mapping().expect("depends_on");
-        for (dep, cond) in deps {
-            assert!(names.contains(dep.as_str().unwrap()), "{name} depends on a missing service");
-            assert!(cond["condition"].as_str().is_some(), "{name} waits on a condition");
+        assert!(
+            s["healthcheck"]["test"].is_sequence() || p.kind == Kind::Broker,
+            "{} has a healthcheck",
+            p.name
+        );
+        if matches!(p.kind, Kind::Matcher | Kind::OrderSvc | Kind::Gateway) {
+            let binary = p.program.file_name().unwrap().to_str().unwrap();
+            check_service(&plan, p, s, &help(binary));
         }
     }
 
-    // nginx: the template's upstreams, filled in with compose services on their ports.
-    let entry = c["services"]["nginx"]["entrypoint"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect::<String>();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let template = std::fs::read_to_string(root.join("nginx/nginx.conf.template")).unwrap();
-    for placeholder in ["@RUN@", "@LISTEN@", "@GATEWAY_1@", "@GATEWAY_2@", "@MATCHER@", "@FRONTEND@"] {
+    // The topics, as kafka-init creates them.
+    let init = c["services"]["kafka-init"]["entrypoint"].as_sequence().unwrap();
+    let script = init.iter().filter_map(Value::as_str).collect::<String>();
+    let topics: Vec<String> = stack::plan::TOPICS.iter().map(|(t, n)| format!("{t}:{n}")).collect();
+    assert!(script.contains(&format!("for t in {};", topics.join(" "))), "kafka-init creates {topics:?}");
+
+    // nginx: the template's placeholders, each filled in with the compose service the plan fills
+    // it with natively.
+    let entry = c["services"]["nginx"]["entrypoint"].as_sequence().unwrap();
+    let entry = entry.iter().filter_map(Value::as_str).collect::<String>();
+    let template = std::fs::read_to_string(plan.root.join("nginx/nginx.conf.template")).unwrap();
+    let gateways: Vec<&Proc> = plan.procs.iter().filter(|p| p.kind == Kind::Gateway).collect();
+    for placeholder in stack::plan::NGINX_PLACEHOLDERS {
         assert!(template.contains(placeholder), "the template uses {placeholder}");
         let filled = entry.split(&format!("s|{placeholder}|")).nth(1).and_then(|r| r.split('|').next());
         let filled = filled.unwrap_or_else(|| panic!("compose's nginx fills in {placeholder}"));
-        if placeholder.starts_with("@GATEWAY") || placeholder == "@MATCHER@" {
-            check_addresses("nginx", placeholder, filled, &names);
+        let native = match placeholder {
+            "@GATEWAY_1@" => Some(gateways[0].address()),
+            "@GATEWAY_2@" => Some(gateways[1].address()),
+            "@MATCHER@" => plan.get("matcher").map(Proc::address),
+            "@LISTEN@" => Some(nginx.port.to_string()),
+            _ => None,
+        };
+        if let Some(native) = native {
+            assert_eq!(filled, in_compose(&plan, &native), "{placeholder}");
         }
     }
-    assert!(
-        entry.contains("s|@GATEWAY_1@|gateway-1:9001|") && entry.contains("s|@GATEWAY_2@|gateway-2:9002|")
-    );
 }
 
 #[test]
 fn the_check_can_fail() {
-    // A compose file whose gateway points at a service that does not exist is caught.
-    let names: BTreeSet<String> = ["matcher".to_owned()].into();
-    let caught = std::panic::catch_unwind(|| {
-        check_addresses("gateway-1", "MATCHER_URL", "http://matchr:9201", &names)
-    });
-    assert!(caught.is_err());
-    let caught = std::panic::catch_unwind(|| {
-        check_addresses("gateway-1", "MATCHER_URL", "http://matcher:9999", &names)
-    });
-    assert!(caught.is_err());
+    let plan = plan();
+    // The gateway's --matcher in compose's terms, and what a typo would look like.
+    assert_eq!(in_compose(&plan, "http://127.0.0.1:9201"), "http://matcher:9201");
+    assert_ne!(in_compose(&plan, "http://127.0.0.1:9201"), "http://matchr:9201");
+    let usage = "  --brokers <BROKERS>\n      Kafka\n      [env: KAFKA_BROKERS=]\n  --redis <R>\n      [env: REDIS_URL=]\n";
+    assert_eq!(env_of(usage, "--brokers").as_deref(), Some("KAFKA_BROKERS"));
+    assert_eq!(env_of(usage, "--nope"), None);
+    // A compose matcher pointing at the wrong Redis port is caught.
+    let matcher = plan.get("matcher").unwrap();
+    let mut bad: Value = serde_yaml::from_str(
+        "command: [matcher]\nenvironment:\n  MATCHER_LISTEN: 0.0.0.0:9201\n  MATCHER_INSTANCE: matcher\n  KAFKA_BROKERS: kafka:9092\n  REDIS_URL: redis://redis:6380\n",
+    )
+    .unwrap();
+    bad.apply_merge().unwrap();
+    let usage = help("matcher");
+    let caught = std::panic::catch_unwind(|| check_service(&plan, matcher, &bad, &usage));
+    assert!(caught.is_err(), "a wrong port is caught");
 }

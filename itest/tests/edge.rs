@@ -6,15 +6,15 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use itest::{http, wait_until, Nginx, Stack};
+use itest::{http, wait_until, Service, Signal, Stack};
 use serde_json::{json, Value};
 
 fn edge() -> Stack {
     Stack::start(2, 2, true)
 }
 
-fn nginx(e: &Stack) -> &Nginx {
-    e.nginx.as_ref().expect("nginx")
+fn nginx(e: &Stack) -> Service {
+    e.svc("nginx")
 }
 
 fn post(e: &Stack, path: &str, body: &str) -> (u16, Value) {
@@ -98,7 +98,7 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
 
 #[test]
 fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
-    let mut e = edge();
+    let e = edge();
     let mut n = 0u32;
     let mut send = |e: &Stack| {
         n += 1;
@@ -132,15 +132,13 @@ fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
         }
         (ok, failed)
     };
-    let mut gateway = e.gateways.remove(0);
-    let (ok, failed) = flow(&e, &mut || gateway.proc.kill(), 1_000);
+    let (ok, failed) = flow(&e, &mut || e.signal("gateway-1", Signal::SIGKILL), 1_000);
     eprintln!("gateway killed under flow: {ok} ok, {failed} failed in flight");
     assert!(ok > 10, "the flow went on: {ok} ok");
     for _ in 0..20 {
         assert_eq!(send(&e), 202, "every request after the gateway kill succeeds");
     }
-    let mut order_svc = e.order_svcs.remove(0);
-    let (ok, failed) = flow(&e, &mut || order_svc.proc.kill(), 2_000);
+    let (ok, failed) = flow(&e, &mut || e.signal("order-svc-1", Signal::SIGKILL), 2_000);
     eprintln!("order-svc killed under flow: {ok} ok, {failed} failed in flight");
     for _ in 0..20 {
         assert_eq!(send(&e), 202, "every request after the order-svc kill succeeds");

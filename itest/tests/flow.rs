@@ -12,8 +12,8 @@ fn stack() -> Stack {
     Stack::start(1, 0, false)
 }
 
-fn order_svc(s: &Stack) -> &Service {
-    &s.order_svcs[0]
+fn order_svc(s: &Stack) -> Service {
+    s.svc("order-svc-1")
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> Value {
@@ -54,14 +54,14 @@ fn v1(client: &str, side: &str, price: &str, qty: &str) -> String {
 #[test]
 fn crossing_orders_trade_and_every_read_shows_it() {
     let s = stack();
-    let sell = post(order_svc(&s), "/api/v1/orders", &v1("s-1", "sell", "100.00", "5"));
+    let sell = post(&order_svc(&s), "/api/v1/orders", &v1("s-1", "sell", "100.00", "5"));
     let sell_id = sell["order_id"].as_str().unwrap().to_owned();
-    order_when(&s.matcher, &sell_id, |o| o["status"] == "resting");
-    let buy = post(order_svc(&s), "/order", r#"{"id":"ui-1","symbol":"ABC","price":101,"qty":3}"#);
+    order_when(&s.svc("matcher"), &sell_id, |o| o["status"] == "resting");
+    let buy = post(&order_svc(&s), "/order", r#"{"id":"ui-1","symbol":"ABC","price":101,"qty":3}"#);
     let buy_id = buy["order_id"].as_str().unwrap().to_owned();
 
     // The persisted hop is stamped after the batch's writes, so it may trail the status.
-    let buy_order = order_when(&s.matcher, &buy_id, |o| {
+    let buy_order = order_when(&s.svc("matcher"), &buy_id, |o| {
         o["status"] == "filled" && o["hops"]["persisted_ns"].as_u64().is_some()
     });
     assert_eq!(buy_order["filled_qty"], "3");
@@ -71,35 +71,35 @@ fn crossing_orders_trade_and_every_read_shows_it() {
         assert!(buy_order["hops"][hop].as_u64().is_some_and(|t| t > 0), "hop {hop}: {buy_order}");
     }
     assert!(buy_order["hops"]["gateway_ns"].is_null(), "order-svc called directly: no gateway hop");
-    let sell_order = order_when(&s.matcher, &sell_id, |o| o["status"] == "partially_filled");
+    let sell_order = order_when(&s.svc("matcher"), &sell_id, |o| o["status"] == "partially_filled");
     assert_eq!(sell_order["filled_qty"], "3");
 
     // The original lab's lookup and shape.
-    let (_, t) = get(&s.matcher, "/trade/ui-1");
+    let (_, t) = get(&s.svc("matcher"), "/trade/ui-1");
     assert_eq!(t["found"], true, "{t}");
     assert_eq!(t["order_id"], "ui-1");
     assert_eq!(t["trade"]["order_id"], "ui-1");
     assert_eq!(t["trade"]["price"], 100.0);
     assert_eq!(t["trade"]["qty"], 3, "a whole quantity is an integer, as the original lab had it");
     assert!(t["trade"]["ts"].as_f64().is_some());
-    let (_, missing) = get(&s.matcher, "/trade/nope");
+    let (_, missing) = get(&s.svc("matcher"), "/trade/nope");
     assert_eq!(missing, serde_json::json!({"found": false, "order_id": "nope"}));
 
     // By client id, book, trades, symbols.
-    let (status, by_client) = get(&s.matcher, "/api/v1/orders?symbol=ABC&client_order_id=s-1");
+    let (status, by_client) = get(&s.svc("matcher"), "/api/v1/orders?symbol=ABC&client_order_id=s-1");
     assert_eq!((status, by_client["order_id"].as_str()), (200, Some(sell_id.as_str())));
-    let (_, book) = get(&s.matcher, "/api/v1/book/ABC?depth=5");
+    let (_, book) = get(&s.svc("matcher"), "/api/v1/book/ABC?depth=5");
     assert_eq!(book["asks"][0], serde_json::json!(["100.00", "2"]), "{book}");
     assert!(book["sequence"].as_u64().unwrap() > 0);
-    let (_, trades) = get(&s.matcher, "/api/v1/trades?symbol=ABC&limit=10");
+    let (_, trades) = get(&s.svc("matcher"), "/api/v1/trades?symbol=ABC&limit=10");
     assert_eq!(trades["trades"].as_array().unwrap().len(), 1, "{trades}");
-    let (_, symbols) = get(&s.matcher, "/api/v1/symbols");
+    let (_, symbols) = get(&s.svc("matcher"), "/api/v1/symbols");
     assert!(symbols["symbols"].as_array().unwrap().iter().any(|s| s["symbol"] == "ABC"));
-    let (status, bad) = get(&s.matcher, "/api/v1/book/NOPE");
+    let (status, bad) = get(&s.svc("matcher"), "/api/v1/book/NOPE");
     assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("unknown_symbol")));
 
     // One message per fill on `trades`.
-    let msgs = s.broker.read_all("trades", 1, 1, Duration::from_secs(20)).unwrap();
+    let msgs = s.read_all("trades", 1, 1, Duration::from_secs(20)).unwrap();
     assert_eq!(msgs.len(), 1);
     let fill: Value = serde_json::from_slice(&msgs[0].2).unwrap();
     assert_eq!(
@@ -108,55 +108,55 @@ fn crossing_orders_trade_and_every_read_shows_it() {
     );
 
     // A duplicate client id is a rejected status, one order only.
-    let dup = post(order_svc(&s), "/api/v1/orders", &v1("s-1", "sell", "100.00", "1"));
-    let dup_order = order_when(&s.matcher, dup["order_id"].as_str().unwrap(), |o| o["status"] == "rejected");
+    let dup = post(&order_svc(&s), "/api/v1/orders", &v1("s-1", "sell", "100.00", "1"));
+    let dup_order =
+        order_when(&s.svc("matcher"), dup["order_id"].as_str().unwrap(), |o| o["status"] == "rejected");
     assert_eq!(dup_order["reject_reason"], "duplicate_client_order_id");
 
     // Cancel: the outcome shows on the order.
     let r = http().delete(order_svc(&s).url(&format!("/api/v1/orders/{sell_id}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    order_when(&s.matcher, &sell_id, |o| o["status"] == "canceled");
-    let (_, book) = get(&s.matcher, "/api/v1/book/ABC");
+    order_when(&s.svc("matcher"), &sell_id, |o| o["status"] == "canceled");
+    let (_, book) = get(&s.svc("matcher"), "/api/v1/book/ABC");
     assert_eq!(book["asks"].as_array().map(Vec::len), Some(0), "{book}");
-    let metrics = http().get(s.matcher.url("/metrics")).send().unwrap().text().unwrap();
+    let metrics = http().get(s.svc("matcher").url("/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains("matcher_commands_total") && metrics.contains("matcher_input_ring_occupancy"));
 }
 
 #[test]
 fn a_killed_matcher_comes_back_with_its_book_and_counts_no_trade_twice() {
     let mut s = stack();
-    let resting = post(order_svc(&s), "/api/v1/orders", &v1("r-1", "buy", "99.00", "4"));
+    let resting = post(&order_svc(&s), "/api/v1/orders", &v1("r-1", "buy", "99.00", "4"));
     let resting_id = resting["order_id"].as_str().unwrap().to_owned();
-    order_when(&s.matcher, &resting_id, |o| o["status"] == "resting");
-    let first = post(order_svc(&s), "/api/v1/orders", &v1("t-1", "sell", "99.00", "1"));
-    order_when(&s.matcher, first["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
+    order_when(&s.svc("matcher"), &resting_id, |o| o["status"] == "resting");
+    let first = post(&order_svc(&s), "/api/v1/orders", &v1("t-1", "sell", "99.00", "1"));
+    order_when(&s.svc("matcher"), first["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
 
-    s.matcher.proc.kill(); // SIGKILL
-                           // Orders keep arriving while it is down: they wait in the log.
-    let second = post(order_svc(&s), "/api/v1/orders", &v1("t-2", "sell", "99.00", "2"));
-    s.matcher =
-        Service::start("matcher", "matcher-t2", &s.matcher_args, s.dir.path()).expect("matcher again");
+    s.kill("matcher"); // SIGKILL
+                       // Orders keep arriving while it is down: they wait in the log.
+    let second = post(&order_svc(&s), "/api/v1/orders", &v1("t-2", "sell", "99.00", "2"));
+    s.start_again("matcher");
 
     let second_order =
-        order_when(&s.matcher, second["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
+        order_when(&s.svc("matcher"), second["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
     assert_eq!(second_order["fills"][0]["price"], "99.00");
-    let resting_order = order_when(&s.matcher, &resting_id, |o| o["filled_qty"] == "3");
+    let resting_order = order_when(&s.svc("matcher"), &resting_id, |o| o["filled_qty"] == "3");
     assert_eq!(
         resting_order["status"], "partially_filled",
         "the book was rebuilt: the resting order is still there"
     );
-    let third = post(order_svc(&s), "/api/v1/orders", &v1("t-3", "sell", "99.00", "5"));
-    let third_order = order_when(&s.matcher, third["order_id"].as_str().unwrap(), |o| {
+    let third = post(&order_svc(&s), "/api/v1/orders", &v1("t-3", "sell", "99.00", "5"));
+    let third_order = order_when(&s.svc("matcher"), third["order_id"].as_str().unwrap(), |o| {
         o["status"] == "resting" || o["status"] == "partially_filled"
     });
     assert_eq!(third_order["filled_qty"], "1");
-    order_when(&s.matcher, &resting_id, |o| o["status"] == "filled");
+    order_when(&s.svc("matcher"), &resting_id, |o| o["status"] == "filled");
 
     // On `trades`, a message emitted again carries the same trade id; per order, fills ≤ qty.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut msgs = Vec::new();
     while Instant::now() < deadline && msgs.len() < 3 {
-        msgs = s.broker.read_all("trades", 1, 10, Duration::from_secs(2)).unwrap();
+        msgs = s.read_all("trades", 1, 10, Duration::from_secs(2)).unwrap();
     }
     let mut by_trade: HashMap<String, Value> = HashMap::new();
     for (_, _, payload) in &msgs {
@@ -190,31 +190,31 @@ fn market_ioc_fok_and_post_only_orders_through_the_stack() {
         let body = format!(
             r#"{{"client_order_id":"{client}","symbol":"ABC","side":"{side}","type":"{kind}","time_in_force":"{tif}","post_only":{post_only},"qty":"{qty}"{price}}}"#
         );
-        post(order_svc(&s), "/api/v1/orders", &body)["order_id"].as_str().unwrap().to_owned()
+        post(&order_svc(&s), "/api/v1/orders", &body)["order_id"].as_str().unwrap().to_owned()
     };
     let ask = order("a-1", "sell", "limit", "gtc", Some("101.00"), "2", false);
-    order_when(&s.matcher, &ask, |o| o["status"] == "resting");
+    order_when(&s.svc("matcher"), &ask, |o| o["status"] == "resting");
 
     let market = order("m-1", "buy", "market", "ioc", None, "1", false);
-    let m = order_when(&s.matcher, &market, |o| o["status"] == "filled");
+    let m = order_when(&s.svc("matcher"), &market, |o| o["status"] == "filled");
     assert_eq!(m["fills"][0]["price"], "101.00");
 
     let ioc = order("i-1", "buy", "limit", "ioc", Some("101.00"), "5", false);
-    let i = order_when(&s.matcher, &ioc, |o| o["status"] == "canceled");
+    let i = order_when(&s.svc("matcher"), &ioc, |o| o["status"] == "canceled");
     assert_eq!(i["filled_qty"], "1", "the IOC took what there was and the rest was canceled: {i}");
 
     let fok = order("f-1", "buy", "limit", "fok", Some("101.00"), "3", false);
-    let f = order_when(&s.matcher, &fok, |o| o["status"] == "rejected");
+    let f = order_when(&s.svc("matcher"), &fok, |o| o["status"] == "rejected");
     assert_eq!(f["reject_reason"], "fok_unfillable");
 
     let ask2 = order("a-2", "sell", "limit", "gtc", Some("102.00"), "1", false);
-    order_when(&s.matcher, &ask2, |o| o["status"] == "resting");
+    order_when(&s.svc("matcher"), &ask2, |o| o["status"] == "resting");
     let taking = order("p-1", "buy", "limit", "gtc", Some("102.00"), "1", true);
-    let p = order_when(&s.matcher, &taking, |o| o["status"] == "rejected");
+    let p = order_when(&s.svc("matcher"), &taking, |o| o["status"] == "rejected");
     assert_eq!(p["reject_reason"], "post_only_would_take");
     let making = order("p-2", "buy", "limit", "gtc", Some("100.00"), "1", true);
-    order_when(&s.matcher, &making, |o| o["status"] == "resting");
-    let (_, book) = get(&s.matcher, "/api/v1/book/ABC");
+    order_when(&s.svc("matcher"), &making, |o| o["status"] == "resting");
+    let (_, book) = get(&s.svc("matcher"), "/api/v1/book/ABC");
     assert_eq!(book["bids"][0], serde_json::json!(["100.00", "1"]), "{book}");
     assert_eq!(book["asks"][0], serde_json::json!(["102.00", "1"]), "{book}");
 }
@@ -233,28 +233,29 @@ fn metric(matcher: &Service, name: &str) -> Option<i64> {
 #[test]
 fn the_matcher_is_ready_only_once_it_has_caught_up_with_the_log() {
     let mut s = stack();
-    let resting = post(order_svc(&s), "/api/v1/orders", &v1("r-1", "buy", "98.00", "2"));
+    let resting = post(&order_svc(&s), "/api/v1/orders", &v1("r-1", "buy", "98.00", "2"));
     let resting_id = resting["order_id"].as_str().unwrap().to_owned();
-    order_when(&s.matcher, &resting_id, |o| o["status"] == "resting");
-    assert_eq!(get(&s.matcher, "/readyz").0, 200);
-    assert_eq!(metric(&s.matcher, "matcher_caught_up"), Some(1));
+    order_when(&s.svc("matcher"), &resting_id, |o| o["status"] == "resting");
+    assert_eq!(get(&s.svc("matcher"), "/readyz").0, 200);
+    assert_eq!(metric(&s.svc("matcher"), "matcher_caught_up"), Some(1));
 
     // Restarted while the log cannot be read: up (it answers), but not ready, and it says why.
-    s.matcher.proc.kill();
-    s.broker.kill();
-    s.restart_matcher("matcher-t2");
+    s.kill("matcher");
+    s.kill("broker");
+    s.start_again("matcher");
     for _ in 0..5 {
-        let (status, v) = get(&s.matcher, "/readyz");
+        let (status, v) = get(&s.svc("matcher"), "/readyz");
         assert_eq!((status, v["error"]["code"].as_str()), (503, Some("catching_up")), "{v}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(metric(&s.matcher, "matcher_caught_up"), Some(0));
+    assert_eq!(metric(&s.svc("matcher"), "matcher_caught_up"), Some(0));
 
     // The log is back: it catches up, then it is ready, and the book it serves is current.
-    s.broker.restart().expect("broker again");
-    wait_until("ready", Duration::from_secs(30), || get(&s.matcher, "/readyz").0 == 200).unwrap();
-    assert_eq!(metric(&s.matcher, "matcher_catch_up_remaining"), Some(0));
-    let crossing = post(order_svc(&s), "/api/v1/orders", &v1("t-1", "sell", "98.00", "2"));
-    let sold = order_when(&s.matcher, crossing["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
+    s.start_again("broker");
+    wait_until("ready", Duration::from_secs(30), || get(&s.svc("matcher"), "/readyz").0 == 200).unwrap();
+    assert_eq!(metric(&s.svc("matcher"), "matcher_catch_up_remaining"), Some(0));
+    let crossing = post(&order_svc(&s), "/api/v1/orders", &v1("t-1", "sell", "98.00", "2"));
+    let sold =
+        order_when(&s.svc("matcher"), crossing["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
     assert_eq!(sold["fills"][0]["price"], "98.00", "the rebuilt book held the resting order");
 }

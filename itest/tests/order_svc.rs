@@ -6,31 +6,32 @@ use std::time::{Duration, Instant};
 
 use common::envelope::{decode_command, decode_command_traced};
 use common::{CommandKind, OrderId, Price, Qty, Side, SymbolTable, Timestamp};
-use itest::{http, Broker, Service, TempDir};
+use itest::{http, Service};
 use serde_json::{json, Value};
 
 const PARTITIONS: i32 = 2;
 
+/// The broker (the stack's topics: `orders` has [`PARTITIONS`]) and one order-svc, no matcher.
 struct Stack {
-    broker: Broker,
     svc: Service,
-    _dir: TempDir,
+    s: itest::Stack,
 }
 
 fn stack(delivery_timeout_ms: u64) -> Stack {
-    let dir = TempDir::new();
-    let broker = Broker::start(dir.path()).expect("broker");
-    broker.create_topic("orders", PARTITIONS).expect("topic");
-    let args = [
-        "--brokers".to_owned(),
-        broker.address(),
-        "--instance".into(),
-        "order-svc-t".into(),
-        "--delivery-timeout-ms".into(),
-        delivery_timeout_ms.to_string(),
-    ];
-    let svc = Service::start("order-svc", "order-svc-t", &args, dir.path()).expect("order-svc");
-    Stack { broker, svc, _dir: dir }
+    let s = itest::Stack::with(
+        |o| {
+            o.matcher = false;
+            o.order_svcs = 1;
+            o.gateways = 0;
+            o.nginx_front = false;
+        },
+        |plan| {
+            let svc = plan.procs.iter_mut().find(|p| p.name == "order-svc-1").expect("order-svc-1");
+            svc.args.extend(["--delivery-timeout-ms".to_owned(), delivery_timeout_ms.to_string()]);
+        },
+    );
+    assert!(stack::plan::TOPICS.contains(&("orders", PARTITIONS)));
+    Stack { svc: s.svc("order-svc-1"), s }
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> (u16, Value) {
@@ -65,14 +66,14 @@ fn acknowledged_orders_are_in_the_log_where_their_id_says() {
         post_with(&s.svc, "/order", r#"{"id":"ui-123","symbol":"ABC","price":100,"qty":5}"#, Some("soon"));
     assert_eq!(status, 202, "{lab}");
     assert_eq!(lab["status"], "received");
-    assert_eq!(lab["handled_by"], "order-svc-t");
+    assert_eq!(lab["handled_by"], "order-svc-1");
     assert_eq!(
         lab["order"],
         json!({"id": "ui-123", "symbol": "ABC", "price": 100.0, "qty": 5, "side": "buy", "account": "anonymous"})
     );
 
     let table = SymbolTable::default();
-    let msgs = s.broker.read_all("orders", PARTITIONS, 2, Duration::from_secs(20)).expect("read");
+    let msgs = s.s.read_all("orders", PARTITIONS, 2, Duration::from_secs(20)).expect("read");
     assert_eq!(msgs.len(), 2, "both orders are in the log");
     for (answer, client, side, price, gateway_in) in [
         (&v1, "c-1", Side::Sell, 10_005, Some(Timestamp(1_700_000_000_000_000_001))),
@@ -130,7 +131,7 @@ fn refused_requests_publish_nothing() {
     }
     let (got, v) = post(&s.svc, "/api/v1/orders", &format!("{{{base},\"qty\":1,\"price\":\"99.99\"}}"));
     assert_eq!(got, 202, "{v}");
-    let msgs = s.broker.read_all("orders", PARTITIONS, 10, Duration::from_secs(5)).expect("read");
+    let msgs = s.s.read_all("orders", PARTITIONS, 10, Duration::from_secs(5)).expect("read");
     assert_eq!(msgs.len(), 1, "only the one good order reached the log");
 }
 
@@ -149,7 +150,7 @@ fn a_cancel_goes_to_the_partition_its_order_id_names() {
     let cancel: Value = r.json().unwrap();
     let cancel_id: OrderId = cancel["cancel_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(cancel_id.partition(), id.partition());
-    let msgs = s.broker.read_all("orders", PARTITIONS, 2, Duration::from_secs(20)).unwrap();
+    let msgs = s.s.read_all("orders", PARTITIONS, 2, Duration::from_secs(20)).unwrap();
     let (_, _, payload) = msgs
         .iter()
         .find(|(p, o, _)| *p as u16 == cancel_id.partition() && *o as u64 == cancel_id.offset())
@@ -169,7 +170,7 @@ fn a_dead_broker_gives_503_in_bounded_time_then_service_resumes() {
         )
     };
     assert_eq!(post(&s.svc, "/api/v1/orders", &order(0)).0, 202);
-    s.broker.kill();
+    s.s.kill("broker");
     let started = Instant::now();
     let (status, v) = post(&s.svc, "/api/v1/orders", &order(1));
     let took = started.elapsed();
@@ -180,7 +181,7 @@ fn a_dead_broker_gives_503_in_bounded_time_then_service_resumes() {
     let ready = http().get(s.svc.url("/readyz")).send().unwrap();
     assert_eq!(ready.status().as_u16(), 503, "not ready without a broker");
 
-    s.broker.restart().expect("broker back");
+    s.s.start_again("broker");
     let mut n = 2;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -199,7 +200,7 @@ fn a_dead_broker_gives_503_in_bounded_time_then_service_resumes() {
 fn every_service_endpoint_answers() {
     let s = stack(5_000);
     let who: Value = http().get(s.svc.url("/whoami")).send().unwrap().json().unwrap();
-    assert_eq!((who["service"].as_str(), who["instance"].as_str()), (Some("order-svc"), Some("order-svc-t")));
+    assert_eq!((who["service"].as_str(), who["instance"].as_str()), (Some("order-svc"), Some("order-svc-1")));
     assert_eq!(http().get(s.svc.url("/readyz")).send().unwrap().status().as_u16(), 200);
     post(&s.svc, "/order", r#"{"id":"m1","symbol":"ABC","price":100,"qty":1}"#);
     let metrics = http().get(s.svc.url("/metrics")).send().unwrap().text().unwrap();

@@ -35,16 +35,16 @@ fn status(matcher: &Service, id: &str) -> Value {
 fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() {
     let mut s = Stack::start(1, 1, false);
     // Through the gateway, so it and order-svc are stopped with requests behind them.
-    let first = place(&s.gateways[0], "warm-s", "sell");
-    let second = place(&s.gateways[0], "warm-b", "buy");
-    wait_until("first trade", Duration::from_secs(30), || status(&s.matcher, &second) == "filled").unwrap();
-    assert_eq!(status(&s.matcher, &first), "filled");
+    let first = place(&s.svc("gateway-1"), "warm-s", "sell");
+    let second = place(&s.svc("gateway-1"), "warm-b", "buy");
+    wait_until("first trade", Duration::from_secs(30), || status(&s.svc("matcher"), &second) == "filled")
+        .unwrap();
+    assert_eq!(status(&s.svc("matcher"), &first), "filled");
 
     // SIGTERM in the middle of a steady flow (four senders straight to order-svc), so batches are
     // being matched and written when the drain starts. The flow goes on while the matcher is down:
     // those orders wait in the log.
-    let order_svc = &s.order_svcs[0];
-    let matcher = &mut s.matcher;
+    let order_svc = &s.svc("order-svc-1");
     let enough = AtomicBool::new(false);
     let (ids, exit) = std::thread::scope(|scope| {
         let senders: Vec<_> = (0..4)
@@ -63,26 +63,25 @@ fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() 
             })
             .collect();
         std::thread::sleep(Duration::from_secs(1));
-        let exit = matcher.proc.terminate(GRACE);
+        let exit = s.terminate("matcher", GRACE);
         std::thread::sleep(Duration::from_millis(200));
         enough.store(true, Ordering::Relaxed);
         let ids: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
         (ids, exit)
     });
     let exit = exit.expect("the matcher stops on SIGTERM");
-    assert!(exit.success(), "matcher exit: {exit:?}\n{}", s.matcher.proc.tail());
-    let log = std::fs::read_to_string(&s.matcher.proc.log).unwrap();
-    assert!(log.contains("drained: every persisted command is committed"), "{}", s.matcher.proc.tail());
+    assert!(exit.success(), "matcher exit: {exit:?}\n{}", s.tail("matcher"));
+    let log = std::fs::read_to_string(s.log_path("matcher")).unwrap();
+    assert!(log.contains("drained: every persisted command is committed"), "{}", s.tail("matcher"));
 
-    s.matcher =
-        Service::start("matcher", "matcher-t2", &s.matcher_args, s.dir.path()).expect("matcher again");
+    s.start_again("matcher");
     for id in &ids {
-        wait_until(id, Duration::from_secs(30), || status(&s.matcher, id) == "filled").unwrap();
+        wait_until(id, Duration::from_secs(30), || status(&s.svc("matcher"), id) == "filled").unwrap();
     }
 
     // One message per trade on `trades`: the restart re-emitted none of what was committed.
     let want = ids.len() / 2 + 1;
-    let msgs = s.broker.read_all("trades", 1, want + 10, Duration::from_secs(5)).unwrap();
+    let msgs = s.read_all("trades", 1, want + 10, Duration::from_secs(5)).unwrap();
     let trade_ids: HashSet<String> = msgs
         .iter()
         .map(|(_, _, p)| serde_json::from_slice::<Value>(p).unwrap()["trade_id"].as_str().unwrap().to_owned())
@@ -90,9 +89,8 @@ fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() 
     assert_eq!(trade_ids.len(), want, "distinct trades");
     assert_eq!(msgs.len(), want, "{} messages for {want} trades: something was emitted twice", msgs.len());
 
-    for svc in [&mut s.gateways[0], &mut s.order_svcs[0], &mut s.matcher] {
-        let name = svc.proc.name.clone();
-        let exit = svc.proc.terminate(GRACE).unwrap_or_else(|| panic!("{name} ignored SIGTERM"));
-        assert!(exit.success(), "{name} exit: {exit:?}\n{}", svc.proc.tail());
+    for name in ["gateway-1", "order-svc-1", "matcher"] {
+        let exit = s.terminate(name, GRACE).unwrap_or_else(|| panic!("{name} ignored SIGTERM"));
+        assert!(exit.success(), "{name} exit: {exit:?}\n{}", s.tail(name));
     }
 }

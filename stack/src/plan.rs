@@ -1,0 +1,532 @@
+//! The one description of the native stack (DESIGN.md §1): every process, its command line, how
+//! to tell it is alive and ready, what it waits for, and its port. `./lab up` builds a [`Plan`]
+//! with the fixed ports of DESIGN.md §1; the integration tests build one on free loopback ports;
+//! the compose test reads the fixed plan to check `docker-compose.yml`.
+//!
+//! A process added to the stack later (a market maker, Prometheus, a second matcher) is one more
+//! [`Kind`] and one more entry in [`Plan::build`]; nothing else describes the stack.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The topics the stack needs, with their partition counts; created by the supervisor (the broker
+/// does not auto-create) and, in compose, by `kafka-init`.
+pub const TOPICS: [(&str, i32); 3] = [("orders", 2), ("trades", 1), ("order-events", 1)];
+
+/// The kinds of process in the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The Kafka-protocol broker (Tansu natively).
+    Broker,
+    /// Redis.
+    Redis,
+    /// The matching engine and its read front.
+    Matcher,
+    /// Order entry.
+    OrderSvc,
+    /// An API gateway.
+    Gateway,
+    /// nginx, the public entry.
+    Nginx,
+}
+
+/// How the supervisor tells that a process has got somewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Something accepts TCP connections on the process's port.
+    Tcp,
+    /// `GET <path>` on the process's port answers 2xx.
+    Http(String),
+}
+
+/// One process of the stack.
+#[derive(Clone, Debug)]
+pub struct Proc {
+    /// Its name: the log file, the status table, `lab logs <name>`, compose's service name.
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// The program to run.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment (on top of the supervisor's own).
+    pub env: Vec<(String, String)>,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Alive: it started and answers (a restart waits for this).
+    pub live: Probe,
+    /// Ready: dependents may start (`/readyz`: its own dependencies answer, the matcher caught up).
+    pub ready: Probe,
+    /// Processes that must be ready before this one starts.
+    pub deps: Vec<String>,
+    /// How long it may take to get ready (the matcher replays the whole log first).
+    pub ready_timeout: Duration,
+    /// How long it gets between SIGTERM and SIGKILL (the matcher drains, bounded at 10 s).
+    pub stop_grace: Duration,
+}
+
+impl Proc {
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The command line, for logs.
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.program.display().to_string())
+            .chain(self.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The value given to a `--flag`, if any.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.args.iter().position(|a| a == flag).and_then(|i| self.args.get(i + 1)).map(String::as_str)
+    }
+}
+
+/// Where ports come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// DESIGN.md §1: nginx 8080, gateways 9001…, order-svc 9101…, matcher 9201, broker 19092,
+    /// Redis 16379.
+    Fixed,
+    /// Free loopback ports, picked when the plan is built (tests, and stacks beside a running one).
+    Free,
+}
+
+impl Ports {
+    fn pick(self, fixed: u16) -> u16 {
+        match self {
+            Ports::Fixed => fixed,
+            Ports::Free => free_port(),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the process binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// What to run and where: the knobs of a [`Plan`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The run directory: logs, the broker's and Redis's data, nginx's config, the state file.
+    pub dir: PathBuf,
+    /// Where ports come from.
+    pub ports: Ports,
+    /// Where our binaries (`matcher`, `order-svc`, `gateway`) are.
+    pub bin_dir: PathBuf,
+    /// The Tansu binary.
+    pub tansu: PathBuf,
+    /// The nginx binary.
+    pub nginx: PathBuf,
+    /// The repository root (nginx's template and the frontend).
+    pub root: PathBuf,
+    /// An existing broker to use instead of starting one (`KAFKA_BROKERS`).
+    pub kafka: Option<String>,
+    /// An existing Redis to use instead of starting one (`REDIS_URL`).
+    pub redis: Option<String>,
+    /// Run the matcher (the order-svc-only tests don't).
+    pub matcher: bool,
+    /// How many order-svc instances.
+    pub order_svcs: usize,
+    /// How many gateways.
+    pub gateways: usize,
+    /// Put nginx in front (needs two gateways).
+    pub nginx_front: bool,
+    /// Redis persists to disk (`lab up`: yes; tests: no).
+    pub durable_redis: bool,
+}
+
+impl Options {
+    /// The whole stack of DESIGN.md §1 in `dir`: broker, Redis, matcher, two order-svc, two
+    /// gateways, nginx; the binaries beside the running executable; Tansu and nginx where
+    /// [`tansu_binary`] and [`nginx_binary`] find them.
+    pub fn native(dir: impl Into<PathBuf>, ports: Ports) -> Options {
+        Options {
+            dir: dir.into(),
+            ports,
+            bin_dir: own_bin_dir(),
+            tansu: tansu_binary(),
+            nginx: nginx_binary(),
+            root: repo_root(),
+            kafka: None,
+            redis: None,
+            matcher: true,
+            order_svcs: 2,
+            gateways: 2,
+            nginx_front: true,
+            durable_redis: true,
+        }
+    }
+}
+
+/// The stack to run: processes in dependency order.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Every process, each after what it depends on.
+    pub procs: Vec<Proc>,
+    /// The broker's `host:port` (ours or the existing one).
+    pub kafka: String,
+    /// Redis's URL (ours or the existing one).
+    pub redis: String,
+    /// The repository root.
+    pub root: PathBuf,
+}
+
+/// DESIGN.md §1's fixed ports.
+pub mod fixed {
+    /// nginx, the public entry.
+    pub const NGINX: u16 = 8080;
+    /// gateway *i* (1-based) listens on `GATEWAY + i - 1`.
+    pub const GATEWAY: u16 = 9001;
+    /// order-svc *i* on `ORDER_SVC + i - 1`.
+    pub const ORDER_SVC: u16 = 9101;
+    /// The matcher's read front.
+    pub const MATCHER: u16 = 9201;
+    /// The broker.
+    pub const BROKER: u16 = 19092;
+    /// Redis.
+    pub const REDIS: u16 = 16379;
+}
+
+impl Plan {
+    /// The plan for `o`.
+    pub fn build(o: &Options) -> anyhow::Result<Plan> {
+        anyhow::ensure!(!o.nginx_front || o.gateways == 2, "nginx's template has two gateways");
+        anyhow::ensure!(
+            o.gateways == 0 || (o.matcher && o.order_svcs > 0),
+            "gateways need the matcher and order-svc"
+        );
+        let mut procs = Vec::new();
+        let common =
+            |name: String, kind, program: PathBuf, args: Vec<String>, port, deps: Vec<String>| Proc {
+                name,
+                kind,
+                program,
+                args,
+                env: Vec::new(),
+                port,
+                live: Probe::Tcp,
+                ready: Probe::Tcp,
+                deps,
+                ready_timeout: Duration::from_secs(30),
+                stop_grace: Duration::from_secs(5),
+            };
+        let kafka = match &o.kafka {
+            Some(k) => k.clone(),
+            None => {
+                let port = o.ports.pick(fixed::BROKER);
+                procs.push(common(
+                    "broker".into(),
+                    Kind::Broker,
+                    o.tansu.clone(),
+                    tansu_args(port),
+                    port,
+                    vec![],
+                ));
+                format!("127.0.0.1:{port}")
+            }
+        };
+        let redis = match &o.redis {
+            Some(r) => r.clone(),
+            None => {
+                let port = o.ports.pick(fixed::REDIS);
+                let args = redis_args(port, o.durable_redis, &o.dir);
+                procs.push(common("redis".into(), Kind::Redis, "redis-server".into(), args, port, vec![]));
+                format!("redis://127.0.0.1:{port}")
+            }
+        };
+        let broker_dep: Vec<String> =
+            procs.iter().filter(|p| p.kind == Kind::Broker).map(|p| p.name.clone()).collect();
+        let backends: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
+        let service =
+            |name: &str, kind, binary: &str, port: u16, mut args: Vec<String>, deps: Vec<String>| {
+                let mut all = vec![
+                    "--listen".to_owned(),
+                    format!("127.0.0.1:{port}"),
+                    "--instance".into(),
+                    name.to_owned(),
+                ];
+                all.append(&mut args);
+                let mut p = common(name.to_owned(), kind, o.bin_dir.join(binary), all, port, deps);
+                p.live = Probe::Http("/healthz".into());
+                p.ready = Probe::Http("/readyz".into());
+                p
+            };
+        let mut matcher_url = None;
+        if o.matcher {
+            let port = o.ports.pick(fixed::MATCHER);
+            let args = vec!["--brokers".into(), kafka.clone(), "--redis".into(), redis.clone()];
+            let mut m = service("matcher", Kind::Matcher, "matcher", port, args, backends.clone());
+            // It replays the whole orders log before it is ready; its drain is bounded at 10 s.
+            m.ready_timeout = Duration::from_secs(600);
+            m.stop_grace = Duration::from_secs(15);
+            matcher_url = Some(m.url(""));
+            procs.push(m);
+        }
+        let mut order_urls = Vec::new();
+        let mut order_names = Vec::new();
+        for i in 1..=o.order_svcs {
+            let name = format!("order-svc-{i}");
+            let port = o.ports.pick(fixed::ORDER_SVC + i as u16 - 1);
+            let args = vec!["--brokers".into(), kafka.clone()];
+            let p = service(&name, Kind::OrderSvc, "order-svc", port, args, broker_dep.clone());
+            order_urls.push(p.url(""));
+            order_names.push(name);
+            procs.push(p);
+        }
+        let mut gateway_ports = Vec::new();
+        for i in 1..=o.gateways {
+            let name = format!("gateway-{i}");
+            let port = o.ports.pick(fixed::GATEWAY + i as u16 - 1);
+            let matcher = matcher_url.clone().unwrap_or_default();
+            let args = vec!["--order-svc".into(), order_urls.join(","), "--matcher".into(), matcher];
+            let mut deps = order_names.clone();
+            deps.push("matcher".into());
+            let p = service(&name, Kind::Gateway, "gateway", port, args, deps);
+            gateway_ports.push(port);
+            procs.push(p);
+        }
+        if o.nginx_front {
+            let port = o.ports.pick(fixed::NGINX);
+            let conf = o.dir.join("nginx").join("nginx.conf");
+            let args = vec![
+                "-c".into(),
+                conf.display().to_string(),
+                "-p".into(),
+                o.dir.join("nginx").display().to_string(),
+                "-e".into(),
+                o.dir.join("nginx").join("nginx-error.log").display().to_string(),
+            ];
+            let deps = vec!["gateway-1".into(), "gateway-2".into(), "matcher".into()];
+            let mut p = common("nginx".into(), Kind::Nginx, o.nginx.clone(), args, port, deps);
+            p.live = Probe::Http("/healthz".into());
+            p.ready = Probe::Http("/healthz".into());
+            procs.push(p);
+        }
+        Ok(Plan { dir: o.dir.clone(), procs, kafka, redis, root: o.root.clone() })
+    }
+
+    /// A process by name.
+    pub fn get(&self, name: &str) -> Option<&Proc> {
+        self.procs.iter().find(|p| p.name == name)
+    }
+
+    /// The names, comma-separated (for "no such process" messages).
+    pub fn names(&self) -> String {
+        self.procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Writes what the processes need on disk before they start: the run directory, nginx's
+    /// config and temp directories.
+    pub fn prepare(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        if let Some(nginx) = self.procs.iter().find(|p| p.kind == Kind::Nginx) {
+            let run = self.dir.join("nginx");
+            for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+                std::fs::create_dir_all(run.join("nginx-tmp").join(sub))?;
+            }
+            let gateways: Vec<String> =
+                self.procs.iter().filter(|p| p.kind == Kind::Gateway).map(Proc::address).collect();
+            let matcher = self.get("matcher").map(Proc::address).unwrap_or_default();
+            let template = std::fs::read_to_string(self.root.join("nginx/nginx.conf.template"))?;
+            let conf = render_nginx(
+                &template,
+                &NginxValues {
+                    run: run.display().to_string(),
+                    listen: nginx.address(),
+                    gateways: [gateways[0].clone(), gateways[1].clone()],
+                    matcher,
+                    frontend: self.root.join("frontend").canonicalize()?.display().to_string(),
+                },
+            );
+            std::fs::write(run.join("nginx.conf"), conf)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tansu's command line: durable sqlite storage (`tansu.db` in its working directory, the run
+/// directory), listening and advertised on 127.0.0.1.
+pub fn tansu_args(port: u16) -> Vec<String> {
+    let url = format!("tcp://127.0.0.1:{port}");
+    [
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "sqlite://tansu.db",
+        "--cluster-id",
+        "trading-lab",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn redis_args(port: u16, durable: bool, dir: &Path) -> Vec<String> {
+    let mut args = vec!["--port".to_owned(), port.to_string(), "--bind".into(), "127.0.0.1".into()];
+    if durable {
+        args.extend(["--save", "60 1", "--appendonly", "yes", "--dir"].map(String::from));
+        args.push(dir.display().to_string());
+    } else {
+        args.extend(["--save", "", "--appendonly", "no"].map(String::from));
+    }
+    args
+}
+
+/// The placeholders of `nginx/nginx.conf.template`, in the order of [`NginxValues`]' fields.
+pub const NGINX_PLACEHOLDERS: [&str; 6] =
+    ["@RUN@", "@LISTEN@", "@GATEWAY_1@", "@GATEWAY_2@", "@MATCHER@", "@FRONTEND@"];
+
+/// What fills in nginx's template.
+pub struct NginxValues {
+    /// A writable directory (pid file, logs, temp files).
+    pub run: String,
+    /// `address:port` to listen on.
+    pub listen: String,
+    /// The two gateways, `host:port`.
+    pub gateways: [String; 2],
+    /// The matcher front, `host:port`.
+    pub matcher: String,
+    /// The static page's directory.
+    pub frontend: String,
+}
+
+/// Fills in nginx's template.
+pub fn render_nginx(template: &str, v: &NginxValues) -> String {
+    let values = [&v.run, &v.listen, &v.gateways[0], &v.gateways[1], &v.matcher, &v.frontend];
+    NGINX_PLACEHOLDERS.iter().zip(values).fold(template.to_owned(), |conf, (k, v)| conf.replace(k, v))
+}
+
+/// The Tansu binary: `$TANSU_BIN`, else `~/.cargo/bin/tansu`, else `tansu` on `PATH`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo = home.join(".cargo/bin/tansu");
+    if cargo.exists() {
+        cargo
+    } else {
+        "tansu".into()
+    }
+}
+
+/// Debian's nginx (`/usr/sbin` is not on every user's `PATH`), else `nginx` on `PATH`.
+pub fn nginx_binary() -> PathBuf {
+    let sbin = Path::new("/usr/sbin/nginx");
+    if sbin.exists() {
+        sbin.to_owned()
+    } else {
+        "nginx".into()
+    }
+}
+
+/// The directory of the running executable: `target/<profile>` for `lab` (its services are built
+/// beside it); for a test executable (`target/<profile>/deps/…`), its parent.
+pub fn own_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_owned).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_owned).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+/// The repository root: `$LAB_ROOT` (`./lab` sets it), else this crate's parent directory as it
+/// was at build time.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("LAB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_plan_is_design_section_one() {
+        let plan = Plan::build(&Options::native("/tmp/x", Ports::Fixed)).unwrap();
+        let ports: Vec<(&str, u16)> = plan.procs.iter().map(|p| (p.name.as_str(), p.port)).collect();
+        assert_eq!(
+            ports,
+            [
+                ("broker", 19092),
+                ("redis", 16379),
+                ("matcher", 9201),
+                ("order-svc-1", 9101),
+                ("order-svc-2", 9102),
+                ("gateway-1", 9001),
+                ("gateway-2", 9002),
+                ("nginx", 8080)
+            ]
+        );
+        let g = plan.get("gateway-2").unwrap();
+        assert_eq!(g.flag("--order-svc"), Some("http://127.0.0.1:9101,http://127.0.0.1:9102"));
+        assert_eq!(g.flag("--matcher"), Some("http://127.0.0.1:9201"));
+        assert_eq!(plan.get("matcher").unwrap().flag("--brokers"), Some("127.0.0.1:19092"));
+    }
+
+    #[test]
+    fn every_dependency_comes_first() {
+        let plan = Plan::build(&Options::native("/tmp/x", Ports::Free)).unwrap();
+        for (i, p) in plan.procs.iter().enumerate() {
+            for d in &p.deps {
+                let at = plan.procs.iter().position(|q| &q.name == d).expect("dependency exists");
+                assert!(at < i, "{} depends on {d}, which starts later", p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn existing_backends_are_used_not_started() {
+        let mut o = Options::native("/tmp/x", Ports::Free);
+        o.kafka = Some("10.1.1.1:9092".into());
+        o.redis = Some("redis://10.1.1.1:6379".into());
+        let plan = Plan::build(&o).unwrap();
+        assert!(plan.get("broker").is_none() && plan.get("redis").is_none());
+        assert_eq!(plan.get("matcher").unwrap().flag("--redis"), Some("redis://10.1.1.1:6379"));
+        assert!(plan.get("matcher").unwrap().deps.is_empty());
+    }
+
+    #[test]
+    fn nginx_needs_two_gateways() {
+        let mut o = Options::native("/tmp/x", Ports::Free);
+        o.gateways = 1;
+        assert!(Plan::build(&o).is_err());
+    }
+
+    #[test]
+    fn the_template_is_filled_in_completely() {
+        let template = std::fs::read_to_string(repo_root().join("nginx/nginx.conf.template")).unwrap();
+        let v = NginxValues {
+            run: "/r".into(),
+            listen: "127.0.0.1:1".into(),
+            gateways: ["127.0.0.1:2".into(), "127.0.0.1:3".into()],
+            matcher: "127.0.0.1:4".into(),
+            frontend: "/f".into(),
+        };
+        let conf = render_nginx(&template, &v);
+        assert!(!conf.contains('@'), "a placeholder left: {conf}");
+        for p in NGINX_PLACEHOLDERS {
+            assert!(template.contains(p), "the template uses {p}");
+        }
+        assert!(conf.contains("server 127.0.0.1:3 "));
+    }
+}
