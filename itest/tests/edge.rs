@@ -144,3 +144,53 @@ fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
         assert_eq!(send(&e), 202, "every request after the order-svc kill succeeds");
     }
 }
+
+/// A JSON error body `{"error": {"code", "message"}}`: its code.
+fn error_code(r: reqwest::blocking::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let body = r.text().unwrap_or_default();
+    assert!(kind.starts_with("application/json"), "{status} answered as {kind:?}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status} not JSON ({e}): {body}"));
+    assert!(v["error"]["message"].is_string(), "{body}");
+    (status, v["error"]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn nginx_answers_its_own_errors_in_the_json_shape() {
+    let e = edge();
+    let url = |path: &str| nginx(&e).url(path);
+    let r = http().get(url("/api/v1/book/A%00B")).send().unwrap();
+    assert_eq!(error_code(r), (400, "bad_request".into()));
+    let r = http().get(url(&format!("/api/v1/book/{}", "A".repeat(20_000)))).send().unwrap();
+    assert_eq!(error_code(r), (414, "uri_too_long".into()));
+    let r = http()
+        .post(url("/api/v1/orders"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 100_000])
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r), (413, "body_too_large".into()));
+    // What the gateways answer passes through as they wrote it.
+    let r = http().get(url("/api/v1/nope")).send().unwrap();
+    assert_eq!(error_code(r), (404, "not_found".into()));
+
+    // No gateway at all: nginx's 502, as JSON.
+    e.signal("gateway-1", Signal::SIGKILL);
+    e.signal("gateway-2", Signal::SIGKILL);
+    let r = http().get(url("/api/v1/symbols")).send().unwrap();
+    assert_eq!(error_code(r), (502, "gateway_unavailable".into()));
+}
+
+#[test]
+fn a_gateway_that_does_not_answer_is_a_json_504() {
+    let e = edge();
+    // Stopped, not dead: connections are accepted, nothing is answered (10 s read timeout, each).
+    e.signal("gateway-1", Signal::SIGSTOP);
+    e.signal("gateway-2", Signal::SIGSTOP);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(40)).build().unwrap();
+    let r = client.get(nginx(&e).url("/api/v1/symbols")).send().unwrap();
+    assert_eq!(error_code(r), (504, "gateway_timeout".into()));
+    e.signal("gateway-1", Signal::SIGCONT);
+    e.signal("gateway-2", Signal::SIGCONT);
+}
