@@ -163,3 +163,24 @@ fn status_and_logs_refuse_what_does_not_exist() {
     let down = lab(dir.path(), &["down"]).output().unwrap();
     assert!(String::from_utf8_lossy(&down.stdout).contains("nothing started by ./lab is running"));
 }
+
+#[test]
+fn down_stops_the_stack_even_when_its_supervisor_was_killed() {
+    let dir = TempDir::new();
+    let _cleanup = Cleanup(dir.path());
+    let out = lab(dir.path(), &["up", "--detach", "--ports", "free"]).output().expect("lab up");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let state = State::read(dir.path()).expect("state file");
+    kill_group(state.supervisor, Signal::SIGKILL); // the supervisor leads its own group
+    wait_until("supervisor gone", Duration::from_secs(10), || !group_alive(state.supervisor)).unwrap();
+    // Its processes run on, orphaned; status still finds them by their groups.
+    let rows = status(dir.path());
+    assert!(rows.iter().all(|r| r["pid"].is_u64() && r["ready"] == true), "{rows:?}");
+    let down = lab(dir.path(), &["down"]).output().expect("lab down");
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    for p in state.procs {
+        let g = p.pid.expect("it ran");
+        assert!(!group_alive(g), "{} (group {g}) is gone", p.name);
+        assert!(!port_open(p.port), "{}'s port {} is closed", p.name, p.port);
+    }
+}

@@ -47,9 +47,13 @@ pub fn plan(dir: &Path, ports: Ports) -> anyhow::Result<Plan> {
     Plan::build(&o)
 }
 
+/// True while the supervisor the state file names still runs (and is a `lab up`: a pid reused by
+/// another program does not count).
 fn supervisor_alive(state: &State) -> bool {
-    i32::try_from(state.supervisor).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
-        && state.phase != "stopped"
+    let Ok(pid) = i32::try_from(state.supervisor) else { return false };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    state.phase != "stopped" && kill(Pid::from_raw(pid), None).is_ok() && args.contains(&b"up".as_slice())
 }
 
 /// `lab up`.
@@ -189,15 +193,18 @@ pub fn down(dir: &Path) -> anyhow::Result<()> {
         let _ = kill(Pid::from_raw(state.supervisor as i32), Signal::SIGTERM);
         let mut running: Vec<String> =
             state.procs.iter().filter(|p| p.pid.is_some()).map(|p| p.name.clone()).collect();
-        while supervisor_alive(&state) && Instant::now() < deadline {
-            if let Some(now) = State::read(dir) {
-                for p in now.procs.iter().rev() {
-                    if p.pid.is_none() && running.contains(&p.name) {
-                        running.retain(|n| n != &p.name);
-                        println!("  {:<12} stopped ({})", p.name, p.last_exit.as_deref().unwrap_or("gone"));
-                    }
+        // Says what stopped, as the state file shows it; false once the supervisor is gone.
+        let mut follow = || {
+            let alive = supervisor_alive(&state);
+            for p in State::read(dir).map(|s| s.procs).unwrap_or_default().iter().rev() {
+                if p.pid.is_none() && running.contains(&p.name) {
+                    running.retain(|n| n != &p.name);
+                    println!("  {:<12} stopped ({})", p.name, p.last_exit.as_deref().unwrap_or("gone"));
                 }
             }
+            alive
+        };
+        while follow() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         if supervisor_alive(&state) {
