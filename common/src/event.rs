@@ -170,6 +170,40 @@ pub enum RejectReason {
     NotOwner,
 }
 
+impl RejectReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::Malformed,
+        RejectReason::UnknownSymbol,
+        RejectReason::Halted,
+        RejectReason::InvalidOrder,
+        RejectReason::DuplicateClientOrderId,
+        RejectReason::DuplicateOrderId,
+        RejectReason::PriceBand,
+        RejectReason::PostOnlyWouldTake,
+        RejectReason::FokUnfillable,
+        RejectReason::UnknownOrder,
+        RejectReason::NotOwner,
+    ];
+
+    /// The snake_case wire name (the same as its JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::UnknownSymbol => "unknown_symbol",
+            RejectReason::Halted => "halted",
+            RejectReason::InvalidOrder => "invalid_order",
+            RejectReason::DuplicateClientOrderId => "duplicate_client_order_id",
+            RejectReason::DuplicateOrderId => "duplicate_order_id",
+            RejectReason::PriceBand => "price_band",
+            RejectReason::PostOnlyWouldTake => "post_only_would_take",
+            RejectReason::FokUnfillable => "fok_unfillable",
+            RejectReason::UnknownOrder => "unknown_order",
+            RejectReason::NotOwner => "not_owner",
+        }
+    }
+}
+
 /// Why open quantity was canceled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,4 +216,36 @@ pub enum CancelReason {
     Unfilled,
     /// An admin mass-cancel of the account.
     MassCancel,
+}
+
+impl CancelReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [CancelReason; 4] =
+        [CancelReason::Requested, CancelReason::SelfTrade, CancelReason::Unfilled, CancelReason::MassCancel];
+
+    /// The snake_case wire name (the same as its JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Requested => "requested",
+            CancelReason::SelfTrade => "self_trade",
+            CancelReason::Unfilled => "unfilled",
+            CancelReason::MassCancel => "mass_cancel",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` and the serde names must never drift apart: both reach clients.
+    #[test]
+    fn reason_names_are_their_json() {
+        for r in RejectReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r:?}");
+        }
+        for r in CancelReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r:?}");
+        }
+    }
 }

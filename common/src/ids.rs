@@ -65,8 +65,9 @@ impl<'de> Deserialize<'de> for OrderId {
     }
 }
 
-/// A trade: the command that caused it and the fill's index among that command's fills.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A trade: the command that caused it and the fill's index among that command's fills. Ordered as
+/// the trades happened within a partition: by command (its log position), then fill index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TradeId {
     /// The taking command's log position.
     pub cmd: OrderId,

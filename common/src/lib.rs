@@ -5,14 +5,17 @@
 //! events it emits, and the versioned JSON envelope they travel in over Kafka.
 //!
 //! # Layout
-//! - [`num`]: `Price` (ticks), `Qty` (lots), `Side`, `OrderType`, `TimeInForce`, `Timestamp`.
+//! - [`num`]: `Price` (ticks), `Qty` (lots), `Side`, `OrderType`, `TimeInForce`, `OrderStatus`,
+//!   `Timestamp`; each enum's wire name is its `as_str()`.
 //! - [`decimal`]: exact decimal parsing and tick/lot conversion, errors that name the field.
 //! - [`symbol`]: `SymbolSpec`, `SymbolTable` and its default set (`ABC`, `DEF`, `XYZ`).
 //! - [`ids`]: `OrderId` = (partition, offset), `TradeId`, inline `Account` / `ClientOrderId`.
 //! - [`command`]: the commands, `Copy` and heap-free.
-//! - [`event`]: the events, with reject and cancel reason codes.
+//! - [`event`]: the events, with reject and cancel reason codes (`as_str()`: their wire names).
 //! - [`envelope`]: `{"v": 1, "type": ...}` JSON for commands and events.
-//! - `http` (feature `http`): request metrics and their middleware, shared by the services.
+//! - `http` (feature `http`): what the services share: `serve` with the endpoints every service
+//!   has, request metrics and their middleware, the one JSON error shape, order validation, logs.
+//! - `shutdown` (feature `http`): the handle that stops a service: SIGINT/SIGTERM, or a test.
 #![forbid(unsafe_code)]
 
 pub mod command;
@@ -23,11 +26,13 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod num;
+#[cfg(feature = "http")]
+pub mod shutdown;
 pub mod symbol;
 
 pub use command::{Cancel, Command, CommandKind, NewOrder, Replace};
 pub use decimal::{Decimal, DecimalError, FieldError};
 pub use event::{CancelReason, Event, EventKind, RejectReason};
 pub use ids::{Account, ClientOrderId, OrderId, ShortStr, SymbolId, TradeId};
-pub use num::{OrderType, Price, Qty, Side, TimeInForce, Timestamp};
+pub use num::{OrderStatus, OrderType, Price, Qty, Side, TimeInForce, Timestamp};
 pub use symbol::{LimitError, SymbolSpec, SymbolTable};

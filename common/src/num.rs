@@ -2,7 +2,9 @@
 //!
 //! Decimals exist only at the JSON edge ([`crate::decimal`]); inside, a price is an `i64` count of
 //! the symbol's tick and a quantity a `u64` count of its lot, so arithmetic is exact and cheap.
-//! Every operation that could overflow is checked.
+//! Every operation that could overflow is checked; where the book's hot path subtracts the inner
+//! values directly, an invariant stated at the site rules the underflow out, and debug builds
+//! (`cargo test`) trap it anyway (`overflow-checks`, the workspace's `profile.dev`).
 
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +114,16 @@ pub enum OrderType {
     Market,
 }
 
+impl OrderType {
+    /// The lower-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Limit => "limit",
+            OrderType::Market => "market",
+        }
+    }
+}
+
 /// How long an order's unfilled rest lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,6 +134,64 @@ pub enum TimeInForce {
     Ioc,
     /// Fill or kill: all of it trades at once or the order is rejected untouched.
     Fok,
+}
+
+impl TimeInForce {
+    /// The lower-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Ioc => "ioc",
+            TimeInForce::Fok => "fok",
+        }
+    }
+}
+
+/// Where an order stands (DESIGN.md §5), as the matcher records it for `GET /api/v1/orders/{id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// In the book's hands; not (yet) resting, filled or canceled.
+    Accepted,
+    /// Resting in the book, nothing filled yet.
+    Resting,
+    /// Some filled, some open.
+    PartiallyFilled,
+    /// All of it traded.
+    Filled,
+    /// What was open left the book without trading.
+    Canceled,
+    /// Refused; it never entered the book.
+    Rejected,
+}
+
+impl OrderStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Accepted,
+        OrderStatus::Resting,
+        OrderStatus::PartiallyFilled,
+        OrderStatus::Filled,
+        OrderStatus::Canceled,
+        OrderStatus::Rejected,
+    ];
+
+    /// The snake_case wire name (the same as its JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Accepted => "accepted",
+            OrderStatus::Resting => "resting",
+            OrderStatus::PartiallyFilled => "partially_filled",
+            OrderStatus::Filled => "filled",
+            OrderStatus::Canceled => "canceled",
+            OrderStatus::Rejected => "rejected",
+        }
+    }
+
+    /// True once nothing more can happen to the order.
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Filled | OrderStatus::Canceled | OrderStatus::Rejected)
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +207,24 @@ mod tests {
         assert_eq!(Qty(u64::MAX).checked_add(Qty(1)), None);
         assert_eq!(Price(i64::MIN).notional(Qty(u64::MAX)), -(1i128 << 63) * u64::MAX as i128);
         assert_eq!(Price(-3).notional(Qty(4)), -12);
+    }
+
+    /// `as_str` and the serde names must never drift apart: both reach clients.
+    #[test]
+    fn enum_names_are_their_json() {
+        let json = |v: serde_json::Value| v.as_str().unwrap().to_owned();
+        for t in [OrderType::Limit, OrderType::Market] {
+            assert_eq!(json(serde_json::to_value(t).unwrap()), t.as_str());
+        }
+        for t in [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok] {
+            assert_eq!(json(serde_json::to_value(t).unwrap()), t.as_str());
+        }
+        for s in [Side::Buy, Side::Sell] {
+            assert_eq!(json(serde_json::to_value(s).unwrap()), s.as_str());
+        }
+        for s in OrderStatus::ALL {
+            assert_eq!(json(serde_json::to_value(s).unwrap()), s.as_str());
+        }
     }
 
     #[test]

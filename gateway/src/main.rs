@@ -1,4 +1,4 @@
-//! `gateway`: flags (with env-var fallbacks) → [`gateway::run`].
+//! `gateway`: flags (with env-var fallbacks) and logs → [`gateway::run`], stopped by SIGINT/SIGTERM.
 
 use std::time::Duration;
 
@@ -34,19 +34,102 @@ struct Args {
     /// Milliseconds an upstream may take to answer.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_MS", default_value_t = 8000)]
     upstream_timeout_ms: u64,
+    /// Redis, where users and API keys live.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:16379")]
+    redis: String,
+    /// The session-token signing secret (at least 32 bytes). Prefer --jwt-secret-file.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// A file holding the session-token signing secret (`./lab up` generates one).
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    jwt_secret_file: Option<std::path::PathBuf>,
+    /// Seconds a session token (and its cookie) lives.
+    #[arg(long, env = "GATEWAY_TOKEN_TTL_SECS", default_value_t = 8 * 3600)]
+    token_ttl_secs: u64,
+    /// Development only: no accounts; every caller is the shared `anonymous` account and a body
+    /// may name an account. Without it the gateway refuses to start without a secret.
+    #[arg(long, env = "GATEWAY_NO_AUTH")]
+    no_auth: bool,
+    /// Mark the session cookie `Secure` (when nginx is behind HTTPS).
+    #[arg(long, env = "GATEWAY_COOKIE_SECURE")]
+    cookie_secure: bool,
+    /// Orders (new, cancel) per second per account (bursts of twice that).
+    #[arg(long, env = "GATEWAY_RATE_ORDERS_PER_ACCOUNT", default_value_t = 200)]
+    rate_orders_per_account: u32,
+    /// Orders per second per client address.
+    #[arg(long, env = "GATEWAY_RATE_ORDERS_PER_IP", default_value_t = 2000)]
+    rate_orders_per_ip: u32,
+    /// Logins and sign-ups per minute per client address.
+    #[arg(long, env = "GATEWAY_RATE_LOGINS_PER_IP", default_value_t = 60)]
+    rate_logins_per_ip: u32,
+    /// Failed logins per minute per username before the name is refused for a while.
+    #[arg(long, env = "GATEWAY_RATE_FAILED_LOGINS", default_value_t = 5)]
+    rate_failed_logins: u32,
+    /// An account's own orders-per-second allowance, `account=N` (repeatable, comma-separated).
+    #[arg(long, env = "GATEWAY_RATE_ACCOUNT_OVERRIDES", value_delimiter = ',')]
+    rate_account_override: Vec<String>,
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     common::http::logging::init();
     let args = Args::parse();
-    gateway::run(gateway::Config {
-        listen: args.listen,
-        instance: args.instance,
-        order_svcs: args.order_svc,
-        matcher: args.matcher,
-        body_limit: args.body_limit,
-        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
-    })
+    let accounts = if args.no_auth {
+        None
+    } else {
+        let secret = match (&args.jwt_secret, &args.jwt_secret_file) {
+            (Some(s), _) => s.trim().as_bytes().to_vec(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--jwt-secret-file {}: {e}", path.display()))?
+                .trim()
+                .as_bytes()
+                .to_vec(),
+            (None, None) => anyhow::bail!(
+                "no session-token secret: give --jwt-secret-file (JWT_SECRET_FILE) or --jwt-secret (JWT_SECRET), \
+                 or --no-auth for a development gateway without accounts"
+            ),
+        };
+        Some(gateway::Accounts {
+            redis: args.redis,
+            secret,
+            token_ttl: Duration::from_secs(args.token_ttl_secs),
+            cookie_secure: args.cookie_secure,
+        })
+    };
+    let account_overrides = args
+        .rate_account_override
+        .iter()
+        .map(|kv| {
+            let (account, n) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--rate-account-override {kv:?} is not account=N"))?;
+            let n = n
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--rate-account-override {kv:?}: N must be a number"))?;
+            Ok((account.trim().to_owned(), n))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let limits = gateway::limits::Config {
+        orders_per_account: args.rate_orders_per_account,
+        orders_per_ip: args.rate_orders_per_ip,
+        logins_per_ip: args.rate_logins_per_ip,
+        failed_logins_per_user: args.rate_failed_logins,
+        account_overrides,
+    };
+    let shutdown = common::shutdown::Shutdown::on_signals()?;
+    gateway::run(
+        gateway::Config {
+            listen: args.listen,
+            instance: args.instance,
+            order_svcs: args.order_svc,
+            matcher: args.matcher,
+            body_limit: args.body_limit,
+            upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+            accounts,
+            limits,
+        },
+        shutdown,
+    )
     .await
 }

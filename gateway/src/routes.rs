@@ -1,5 +1,8 @@
-//! The public routes (DESIGN.md §5) but `/trade/<id>` (nginx sends that to the matcher): writes
-//! are validated here and forwarded to the order-svc pool, reads go to the matcher front.
+//! The public order routes (DESIGN.md §5): writes are authenticated, rate-limited and validated
+//! here and forwarded to the order-svc pool with the caller's account; reads go to the matcher
+//! front — an order only to its owner (anyone else gets the `404` of an order that does not
+//! exist), the book, trades and symbols to anyone. The account routes are in
+//! [`crate::accounts`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,13 +10,16 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use common::http::error::ApiError;
+use common::http::error::{ApiError, Unavailable};
 use common::http::validate;
-use common::http::{buckets, HttpMetrics};
+use common::http::{buckets, HttpMetrics, Service};
 use common::{NewOrder, OrderId, SymbolTable, Timestamp};
 use prometheus::{Histogram, HistogramOpts};
-use serde_json::json;
+use serde_json::{Map, Value};
 
+use crate::accounts::{caller, client_ip};
+use crate::auth::{Auth, Caller};
+use crate::limits::Limits;
 use crate::upstream::{Failure, Pool};
 
 /// The gateway's metrics: the shared request metrics plus the upstream write latency.
@@ -35,11 +41,6 @@ impl Metrics {
         http.registry.register(Box::new(ack.clone()))?;
         Ok(Metrics { http: Arc::new(http), ack })
     }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        self.http.render()
-    }
 }
 
 /// What every handler shares.
@@ -58,22 +59,45 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Request-id counter.
     pub counter: AtomicU64,
+    /// Accounts: tokens, users, keys (or development mode).
+    pub auth: Auth,
+    /// Rate limits.
+    pub limits: Limits,
 }
 
-/// Registers the routes.
+impl Service for State {
+    const NAME: &'static str = "gateway";
+
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn metrics(&self) -> &Arc<HttpMetrics> {
+        &self.metrics.http
+    }
+
+    /// Ready while some order entry instance and the matcher front look healthy.
+    async fn ready(&self) -> Result<Map<String, Value>, ApiError> {
+        if self.writes.any_healthy() && self.reads.any_healthy() {
+            Ok(Map::new())
+        } else {
+            Err(ApiError::unavailable(Unavailable::Upstream, "no healthy order-svc or matcher"))
+        }
+    }
+}
+
+/// Registers the routes, the account routes too ([`common::http::serve`] adds `/healthz`, `/readyz`, `/whoami`, `/metrics`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/place_order", web::post().to(place_order))
         .route("/api/v1/orders", web::post().to(v1_order))
-        .route("/api/v1/orders", web::get().to(read))
+        .route("/api/v1/orders", web::get().to(order_by_client))
         .route("/api/v1/orders/{order_id}", web::delete().to(cancel))
-        .route("/api/v1/orders/{order_id}", web::get().to(read))
+        .route("/api/v1/orders/{order_id}", web::get().to(order))
+        .route("/trade/{id}", web::get().to(trade))
         .route("/api/v1/book/{symbol}", web::get().to(read))
         .route("/api/v1/trades", web::get().to(read))
         .route("/api/v1/symbols", web::get().to(read))
-        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
-        .route("/readyz", web::get().to(readyz))
-        .route("/whoami", web::get().to(whoami))
-        .route("/metrics", web::get().to(metrics));
+        .configure(crate::accounts::configure);
 }
 
 /// The caller's request id, or a new one; passed upstream and returned.
@@ -88,22 +112,34 @@ fn request_id(state: &State, req: &HttpRequest) -> String {
         )
 }
 
-fn relay(answer: Result<crate::upstream::Answer, Failure>, rid: &str) -> HttpResponse {
+/// An upstream's answer as it is, or a 503 that names the upstream (`order_svc_unavailable` for
+/// writes, `matcher_unavailable` for reads) and says whether the outcome of a write is unknown.
+fn relay(answer: Result<crate::upstream::Answer, Failure>, upstream: Unavailable, rid: &str) -> HttpResponse {
+    let name = match upstream {
+        Unavailable::OrderSvc => "order-svc",
+        _ => "matcher",
+    };
     match answer {
         Ok(a) => HttpResponse::build(StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY))
             .insert_header(("x-request-id", rid.to_owned()))
             .content_type("application/json")
             .body(a.body),
         Err(Failure::NoneReachable) => with_id(
-            ApiError::Unavailable("no upstream instance is reachable; nothing was sent, retrying is safe".into()),
+            ApiError::unavailable(
+                upstream,
+                format!("no {name} instance is reachable; nothing was sent, retrying is safe"),
+            ),
             rid,
         ),
-        Err(Failure::NoAnswer(e)) => with_id(
-            ApiError::Unavailable(format!(
-                "the upstream did not answer ({e}); the outcome is unknown: look the order up by client_order_id, or resubmit it with the same client_order_id"
+        Err(Failure::NoAnswer(e)) if upstream == Unavailable::OrderSvc => with_id(
+            ApiError::unavailable(upstream, format!(
+                "{name} did not answer ({e}); the outcome is unknown: look the order up by client_order_id, or resubmit it with the same client_order_id"
             )),
             rid,
         ),
+        Err(Failure::NoAnswer(e)) => {
+            with_id(ApiError::unavailable(upstream, format!("{name} did not answer ({e})")), rid)
+        }
     }
 }
 
@@ -128,8 +164,11 @@ async fn checked_write(
     let received = Timestamp::now();
     let rid = request_id(state, req);
     let checked = async {
+        let who = caller(state, req).await?;
         let bytes = common::http::read_body(payload, state.body_limit).await?;
-        check(&state.table, &bytes)?;
+        let bytes = with_account(&who, &bytes)?;
+        let order = check(&state.table, &bytes)?;
+        state.limits.order(order.account.as_str(), client_ip(req)).map_err(|r| ApiError::TooMany(r.0))?;
         Ok::<_, ApiError>(bytes)
     };
     let bytes = match checked.await {
@@ -142,7 +181,20 @@ async fn checked_write(
     if answer.as_ref().is_ok_and(|a| a.status == 202) {
         state.metrics.ack.observe(started.elapsed().as_secs_f64());
     }
-    relay(answer, &rid)
+    relay(answer, Unavailable::OrderSvc, &rid)
+}
+
+/// The body sent on: for a signed-in caller, with their account in it (a body that names one
+/// itself is refused: the account is who you are, not what you say); in development mode, as it
+/// came.
+fn with_account(who: &Caller, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let Caller::User(user) = who else { return Ok(body.to_vec()) };
+    let mut fields: Map<String, Value> = validate::parse(body)?;
+    if fields.contains_key("account") {
+        return Err(ApiError::field("account: leave it out; orders belong to the account you signed in as"));
+    }
+    fields.insert("account".into(), Value::String(user.clone()));
+    serde_json::to_vec(&fields).map_err(|e| ApiError::field(e.to_string()))
 }
 
 /// `POST /place_order`: the original lab's route, validated here, sent to order-svc's `/order`.
@@ -157,21 +209,127 @@ async fn v1_order(state: web::Data<State>, req: HttpRequest, payload: web::Paylo
     checked_write(&state, &req, payload, "/api/v1/orders", check).await
 }
 
-/// `DELETE /api/v1/orders/{order_id}`.
+/// The query string, refused if a signed-in caller names an account in it; with theirs added.
+fn query_for(who: &Caller, req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let query = req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned);
+    let Caller::User(user) = who else { return Ok(query) };
+    let names_account =
+        query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("account")));
+    if names_account {
+        return Err(ApiError::field(
+            "account: leave it out; you see the orders of the account you signed in as",
+        ));
+    }
+    Ok(Some(match query {
+        Some(q) => format!("{q}&account={user}"),
+        None => format!("account={user}"),
+    }))
+}
+
+/// The 404 of an order that is not there, or not the caller's: the same answer, so nobody learns
+/// which ids exist.
+fn no_order(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no order {id}"))
+}
+
+/// Reads order `id` from the matcher front: the answer for the caller (`200` only if the order
+/// is theirs; someone else's is the `404` of an order that does not exist).
+async fn owned_order(state: &State, who: &Caller, id: &str, rid: &str) -> HttpResponse {
+    if id.parse::<OrderId>().is_err() {
+        return with_id(ApiError::field(format!("order_id must be a decimal u64, not {id:?}")), rid);
+    }
+    let answer =
+        state.reads.send(reqwest::Method::GET, &format!("/api/v1/orders/{id}"), None, rid, None).await;
+    if let (Caller::User(user), Ok(a)) = (who, &answer) {
+        if a.status == 200 {
+            let owner = serde_json::from_slice::<Value>(&a.body)
+                .ok()
+                .and_then(|v| v["account"].as_str().map(str::to_owned));
+            if owner.as_deref() != Some(user.as_str()) {
+                return with_id(no_order(id), rid);
+            }
+        }
+    }
+    relay(answer, Unavailable::Matcher, rid)
+}
+
+/// `DELETE /api/v1/orders/{order_id}`: the caller's own order only.
 async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let received = Timestamp::now();
     let rid = request_id(&state, &req);
-    if path.parse::<OrderId>().is_err() {
+    let who = match caller(&state, &req).await {
+        Ok(who) => who,
+        Err(e) => return with_id(e, &rid),
+    };
+    let query = match query_for(&who, &req) {
+        Ok(q) => q,
+        Err(e) => return with_id(e, &rid),
+    };
+    if let Err(r) = state.limits.order(who.account(), client_ip(&req)) {
+        return with_id(ApiError::TooMany(r.0), &rid);
+    }
+    // A signed-in caller's cancel of someone else's order is a 404, as for a read. (The book
+    // refuses it too, `not_owner`; development mode leaves it to the book.)
+    if matches!(who, Caller::User(_)) {
+        let found = owned_order(&state, &who, &path, &rid).await;
+        if found.status() != StatusCode::OK {
+            return found;
+        }
+    } else if path.parse::<OrderId>().is_err() {
         return with_id(
             ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str())),
             &rid,
         );
     }
-    let target = match req.uri().query() {
+    let target = match query {
         Some(q) => format!("/api/v1/orders/{path}?{q}"),
         None => format!("/api/v1/orders/{path}"),
     };
-    relay(state.writes.send(reqwest::Method::DELETE, &target, None, &rid, Some(received)).await, &rid)
+    let answer = state.writes.send(reqwest::Method::DELETE, &target, None, &rid, Some(received)).await;
+    relay(answer, Unavailable::OrderSvc, &rid)
+}
+
+/// `GET /api/v1/orders/{order_id}`: the caller's own order only.
+async fn order(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    match caller(&state, &req).await {
+        Ok(who) => owned_order(&state, &who, &path, &rid).await,
+        Err(e) => with_id(e, &rid),
+    }
+}
+
+/// `GET /api/v1/orders?symbol=…&client_order_id=…`: among the caller's own orders.
+async fn order_by_client(state: web::Data<State>, req: HttpRequest) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    let who = match caller(&state, &req).await {
+        Ok(who) => who,
+        Err(e) => return with_id(e, &rid),
+    };
+    let target = match query_for(&who, &req) {
+        Ok(Some(q)) => format!("/api/v1/orders?{q}"),
+        Ok(None) => "/api/v1/orders".to_owned(),
+        Err(e) => return with_id(e, &rid),
+    };
+    let answer = state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await;
+    relay(answer, Unavailable::Matcher, &rid)
+}
+
+/// `GET /trade/{id}`: the original lab's lookup, for the caller's account (the page polls it
+/// with the session cookie only).
+async fn trade(state: web::Data<State>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let rid = request_id(&state, &req);
+    let who = match caller(&state, &req).await {
+        Ok(who) => who,
+        Err(e) => return with_id(e, &rid),
+    };
+    if id.is_empty()
+        || id.len() > 32
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(&b))
+    {
+        return with_id(ApiError::field("id must be 1-32 characters of A-Z a-z 0-9 . _ - ~"), &rid);
+    }
+    let target = format!("/trade/{id}?account={}", who.account());
+    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await, Unavailable::Matcher, &rid)
 }
 
 /// Reads: the same path and query, at the matcher front.
@@ -181,24 +339,5 @@ async fn read(state: web::Data<State>, req: HttpRequest) -> HttpResponse {
         Some(q) => format!("{}?{q}", req.path()),
         None => req.path().to_owned(),
     };
-    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await, &rid)
-}
-
-async fn readyz(state: web::Data<State>) -> HttpResponse {
-    if state.writes.any_healthy() && state.reads.any_healthy() {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable().json(
-            json!({"error": {"code": "upstream_unavailable", "message": "no healthy order-svc or matcher"}}),
-        )
-    }
-}
-
-async fn whoami(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        .json(json!({"service": "gateway", "instance": state.instance, "pid": std::process::id()}))
-}
-
-async fn metrics(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await, Unavailable::Matcher, &rid)
 }

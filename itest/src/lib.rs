@@ -79,13 +79,15 @@ pub fn our_binary(name: &str) -> PathBuf {
     path
 }
 
-/// One process's HTTP address.
+/// One process's HTTP address, and the credential requests to it carry, if any.
 #[derive(Clone, Debug)]
 pub struct Service {
     /// Its name in the plan.
     pub name: String,
     /// Its port.
     pub port: u16,
+    /// A session token or API key sent as `Authorization: Bearer …` by [`Service::client`].
+    pub token: Option<String>,
 }
 
 impl Service {
@@ -93,6 +95,37 @@ impl Service {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+
+    /// An HTTP client that sends this service's credential with every request.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            let value = format!("Bearer {t}").parse().expect("a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .default_headers(headers)
+            .build()
+            .expect("http client")
+    }
+}
+
+/// The password [`signup`] gives a user.
+pub fn password_of(user: &str) -> String {
+    format!("{user}-secret-pw")
+}
+
+/// Signs `user` up through `svc` (a gateway or nginx; a taken name is fine) and logs in: the
+/// session token.
+pub fn signup(svc: &Service, user: &str) -> String {
+    let creds = serde_json::json!({"username": user, "password": password_of(user)});
+    let r = http().post(svc.url("/api/v1/auth/signup")).json(&creds).send().expect("sign-up");
+    assert!(matches!(r.status().as_u16(), 201 | 400), "sign-up {user}: {}", r.status());
+    let r = http().post(svc.url("/api/v1/auth/login")).json(&creds).send().expect("login");
+    assert_eq!(r.status().as_u16(), 200, "login {user}");
+    let v: serde_json::Value = r.json().expect("login JSON");
+    v["access_token"].as_str().expect("a token").to_owned()
 }
 
 /// A stack of the `stack` crate's plan, on free ports in a temp dir, started and ready.
@@ -102,6 +135,8 @@ pub struct Stack {
     pub sup: Supervisor,
     /// Data and logs.
     pub dir: TempDir,
+    /// Session tokens by (process, user), so a test signs each user up once.
+    tokens: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 impl Stack {
@@ -140,13 +175,22 @@ impl Stack {
         if let Err(e) = sup.start_all(&AtomicBool::new(false)) {
             panic!("the stack did not start: {e:#}");
         }
-        Stack { sup, dir }
+        Stack { sup, dir, tokens: Default::default() }
     }
 
     /// A process's address.
     pub fn svc(&self, name: &str) -> Service {
         let p = self.sup.proc(name).unwrap_or_else(|| panic!("no {name} in this stack"));
-        Service { name: name.to_owned(), port: p.port }
+        Service { name: name.to_owned(), port: p.port, token: None }
+    }
+
+    /// A process's address with `user`'s session token (signed up and logged in on first use).
+    pub fn as_user(&self, name: &str, user: &str) -> Service {
+        let svc = self.svc(name);
+        let key = (name.to_owned(), user.to_owned());
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let token = tokens.entry(key).or_insert_with(|| signup(&svc, user)).clone();
+        Service { token: Some(token), ..svc }
     }
 
     /// Every process of a kind, in plan order.

@@ -3,7 +3,8 @@
 //! processes under the same names; our services run the plan's binaries with the plan's flags (as
 //! the env vars those binaries read for them, per their `--help`), pointing at the same services
 //! on the ports they listen on in compose; the same dependencies; the same topics; nginx from
-//! the same template with every placeholder filled; only nginx published, on the plan's port.
+//! the same template with every placeholder filled; only nginx published, on the plan's port; the
+//! gateways' token secret a compose secret where the plan has a file.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -81,6 +82,13 @@ fn check_service(plan: &Plan, p: &Proc, s: &Value, usage: &str) {
             env_of(usage, flag).unwrap_or_else(|| panic!("{binary} --help names no env var for {flag}"));
         let want = match flag.as_str() {
             "--listen" => format!("0.0.0.0:{}", p.port),
+            // Natively a file in the run directory; in compose, a compose secret.
+            "--jwt-secret-file" => {
+                let secrets =
+                    s["secrets"].as_sequence().map(|v| v.iter().filter_map(Value::as_str).collect());
+                assert_eq!(secrets, Some(vec!["jwt"]), "{name} mounts the jwt secret");
+                "/run/secrets/jwt".to_owned()
+            }
             _ => in_compose(plan, value),
         };
         assert_eq!(get(&var), Some(want), "{name}: {var} (the plan's {flag} {value})");
@@ -139,6 +147,12 @@ fn the_compose_file_agrees_with_the_stack_crate() {
             check_service(&plan, p, s, &help(binary));
         }
     }
+
+    assert_eq!(
+        c["secrets"]["jwt"]["environment"].as_str(),
+        Some("JWT_SECRET"),
+        "the secret comes from JWT_SECRET"
+    );
 
     // The topics, as kafka-init creates them.
     let init = c["services"]["kafka-init"]["entrypoint"].as_sequence().unwrap();

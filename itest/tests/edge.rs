@@ -1,7 +1,8 @@
 //! The public edge: nginx → two gateways → two order-svc → broker → matcher → Redis → back.
-//! The original lab's flow with its exact shapes, the v1 API and CORS through one door, `/whoami`
-//! alternating between gateways, and a steady flow that survives a gateway, then an order-svc,
-//! being SIGKILLed.
+//! The original lab's page flow with its exact shapes (sign-up, login, an order with the bearer
+//! token, the trade polled with the session cookie only), the v1 API, CORS and security headers
+//! through one door, `/whoami` alternating between gateways, a steady flow that survives a
+//! gateway, then an order-svc, being SIGKILLed, and nginx's own errors as JSON.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -17,9 +18,15 @@ fn nginx(e: &Stack) -> Service {
     e.svc("nginx")
 }
 
-fn post(e: &Stack, path: &str, body: &str) -> (u16, Value) {
-    match http()
-        .post(nginx(e).url(path))
+/// nginx, as the signed-in user `alice`.
+fn alice(e: &Stack) -> Service {
+    e.as_user("nginx", "alice")
+}
+
+fn post(svc: &Service, path: &str, body: &str) -> (u16, Value) {
+    match svc
+        .client()
+        .post(svc.url(path))
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -29,22 +36,69 @@ fn post(e: &Stack, path: &str, body: &str) -> (u16, Value) {
     }
 }
 
+/// The `session` cookie a login answer sets, as `name=value`, and its attributes.
+fn session_cookie(r: &reqwest::blocking::Response) -> (String, String) {
+    let set = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("session="))
+        .expect("a session cookie")
+        .to_owned();
+    let (pair, attributes) = set.split_once(';').unwrap_or((&set, ""));
+    (pair.to_owned(), attributes.to_owned())
+}
+
 #[test]
-fn the_original_lab_flow_and_the_v1_api_through_nginx() {
+fn the_original_lab_page_flow_with_accounts_through_nginx() {
     let e = edge();
-    let (st, sell) =
-        post(&e, "/place_order", r#"{"id":"ui-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}"#);
+    let n = nginx(&e);
+    // Sign-up and login with the original lab's shapes.
+    let creds = json!({"username": "  Alice ", "password": itest::password_of("alice")});
+    let r = http().post(n.url("/signup")).json(&creds).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().unwrap(), json!({"status": "created", "username": "alice"}));
+    let again = http().post(n.url("/signup")).json(&creds).send().unwrap();
+    assert_eq!(again.status().as_u16(), 400, "a taken username");
+    let r = http().post(n.url("/login")).json(&creds).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (cookie, attributes) = session_cookie(&r);
+    let login: Value = r.json().unwrap();
+    assert_eq!(login["token_type"], "bearer");
+    assert!(login["expires_in"].as_u64().is_some_and(|s| s > 0), "{login}");
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(cookie, format!("session={token}"), "the cookie carries the token");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(attributes.contains(attribute), "the cookie is {attribute}: {attributes}");
+    }
+    let v: Value = http().get(n.url("/validate")).bearer_auth(&token).send().unwrap().json().unwrap();
+    assert_eq!((v["ok"].clone(), v["decoded"]["sub"].clone()), (json!(true), json!("alice")), "{v}");
+    assert_eq!(http().get(n.url("/validate")).send().unwrap().status().as_u16(), 401);
+
+    // Someone to trade with, then the page's order with the bearer token.
+    let (st, sell) = post(
+        &e.as_user("nginx", "bob"),
+        "/place_order",
+        r#"{"id":"ui-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}"#,
+    );
     assert_eq!(st, 202, "{sell}");
     assert_eq!(sell["status"], "received");
     assert_eq!(
         sell["order"],
-        json!({"id": "ui-1", "symbol": "ABC", "price": 100.0, "qty": 5, "side": "sell", "account": "anonymous"})
+        json!({"id": "ui-1", "symbol": "ABC", "price": 100.0, "qty": 5, "side": "sell", "account": "bob"})
     );
-    let (st, buy) = post(&e, "/place_order", r#"{"id":"ui-2","symbol":"ABC","price":100,"qty":5}"#);
-    assert_eq!(st, 202, "{buy}");
+    let r = http()
+        .post(n.url("/place_order"))
+        .bearer_auth(&token)
+        .json(&json!({"id": "ui-2", "symbol": "ABC", "price": 100, "qty": 5}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // The page polls the trade with its session cookie only.
     let mut trade = Value::Null;
     wait_until("trade", Duration::from_secs(30), || {
-        trade = http().get(nginx(&e).url("/trade/ui-2")).send().unwrap().json().unwrap();
+        trade = http().get(n.url("/trade/ui-2")).header("cookie", &cookie).send().unwrap().json().unwrap();
         trade["found"] == true
     })
     .unwrap();
@@ -53,44 +107,80 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
         trade,
         json!({"found": true, "order_id": "ui-2", "trade": {"order_id": "ui-2", "price": 100.0, "qty": 5, "ts": ts}})
     );
-    let missing: Value = http().get(nginx(&e).url("/trade/none")).send().unwrap().json().unwrap();
+    let missing: Value =
+        http().get(n.url("/trade/none")).header("cookie", &cookie).send().unwrap().json().unwrap();
     assert_eq!(missing, json!({"found": false, "order_id": "none"}));
+    let anonymous = http().get(n.url("/trade/ui-2")).send().unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401, "no cookie, no token");
+    let bobs: Value =
+        e.as_user("nginx", "bob").client().get(n.url("/trade/ui-2")).send().unwrap().json().unwrap();
+    assert_eq!(bobs["found"], false, "alice's ui-2 is not bob's");
 
+    // Logout clears the cookie.
+    let r = http().post(n.url("/logout")).header("cookie", &cookie).send().unwrap();
+    let (cleared, _) = session_cookie(&r);
+    assert_eq!(cleared, "session=");
+}
+
+#[test]
+fn the_v1_api_cors_and_security_headers_through_nginx() {
+    let e = edge();
+    let a = alice(&e);
     let (st, placed) = post(
-        &e,
+        &a,
         "/api/v1/orders",
         r#"{"client_order_id":"v","symbol":"ABC","side":"buy","type":"limit","price":"99","qty":"1"}"#,
     );
     assert_eq!(st, 202, "{placed}");
     let id = placed["order_id"].as_str().unwrap().to_owned();
     wait_until("resting", Duration::from_secs(30), || {
-        http().get(nginx(&e).url(&format!("/api/v1/orders/{id}"))).send().unwrap().json::<Value>().unwrap()
+        a.client().get(a.url(&format!("/api/v1/orders/{id}"))).send().unwrap().json::<Value>().unwrap()
             ["status"]
             == "resting"
     })
     .unwrap();
-    let r =
-        http().get(nginx(&e).url("/api/v1/book/ABC")).header("origin", "http://example.test").send().unwrap();
-    assert_eq!(r.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
+    // CORS: only the configured origin (by default nginx's own) is answered.
+    let r = http().get(a.url("/api/v1/book/ABC")).header("origin", "http://example.test").send().unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "another origin gets no CORS");
+    let own = a.url("");
+    let r = http().get(a.url("/api/v1/book/ABC")).header("origin", &own).send().unwrap();
+    assert_eq!(
+        r.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some(own.as_str())
+    );
     assert!(r.headers().get("x-request-id").is_some(), "the request id comes back through nginx");
+    for h in ["content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy"] {
+        assert!(r.headers().get(h).is_some(), "{h} on an API answer");
+    }
     let book: Value = r.json().unwrap();
     assert_eq!(book["bids"][0], json!(["99.00", "1"]));
-    let pre = http().request(reqwest::Method::OPTIONS, nginx(&e).url("/api/v1/orders")).send().unwrap();
+    let pre = http()
+        .request(reqwest::Method::OPTIONS, a.url("/api/v1/orders"))
+        .header("origin", &own)
+        .send()
+        .unwrap();
     assert_eq!(pre.status().as_u16(), 204);
-    let r = http().delete(nginx(&e).url(&format!("/api/v1/orders/{id}"))).send().unwrap();
+    assert!(pre
+        .headers()
+        .get("access-control-allow-headers")
+        .is_some_and(|v| v.to_str().unwrap().contains("Authorization")));
+    let r = a.client().delete(a.url(&format!("/api/v1/orders/{id}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let (st, bad) = post(
-        &e,
+        &a,
         "/api/v1/orders",
         r#"{"client_order_id":"v","symbol":"ABC","side":"buy","type":"limit","price":"99.001","qty":"1"}"#,
     );
     assert_eq!((st, bad["error"]["code"].as_str()), (422, Some("rule_violation")));
-    let page = http().get(nginx(&e).url("/")).send().unwrap().text().unwrap();
-    assert!(page.contains("Trading Lab"));
+    let page = http().get(a.url("/")).send().unwrap();
+    for h in ["content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy"] {
+        assert!(page.headers().get(h).is_some(), "{h} on the page");
+    }
+    assert!(page.text().unwrap().contains("Trading Lab"));
 
     let mut seen = HashSet::new();
     for _ in 0..6 {
-        let who: Value = http().get(nginx(&e).url("/whoami")).send().unwrap().json().unwrap();
+        let who: Value = http().get(a.url("/whoami")).send().unwrap().json().unwrap();
         seen.insert(who["instance"].as_str().unwrap().to_owned());
     }
     assert_eq!(seen.len(), 2, "/whoami alternates between the two gateways: {seen:?}");
@@ -100,12 +190,13 @@ fn the_original_lab_flow_and_the_v1_api_through_nginx() {
 fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
     let e = edge();
     let mut n = 0u32;
-    let mut send = |e: &Stack| {
+    let a = alice(&e);
+    let mut send = |_: &Stack| {
         n += 1;
         let body = format!(
             r#"{{"client_order_id":"k-{n}","symbol":"ABC","side":"buy","type":"limit","price":"95","qty":"1"}}"#
         );
-        post(e, "/api/v1/orders", &body).0
+        post(&a, "/api/v1/orders", &body).0
     };
     for _ in 0..20 {
         assert_eq!(send(&e), 202);
@@ -125,7 +216,7 @@ fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
             let body = format!(
                 r#"{{"client_order_id":"f-{i}","symbol":"ABC","side":"buy","type":"limit","price":"95","qty":"1"}}"#
             );
-            match post(e, "/api/v1/orders", &body).0 {
+            match post(&alice(e), "/api/v1/orders", &body).0 {
                 202 => ok += 1,
                 _ => failed += 1,
             }

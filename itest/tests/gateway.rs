@@ -4,19 +4,21 @@
 
 use std::time::Duration;
 
-use itest::{http, wait_until, Kind, Service, Stack};
+use itest::{wait_until, Kind, Service, Stack};
 use serde_json::Value;
 
 fn stack() -> Stack {
     Stack::start(2, 1, false)
 }
 
+/// The gateway, as the signed-in user `alice`.
 fn gateway(s: &Stack) -> Service {
-    s.svc("gateway-1")
+    s.as_user("gateway-1", "alice")
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> (u16, Value, Option<String>) {
-    let r = http()
+    let r = svc
+        .client()
         .post(svc.url(path))
         .header("content-type", "application/json")
         .header("x-request-id", "req-42")
@@ -28,7 +30,7 @@ fn post(svc: &Service, path: &str, body: &str) -> (u16, Value, Option<String>) {
 }
 
 fn get(svc: &Service, path: &str) -> (u16, Value) {
-    let r = http().get(svc.url(path)).send().unwrap();
+    let r = svc.client().get(svc.url(path)).send().unwrap();
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
@@ -50,7 +52,7 @@ fn bad_requests_stop_at_the_edge() {
         assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
         assert_eq!(rid.as_deref(), Some("req-42"), "the request id comes back");
     }
-    let r = http().delete(gateway(&s).url("/api/v1/orders/xyz")).send().unwrap();
+    let r = gateway(&s).client().delete(gateway(&s).url("/api/v1/orders/xyz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.headers().get("x-request-id").is_some(), "a request id is assigned when none is given");
     let reached: u64 = s.all(Kind::OrderSvc).iter().map(itest::order_writes).sum();
@@ -60,9 +62,10 @@ fn bad_requests_stop_at_the_edge() {
 #[test]
 fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
     let mut s = stack();
-    // The original lab's flow: two crossing orders, then the trade (nginx sends /trade/ to the matcher).
+    // The original lab's flow: two crossing orders from two users (one account's orders do not
+    // trade with each other), then the trade, looked up for the buyer.
     let (st, sell, _) = post(
-        &gateway(&s),
+        &s.as_user("gateway-1", "bob"),
         "/place_order",
         r#"{"id":"s-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}"#,
     );
@@ -73,8 +76,9 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
     assert_eq!(st, 202, "{buy}");
     let handled: Vec<&str> = [&sell, &buy].iter().filter_map(|v| v["handled_by"].as_str()).collect();
     assert_eq!(handled.len(), 2);
-    wait_until("trade", Duration::from_secs(30), || get(&s.svc("matcher"), "/trade/b-1").1["found"] == true)
+    wait_until("trade", Duration::from_secs(30), || get(&gateway(&s), "/trade/b-1").1["found"] == true)
         .unwrap();
+    assert_eq!(get(&s.as_user("gateway-1", "bob"), "/trade/b-1").1["found"], false, "not bob's order");
 
     // v1: place, status, book, trades, cancel, through the gateway.
     let (st, placed, _) = post(
@@ -102,7 +106,7 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
     assert_eq!(trades["trades"].as_array().map(Vec::len), Some(1));
     let (st, symbols) = get(&gateway(&s), "/api/v1/symbols");
     assert_eq!(st, 200, "{symbols}");
-    let r = http().delete(gateway(&s).url(&format!("/api/v1/orders/{id}"))).send().unwrap();
+    let r = gateway(&s).client().delete(gateway(&s).url(&format!("/api/v1/orders/{id}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
     wait_until("canceled", Duration::from_secs(30), || {
         get(&gateway(&s), &format!("/api/v1/orders/{id}")).1["status"] == "canceled"
@@ -120,6 +124,6 @@ fn the_lab_flow_and_the_v1_api_through_the_gateway_with_failover() {
         let (st, v, _) = post(&gateway(&s), "/api/v1/orders", &body);
         assert_eq!(st, 202, "request {i} after the kill: {v}");
     }
-    let who: Value = http().get(gateway(&s).url("/whoami")).send().unwrap().json().unwrap();
+    let who: Value = gateway(&s).client().get(gateway(&s).url("/whoami")).send().unwrap().json().unwrap();
     assert_eq!(who["service"], "gateway");
 }

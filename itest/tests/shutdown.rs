@@ -16,7 +16,8 @@ fn place(svc: &Service, client: &str, side: &str) -> String {
     let body = format!(
         r#"{{"client_order_id":"{client}","symbol":"ABC","side":"{side}","type":"limit","price":"100.00","qty":"1"}}"#
     );
-    let r = http()
+    let r = svc
+        .client()
         .post(svc.url("/api/v1/orders"))
         .header("content-type", "application/json")
         .body(body)
@@ -35,8 +36,8 @@ fn status(matcher: &Service, id: &str) -> Value {
 fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() {
     let mut s = Stack::start(1, 1, false);
     // Through the gateway, so it and order-svc are stopped with requests behind them.
-    let first = place(&s.svc("gateway-1"), "warm-s", "sell");
-    let second = place(&s.svc("gateway-1"), "warm-b", "buy");
+    let first = place(&s.as_user("gateway-1", "alice"), "warm-s", "sell");
+    let second = place(&s.as_user("gateway-1", "bob"), "warm-b", "buy");
     wait_until("first trade", Duration::from_secs(30), || status(&s.svc("matcher"), &second) == "filled")
         .unwrap();
     assert_eq!(status(&s.svc("matcher"), &first), "filled");

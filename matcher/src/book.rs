@@ -5,6 +5,11 @@
 //! which owns the order-id index shared by all books. Nothing here reads a clock, allocates in
 //! steady state, or formats text.
 //!
+//! Quantities: level totals change only through `Level::add` / `Level::remove` (checked, see
+//! [`crate::ladder`]); the few plain subtractions left are of a quantity from a larger one, and
+//! each says why at its site. A missing level for a resting order is a corrupt book and stops it
+//! (`Ladder::level_of`). Debug builds — `cargo test`, the property tests — also trap any overflow.
+//!
 //! Rules (DESIGN.md §3, README "Matching rules"):
 //! - Best price first, then arrival time. A fill trades at the resting (maker) order's price.
 //! - Self-trade prevention, "cancel resting": when an order would trade with a resting order of
@@ -466,7 +471,7 @@ impl Book {
                 let slot = level.head;
                 let maker = slab[slot];
                 let ended = if self_trade(taker, &maker) {
-                    level.qty = Qty(level.qty.0 - maker.leaves.0);
+                    level.remove(maker.leaves);
                     let kind = EventKind::Canceled {
                         order_id: maker.id,
                         qty: maker.leaves,
@@ -475,11 +480,12 @@ impl Book {
                     tape.emit(em, kind);
                     true
                 } else {
+                    // `qty` is the smaller of the two: neither subtraction can underflow.
                     let qty = taker.leaves.min(maker.leaves);
                     taker.leaves = Qty(taker.leaves.0 - qty.0);
                     let maker_leaves = Qty(maker.leaves.0 - qty.0);
                     slab[slot].leaves = maker_leaves;
-                    level.qty = Qty(level.qty.0 - qty.0);
+                    level.remove(qty);
                     *reference = price;
                     let fill = em.next_fill();
                     let maker_account = accounts.name(maker.account);
@@ -540,7 +546,7 @@ impl Book {
         }
         level.tail = slot;
         level.count += 1;
-        level.qty = Qty(level.qty.0 + leaves.0);
+        level.add(leaves);
         let (qty, orders) = (level.qty, level.count);
         self.tape.emit(em, EventKind::Level { side, price, qty, orders });
     }
@@ -553,10 +559,7 @@ impl Book {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let Ok(i) = ladder.find(price) else {
-            debug_assert!(false, "resting order {slot} has no level at {price:?}");
-            return;
-        };
+        let i = ladder.level_of(price);
         let level = &mut ladder.levels[i];
         if prev == NIL {
             level.head = next;
@@ -569,7 +572,7 @@ impl Book {
             self.slab[next].prev = prev;
         }
         level.count -= 1;
-        level.qty = Qty(level.qty.0 - leaves.0);
+        level.remove(leaves);
         let (qty, orders) = (level.qty, level.count);
         if orders == 0 {
             ladder.levels.remove(i);
@@ -635,12 +638,10 @@ impl Book {
                     Side::Buy => &mut self.bids,
                     Side::Sell => &mut self.asks,
                 };
-                let Ok(i) = ladder.find(node.price) else {
-                    debug_assert!(false, "resting order {slot} has no level");
-                    return;
-                };
+                let i = ladder.level_of(node.price);
                 let level = &mut ladder.levels[i];
-                level.qty = Qty(level.qty.0 - (node.leaves.0 - r.qty.0));
+                // `r.qty <= node.leaves` (this branch's condition): no underflow.
+                level.remove(Qty(node.leaves.0 - r.qty.0));
                 let (qty, orders) = (level.qty, level.count);
                 self.slab[slot].leaves = r.qty;
                 self.tape.emit(em, EventKind::Level { side: node.side, price: node.price, qty, orders });
@@ -761,5 +762,67 @@ impl Book {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{ClientOrderId, SymbolTable, Timestamp};
+
+    use super::*;
+
+    /// A book of the first default symbol with one resting bid: the book, the index, its slot.
+    fn one_bid() -> (Book, OrderIndex, u32) {
+        let table = SymbolTable::default();
+        let spec = table.get(SymbolId(0)).unwrap();
+        let mut book = Book::new(SymbolId(0), spec, Capacity { orders: 16, levels: 16, client_window: 16 });
+        let mut index = OrderIndex::with_capacity(16);
+        let order = NewOrder {
+            symbol: SymbolId(0),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new("c").unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            post_only: false,
+            price: Some(spec.reference),
+            qty: Qty(5),
+        };
+        let mut out = Vec::new();
+        book.new_order(OrderId(1), &order, &mut index, &mut Emitter::new(OrderId(1), Timestamp(0), &mut out));
+        let slot = index.get(&OrderId(1)).unwrap().slot;
+        (book, index, slot)
+    }
+
+    /// A resting order whose level is gone is a corrupt book: it stops, in every build. (It was a
+    /// `debug_assert!` and a return: a release build went on with the order still linked and
+    /// its slot freed.)
+    #[test]
+    #[should_panic(expected = "book is corrupt")]
+    fn a_resting_order_without_its_level_stops_the_book() {
+        let (mut book, mut index, slot) = one_bid();
+        book.validate(&index).unwrap();
+        book.bids.levels.clear();
+        let mut out = Vec::new();
+        let mut em = Emitter::new(OrderId(2), Timestamp(0), &mut out);
+        book.cancel(slot, Account::new("a").unwrap(), &mut index, &mut em);
+    }
+
+    #[test]
+    #[should_panic(expected = "book is corrupt")]
+    fn a_smaller_replace_without_its_level_stops_the_book() {
+        let (mut book, mut index, slot) = one_bid();
+        let price = book.slab[slot].price;
+        book.bids.levels.clear();
+        let mut out = Vec::new();
+        let mut em = Emitter::new(OrderId(2), Timestamp(0), &mut out);
+        let replace = Replace {
+            symbol: SymbolId(0),
+            order_id: OrderId(1),
+            account: Account::new("a").unwrap(),
+            price,
+            qty: Qty(2),
+        };
+        book.replace(slot, &replace, &mut index, &mut em);
     }
 }

@@ -1,4 +1,5 @@
-//! `matcher`: flags (with env-var fallbacks) → [`matcher::runtime::run`].
+//! `matcher`: flags (with env-var fallbacks) and logs → [`matcher::runtime::run`], stopped (and
+//! drained) by SIGINT/SIGTERM.
 
 use clap::Parser;
 use matcher::runtime::{self, Config};
@@ -71,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         ring: args.ring,
         capacity: Capacity::default(),
     };
-    runtime::run(config)
+    let shutdown = common::shutdown::Shutdown::on_signals()?;
+    runtime::run(config, shutdown)
 }

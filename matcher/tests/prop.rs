@@ -258,3 +258,15 @@ proptest! {
         prop_assert!(first == second, "the same stream gave different bytes");
     }
 }
+
+/// The properties above are only as strict as the build: the book's `debug_assert!`s (level
+/// totals, `Ladder`) and integer overflow checks must be armed where they run. `cargo test` uses
+/// the workspace's `profile.dev`, which keeps both on; this fails if a profile change turns them off.
+#[test]
+fn the_property_tests_run_with_debug_assertions_and_overflow_checks() {
+    let asserted = std::panic::catch_unwind(|| debug_assert!(std::hint::black_box(false)));
+    assert!(asserted.is_err(), "debug assertions are off in this test build");
+    let zero: u64 = std::hint::black_box(0);
+    let wrapped = std::panic::catch_unwind(|| zero - 1);
+    assert!(wrapped.is_err(), "overflow checks are off in this test build");
+}

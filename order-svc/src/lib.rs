@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use actix::Actor;
 use actix_web::web;
+use anyhow::Context as _;
+use common::shutdown::Shutdown;
 use common::SymbolTable;
 
 /// Everything the service is started with.
@@ -44,9 +46,11 @@ pub struct Config {
     pub body_limit: usize,
 }
 
-/// Runs the service until SIGINT/SIGTERM (graceful: in-flight requests finish, the producer
-/// flushes).
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Serves until `shutdown` fires (graceful: in-flight requests finish, the producer flushes).
+/// Needs an actix system (`#[actix_web::main]`, `#[actix_web::test]`).
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
     let publisher = publisher::Publisher::new(
         &config.brokers,
         &config.topic,
@@ -63,7 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         body_limit: config.body_limit,
     });
     tracing::info!(listen = %config.listen, brokers = %config.brokers, instance = %config.instance, "order-svc starting");
-    common::http::serve(&config.listen, 2, state, metrics.http.clone(), routes::configure).await?;
+    common::http::serve(listener, 2, state, routes::configure, shutdown).await?;
     tracing::info!("order-svc stopped");
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `order-svc`: flags (with env-var fallbacks) → [`order_svc::run`].
+//! `order-svc`: flags (with env-var fallbacks) and logs → [`order_svc::run`], stopped by
+//! SIGINT/SIGTERM.
 
 use std::time::Duration;
 
@@ -56,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
         kafka_options,
         body_limit: args.body_limit,
     };
-    order_svc::run(config).await
+    let shutdown = common::shutdown::Shutdown::on_signals()?;
+    order_svc::run(config, shutdown).await
 }

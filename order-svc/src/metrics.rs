@@ -31,9 +31,4 @@ impl Metrics {
         http.registry.register(Box::new(published.clone()))?;
         Ok(Metrics { http: Arc::new(http), ack, published })
     }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        self.http.render()
-    }
 }

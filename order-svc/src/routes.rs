@@ -1,14 +1,17 @@
-//! The HTTP routes: the original lab's `POST /order`, the v1 order routes, and the endpoints
-//! every service has (`/healthz`, `/readyz`, `/whoami`, `/metrics`).
+//! The HTTP routes: the original lab's `POST /order` and the v1 order routes; [`State`] is what
+//! [`common::http::serve`] needs for the endpoints every service has (`/readyz` asks the broker).
+
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use common::envelope::{encode_command_traced, Trace};
+use common::http::{HttpMetrics, Service};
 use common::{Account, Cancel, Command, CommandKind, NewOrder, OrderId, SymbolTable, Timestamp};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Unavailable};
 use crate::metrics::Metrics;
 use crate::publisher::{CheckReady, Publish, Publisher};
 use crate::validate;
@@ -22,21 +25,38 @@ pub struct State {
     /// This instance's name (`/whoami`, `handled_by`).
     pub instance: String,
     /// Metrics.
-    pub metrics: std::sync::Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
     /// Largest accepted body, in bytes.
     pub body_limit: usize,
 }
 
-/// Registers the routes.
+impl Service for State {
+    const NAME: &'static str = "order-svc";
+
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn metrics(&self) -> &Arc<HttpMetrics> {
+        &self.metrics.http
+    }
+
+    /// Ready when the broker answers and the `orders` topic exists; says how many partitions.
+    async fn ready(&self) -> Result<Map<String, Value>, ApiError> {
+        match self.publisher.send(CheckReady).await {
+            Ok(Ok(partitions)) => Ok(Map::from_iter([("partitions".to_owned(), partitions.into())])),
+            Ok(Err(e)) => Err(ApiError::unavailable(Unavailable::Broker, e)),
+            Err(e) => Err(ApiError::unavailable(Unavailable::Broker, e.to_string())),
+        }
+    }
+}
+
+/// Registers the routes ([`common::http::serve`] adds `/healthz`, `/readyz`, `/whoami`, `/metrics`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/order", web::post().to(lab_order))
         .route("/place_order", web::post().to(lab_order))
         .route("/api/v1/orders", web::post().to(v1_order))
-        .route("/api/v1/orders/{order_id}", web::delete().to(v1_cancel))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/whoami", web::get().to(whoami))
-        .route("/metrics", web::get().to(metrics));
+        .route("/api/v1/orders/{order_id}", web::delete().to(v1_cancel));
 }
 
 /// Publishes a command and waits for the broker's acknowledgement.
@@ -59,8 +79,11 @@ async fn publish(
             state.metrics.published.with_label_values(&[kind]).inc();
             Ok(id)
         }
-        Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
-        Err(_) => Err(ApiError::Unavailable("the publisher is not running; the outcome is unknown".into())),
+        Ok(Err(e)) => Err(ApiError::unavailable(Unavailable::Broker, e.to_string())),
+        Err(_) => Err(ApiError::unavailable(
+            Unavailable::Broker,
+            "the publisher is not running; the outcome is unknown",
+        )),
     }
 }
 
@@ -149,30 +172,4 @@ async fn v1_cancel(
         "cancel_id": cancel_id.to_string(),
         "status": "cancel_requested",
     })))
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
-}
-
-/// Ready when the broker answers and the `orders` topic exists.
-async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let message = match state.publisher.send(CheckReady).await {
-        Ok(Ok(partitions)) => {
-            return HttpResponse::Ok().json(json!({"status": "ready", "partitions": partitions}))
-        }
-        Ok(Err(e)) => e,
-        Err(e) => e.to_string(),
-    };
-    HttpResponse::ServiceUnavailable()
-        .json(json!({"error": {"code": "broker_unavailable", "message": message}}))
-}
-
-async fn whoami(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        .json(json!({"service": "order-svc", "instance": state.instance, "pid": std::process::id()}))
-}
-
-async fn metrics(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -44,6 +44,7 @@ pub fn plan(dir: &Path, ports: Ports) -> anyhow::Result<Plan> {
     let mut o = Options::native(dir, ports);
     o.kafka = std::env::var("KAFKA_BROKERS").ok().filter(|v| !v.is_empty());
     o.redis = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
+    o.cors_origin = std::env::var("CORS_ORIGIN").ok().filter(|v| !v.is_empty());
     Plan::build(&o)
 }
 

@@ -111,8 +111,25 @@ impl Ports {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; the process binds it next).
+/// A free TCP port on 127.0.0.1 (free when asked; the process binds it seconds later).
+///
+/// Not the kernel's `bind(0)`: that hands out ports from the ephemeral range, where every client
+/// socket of every test (HTTP, Kafka) also takes its source port, and two stacks starting at once
+/// were handed the same port. These come from 20000–32767, below Linux's ephemeral range
+/// (32768+) and clear of the fixed plan's ports, each process walking the range from its own
+/// pid-derived start, each port checked free before it is handed out.
 pub fn free_port() -> u16 {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
@@ -145,6 +162,11 @@ pub struct Options {
     pub nginx_front: bool,
     /// Redis persists to disk (`lab up`: yes; tests: no).
     pub durable_redis: bool,
+    /// The one other origin allowed to call the API from a browser (`CORS_ORIGIN`; default:
+    /// nginx's own, i.e. no other).
+    pub cors_origin: Option<String>,
+    /// Accounts on: the gateways need a token (`false`: `--no-auth`, development).
+    pub auth: bool,
 }
 
 impl Options {
@@ -166,6 +188,8 @@ impl Options {
             gateways: 2,
             nginx_front: true,
             durable_redis: true,
+            cors_origin: None,
+            auth: true,
         }
     }
 }
@@ -183,6 +207,8 @@ pub struct Plan {
     pub redis: String,
     /// The repository root.
     pub root: PathBuf,
+    /// The one other origin allowed to call the API from a browser (`None`: nginx's own).
+    pub cors_origin: Option<String>,
 }
 
 /// DESIGN.md §1's fixed ports.
@@ -292,9 +318,17 @@ impl Plan {
             let name = format!("gateway-{i}");
             let port = o.ports.pick(fixed::GATEWAY + i as u16 - 1);
             let matcher = matcher_url.clone().unwrap_or_default();
-            let args = vec!["--order-svc".into(), order_urls.join(","), "--matcher".into(), matcher];
+            let mut args = vec!["--order-svc".into(), order_urls.join(","), "--matcher".into(), matcher];
             let mut deps = order_names.clone();
             deps.push("matcher".into());
+            // Accounts: users and keys in Redis, tokens signed with the run directory's secret.
+            if o.auth {
+                args.extend(["--redis".into(), redis.clone(), "--jwt-secret-file".into()]);
+                args.push(secret_path(&o.dir).display().to_string());
+                deps.extend(backends.iter().filter(|b| b.as_str() == "redis").cloned());
+            } else {
+                args.push("--no-auth".into());
+            }
             let p = service(&name, Kind::Gateway, "gateway", port, args, deps);
             gateway_ports.push(port);
             procs.push(p);
@@ -316,7 +350,8 @@ impl Plan {
             p.ready = Probe::Http("/healthz".into());
             procs.push(p);
         }
-        Ok(Plan { dir: o.dir.clone(), procs, kafka, redis, root: o.root.clone() })
+        let cors_origin = o.cors_origin.clone();
+        Ok(Plan { dir: o.dir.clone(), procs, kafka, redis, root: o.root.clone(), cors_origin })
     }
 
     /// A process by name.
@@ -333,6 +368,11 @@ impl Plan {
     /// config and temp directories.
     pub fn prepare(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
+        let secret = secret_path(&self.dir);
+        let wants_secret = self.procs.iter().any(|p| p.flag("--jwt-secret-file").is_some());
+        if wants_secret && !secret.exists() {
+            write_secret(&secret)?;
+        }
         if let Some(nginx) = self.procs.iter().find(|p| p.kind == Kind::Nginx) {
             let run = self.dir.join("nginx");
             for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
@@ -350,12 +390,31 @@ impl Plan {
                     gateways: [gateways[0].clone(), gateways[1].clone()],
                     matcher,
                     frontend: self.root.join("frontend").canonicalize()?.display().to_string(),
+                    cors_origin: self.cors_origin.clone().unwrap_or_else(|| nginx.url("")),
                 },
             );
             std::fs::write(run.join("nginx.conf"), conf)?;
         }
         Ok(())
     }
+}
+
+/// The session-token secret of a run directory: generated once (32 random bytes, hex, mode 0600)
+/// and reused, so sessions survive a restart of the stack.
+pub fn secret_path(dir: &Path) -> PathBuf {
+    dir.join("jwt.secret")
+}
+
+fn write_secret(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    writeln!(f, "{hex}")?;
+    Ok(())
 }
 
 /// Tansu's command line: durable sqlite storage (`tansu.db` in its working directory, the run
@@ -389,8 +448,8 @@ fn redis_args(port: u16, durable: bool, dir: &Path) -> Vec<String> {
 }
 
 /// The placeholders of `nginx/nginx.conf.template`, in the order of [`NginxValues`]' fields.
-pub const NGINX_PLACEHOLDERS: [&str; 6] =
-    ["@RUN@", "@LISTEN@", "@GATEWAY_1@", "@GATEWAY_2@", "@MATCHER@", "@FRONTEND@"];
+pub const NGINX_PLACEHOLDERS: [&str; 7] =
+    ["@RUN@", "@LISTEN@", "@GATEWAY_1@", "@GATEWAY_2@", "@MATCHER@", "@FRONTEND@", "@CORS_ORIGIN@"];
 
 /// What fills in nginx's template.
 pub struct NginxValues {
@@ -404,11 +463,13 @@ pub struct NginxValues {
     pub matcher: String,
     /// The static page's directory.
     pub frontend: String,
+    /// The one other origin a browser may call the API from (CORS).
+    pub cors_origin: String,
 }
 
 /// Fills in nginx's template.
 pub fn render_nginx(template: &str, v: &NginxValues) -> String {
-    let values = [&v.run, &v.listen, &v.gateways[0], &v.gateways[1], &v.matcher, &v.frontend];
+    let values = [&v.run, &v.listen, &v.gateways[0], &v.gateways[1], &v.matcher, &v.frontend, &v.cors_origin];
     NGINX_PLACEHOLDERS.iter().zip(values).fold(template.to_owned(), |conf, (k, v)| conf.replace(k, v))
 }
 
@@ -506,6 +567,28 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_is_made_once_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("stack-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut o = Options::native(&dir, Ports::Free);
+        o.nginx_front = false;
+        let plan = Plan::build(&o).unwrap();
+        assert_eq!(
+            plan.get("gateway-1").unwrap().flag("--jwt-secret-file"),
+            Some(secret_path(&dir).to_str().unwrap())
+        );
+        plan.prepare().unwrap();
+        let first = std::fs::read_to_string(secret_path(&dir)).unwrap();
+        assert_eq!(first.trim().len(), 64);
+        plan.prepare().unwrap();
+        assert_eq!(std::fs::read_to_string(secret_path(&dir)).unwrap(), first, "reused");
+        let mode = std::fs::metadata(secret_path(&dir)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn nginx_needs_two_gateways() {
         let mut o = Options::native("/tmp/x", Ports::Free);
         o.gateways = 1;
@@ -521,6 +604,7 @@ mod tests {
             gateways: ["127.0.0.1:2".into(), "127.0.0.1:3".into()],
             matcher: "127.0.0.1:4".into(),
             frontend: "/f".into(),
+            cors_origin: "http://example.org".into(),
         };
         let conf = render_nginx(&template, &v);
         assert!(!conf.contains('@'), "a placeholder left: {conf}");

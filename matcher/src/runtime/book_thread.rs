@@ -6,8 +6,9 @@ use std::thread::Thread;
 
 use common::{EventKind, Qty, SymbolTable};
 
-use super::http::Metrics;
-use super::{now_ns, push_wait, Config, Hops, Idle, Input, Output, Stop};
+use super::config::Config;
+use super::metrics::Metrics;
+use super::ring::{now_ns, push_wait, Hops, Idle, Input, Output, Stop};
 use crate::engine::Engine;
 
 /// Runs until `stop`.
@@ -88,5 +89,5 @@ pub fn run(
 /// Pushes into the I/O ring, spinning while it is full (this thread is pinned: it does not yield).
 #[inline]
 fn push(ring: &mut rtrb::Producer<Output>, item: Output, io: &Thread, stop: &Stop, metrics: &Metrics) {
-    push_wait(ring, item, io, std::hint::spin_loop, stop, metrics);
+    push_wait(ring, item, io, std::hint::spin_loop, stop, &metrics.ring_full);
 }

@@ -15,8 +15,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::http::Metrics;
-use super::{now_ns, push_wait, Config, Hops, Input, Stop};
+use super::config::Config;
+use super::metrics::Metrics;
+use super::ring::{now_ns, push_wait, Hops, Input, Stop};
 
 /// Runs until `stop`; a fatal error stops every thread.
 pub fn run(
@@ -186,7 +187,7 @@ fn push(
     stop: &Stop,
     metrics: &Metrics,
 ) -> bool {
-    let pushed = push_wait(ring, input, book, std::thread::yield_now, stop, metrics);
+    let pushed = push_wait(ring, input, book, std::thread::yield_now, stop, &metrics.ring_full);
     book.unpark();
     pushed
 }

@@ -1,131 +1,134 @@
 //! The matcher's HTTP front: reads from Redis (the book thread is never asked), in the shapes of
-//! DESIGN.md §5: the original lab's `GET /trade/<id>` and the v1 reads; plus `/healthz`,
-//! `/readyz`, `/whoami` and `/metrics`.
+//! DESIGN.md §5: the original lab's `GET /trade/<id>` and the v1 reads. [`common::http::serve`]
+//! adds `/healthz`, `/readyz` (ready once caught up with the log and Redis answers), `/whoami` and
+//! `/metrics`, and every error is an [`ApiError`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
-use common::http::HttpMetrics;
-use common::SymbolTable;
-use prometheus::{IntCounter, IntGauge};
+use actix_web::{web, HttpResponse};
+use anyhow::Context as _;
+use common::http::error::{ApiError, Unavailable};
+use common::http::{HttpMetrics, Service};
+use common::shutdown::Shutdown;
+use common::{SymbolTable, TradeId};
 use redis::AsyncCommands;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::{Config, Stop};
+use super::config::Config;
+use super::keys;
+use super::metrics::Metrics;
 
-/// The matcher's metrics: the shared per-route request metrics plus the pipeline's.
-pub struct Metrics {
-    /// The registry and the request metrics (served by the middleware).
-    pub http: Arc<HttpMetrics>,
-    /// `matcher_commands_total`.
-    pub commands: IntCounter,
-    /// `matcher_trades_total`.
-    pub trades: IntCounter,
-    /// `matcher_consumed_total`.
-    pub consumed: IntCounter,
-    /// `matcher_ring_full_total`: pushes that found a ring full and waited.
-    pub ring_full: IntCounter,
-    /// `matcher_input_ring_occupancy`: commands waiting for the book thread.
-    pub ring_in: IntGauge,
-    /// `matcher_persisted_batches_total`.
-    pub persisted_batches: IntCounter,
-    /// `matcher_io_retries_total`.
-    pub io_retries: IntCounter,
-    /// `matcher_catch_up_remaining`: commands that were in the log at start and are not read yet.
-    pub catch_up_remaining: IntGauge,
-    /// `matcher_caught_up`: 1 once everything the log held at start has gone through the whole
-    /// pipeline (replayed, or emitted and persisted); the matcher is ready only then.
-    pub caught_up: IntGauge,
-}
-
-impl Metrics {
-    /// Registers every metric.
-    pub fn new() -> prometheus::Result<Metrics> {
-        let http = HttpMetrics::new("matcher")?;
-        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
-            let c = IntCounter::new(name, help)?;
-            http.registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let commands = counter("matcher_commands_total", "Commands applied by the book")?;
-        let trades = counter("matcher_trades_total", "Fills produced by the book (replays included)")?;
-        let consumed = counter("matcher_consumed_total", "Messages read from the orders topic")?;
-        let ring_full = counter("matcher_ring_full_total", "Ring pushes that waited for space")?;
-        let persisted_batches =
-            counter("matcher_persisted_batches_total", "Output batches written to Redis and Kafka")?;
-        let io_retries = counter("matcher_io_retries_total", "Redis or Kafka writes retried")?;
-        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
-            let g = IntGauge::new(name, help)?;
-            http.registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let ring_in = gauge("matcher_input_ring_occupancy", "Commands waiting for the book thread")?;
-        let catch_up_remaining =
-            gauge("matcher_catch_up_remaining", "Commands in the orders log at start not read yet")?;
-        let caught_up =
-            gauge("matcher_caught_up", "1 once what the log held at start has gone through the pipeline")?;
-        Ok(Metrics {
-            http: Arc::new(http),
-            commands,
-            trades,
-            consumed,
-            ring_full,
-            ring_in,
-            persisted_batches,
-            io_retries,
-            catch_up_remaining,
-            caught_up,
-        })
-    }
-
-    fn render(&self) -> String {
-        self.http.render()
-    }
-}
-
-struct State {
+/// What the front's handlers share.
+pub struct Front {
+    /// Where the I/O thread writes what the front reads.
     redis: redis::aio::ConnectionManager,
+    /// Known symbols (an unknown one is a 400 that lists them) and their decimals.
     table: SymbolTable,
+    /// This instance's name (`/whoami`).
     instance: String,
+    /// The pipeline's metrics: readiness reads the catch-up gauges.
     metrics: Arc<Metrics>,
 }
 
-fn error(status: actix_web::http::StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": {"code": code, "message": message.into()}}))
+impl Front {
+    /// The front's state over a Redis connection.
+    pub fn new(
+        redis: redis::aio::ConnectionManager,
+        table: SymbolTable,
+        instance: String,
+        metrics: Arc<Metrics>,
+    ) -> Front {
+        Front { redis, table, instance, metrics }
+    }
 }
 
-fn unavailable(e: redis::RedisError) -> HttpResponse {
-    error(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", e.to_string())
+impl Service for Front {
+    const NAME: &'static str = "matcher";
+
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn metrics(&self) -> &Arc<HttpMetrics> {
+        &self.metrics.http
+    }
+
+    /// Ready once what the orders log held at start is through the pipeline (the book and the
+    /// state served here are current) and Redis answers.
+    async fn ready(&self) -> Result<Map<String, Value>, ApiError> {
+        if self.metrics.caught_up.get() == 0 {
+            let left = self.metrics.catch_up_remaining.get();
+            return Err(ApiError::unavailable(
+                Unavailable::CatchingUp,
+                format!("rebuilding the book from the orders log: {left} commands to go"),
+            ));
+        }
+        let mut redis = self.redis.clone();
+        redis::cmd("PING").query_async::<String>(&mut redis).await.map_err(redis_down)?;
+        Ok(Map::new())
+    }
 }
 
-/// `GET /trade/{id}`: the original lab's lookup, for the `anonymous` account.
-async fn trade(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
+/// A failed Redis read: 503 `redis_unavailable`.
+fn redis_down(e: redis::RedisError) -> ApiError {
+    ApiError::unavailable(Unavailable::Redis, e.to_string())
+}
+
+/// An unknown symbol: 400 `unknown_symbol`, listing the known ones.
+fn unknown_symbol(table: &SymbolTable, symbol: &str) -> ApiError {
+    ApiError::BadRequest {
+        code: "unknown_symbol",
+        message: format!("unknown symbol {symbol:?}; known symbols: {}", table.names()),
+    }
+}
+
+/// Registers the routes ([`common::http::serve`] adds `/healthz`, `/readyz`, `/whoami`, `/metrics`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/trade/{id}", web::get().to(trade))
+        .route("/api/v1/orders/{order_id}", web::get().to(order))
+        .route("/api/v1/orders", web::get().to(order_by_client))
+        .route("/api/v1/book/{symbol}", web::get().to(book))
+        .route("/api/v1/trades", web::get().to(trades))
+        .route("/api/v1/symbols", web::get().to(symbols));
+}
+
+/// `?account=…`: whose lookup (the gateway fills it in from the caller's credentials).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TradeQuery {
+    account: Option<String>,
+}
+
+/// `GET /trade/{id}[?account=…]`: the original lab's lookup, for `account` (default
+/// `anonymous`, as before accounts existed).
+async fn trade(
+    state: web::Data<Front>,
+    id: web::Path<String>,
+    q: web::Query<TradeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let account = q.account.as_deref().unwrap_or(common::ids::ANONYMOUS);
     let mut redis = state.redis.clone();
-    let found: Option<String> = match redis.get(format!("trade:anonymous:{id}")).await {
-        Ok(v) => v,
-        Err(e) => return unavailable(e),
-    };
-    match found.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+    let found: Option<String> = redis.get(keys::trade(account, &id)).await.map_err(redis_down)?;
+    Ok(match found.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
         Some(trade) => {
             HttpResponse::Ok().json(json!({"found": true, "order_id": id.as_str(), "trade": trade}))
         }
         None => HttpResponse::Ok().json(json!({"found": false, "order_id": id.as_str()})),
-    }
+    })
 }
 
 async fn order_json(
     redis: &mut redis::aio::ConnectionManager,
     id: &str,
 ) -> Result<Option<Value>, redis::RedisError> {
-    let fields: std::collections::HashMap<String, String> = redis.hgetall(format!("order:{id}")).await?;
+    let fields: std::collections::HashMap<String, String> = redis.hgetall(keys::order(id)).await?;
     if fields.is_empty() {
         return Ok(None);
     }
-    let fills: std::collections::HashMap<String, String> = redis.hgetall(format!("fills:{id}")).await?;
+    let fills: std::collections::HashMap<String, String> = redis.hgetall(keys::fills(id)).await?;
     let mut fills: Vec<Value> = fills.values().filter_map(|f| serde_json::from_str(f).ok()).collect();
-    fills.sort_by(|a, b| a["trade_id"].as_str().cmp(&b["trade_id"].as_str()));
+    in_trade_order(&mut fills);
     let get = |k: &str| fields.get(k).cloned().map_or(Value::Null, Value::String);
     let hop = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok()).map_or(Value::Null, Value::from);
     Ok(Some(json!({
@@ -153,23 +156,31 @@ async fn order_json(
     })))
 }
 
+/// Sorts an order's fills as they happened: by trade id as numbers — (command, fill index) — so
+/// `99-0` comes before `100-0`, which a string sort put after. A fill without a readable trade id
+/// goes last.
+fn in_trade_order(fills: &mut [Value]) {
+    fills.sort_by_key(|fill| {
+        let id = fill["trade_id"].as_str().and_then(|id| id.parse::<TradeId>().ok());
+        (id.is_none(), id)
+    });
+}
+
 /// An order as JSON, or 404 / 503.
-async fn order_response(redis: &mut redis::aio::ConnectionManager, id: &str) -> HttpResponse {
-    match order_json(redis, id).await {
-        Ok(Some(v)) => HttpResponse::Ok().json(v),
-        Ok(None) => error(actix_web::http::StatusCode::NOT_FOUND, "not_found", format!("no order {id}")),
-        Err(e) => unavailable(e),
+async fn order_response(
+    redis: &mut redis::aio::ConnectionManager,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    match order_json(redis, id).await.map_err(redis_down)? {
+        Some(v) => Ok(HttpResponse::Ok().json(v)),
+        None => Err(ApiError::NotFound(format!("no order {id}"))),
     }
 }
 
 /// `GET /api/v1/orders/{order_id}`.
-async fn order(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
+async fn order(state: web::Data<Front>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if id.parse::<u64>().is_err() {
-        return error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "bad_field",
-            "order_id must be a decimal u64",
-        );
+        return Err(ApiError::field("order_id must be a decimal u64"));
     }
     let mut redis = state.redis.clone();
     order_response(&mut redis, &id).await
@@ -184,21 +195,12 @@ struct ByClient {
 }
 
 /// `GET /api/v1/orders?symbol=…&client_order_id=…[&account=…]`.
-async fn order_by_client(state: web::Data<State>, q: web::Query<ByClient>) -> HttpResponse {
+async fn order_by_client(state: web::Data<Front>, q: web::Query<ByClient>) -> Result<HttpResponse, ApiError> {
     let account = q.account.clone().unwrap_or_else(|| common::ids::ANONYMOUS.to_owned());
     let mut redis = state.redis.clone();
     let id: Option<String> =
-        match redis.get(format!("client:{account}:{}:{}", q.symbol, q.client_order_id)).await {
-            Ok(v) => v,
-            Err(e) => return unavailable(e),
-        };
-    let Some(id) = id else {
-        return error(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
-            "no order with that client_order_id",
-        );
-    };
+        redis.get(keys::client(&account, &q.symbol, &q.client_order_id)).await.map_err(redis_down)?;
+    let id = id.ok_or_else(|| ApiError::NotFound("no order with that client_order_id".into()))?;
     order_response(&mut redis, &id).await
 }
 
@@ -209,20 +211,17 @@ struct DepthQuery {
 }
 
 /// `GET /api/v1/book/{symbol}?depth=N`.
-async fn book(state: web::Data<State>, symbol: web::Path<String>, q: web::Query<DepthQuery>) -> HttpResponse {
+async fn book(
+    state: web::Data<Front>,
+    symbol: web::Path<String>,
+    q: web::Query<DepthQuery>,
+) -> Result<HttpResponse, ApiError> {
     if state.table.lookup(&symbol).is_none() {
-        return error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "unknown_symbol",
-            format!("unknown symbol {:?}; known symbols: {}", symbol.as_str(), state.table.names()),
-        );
+        return Err(unknown_symbol(&state.table, &symbol));
     }
     let depth = q.depth.unwrap_or(10).min(50);
     let mut redis = state.redis.clone();
-    let snapshot: Option<String> = match redis.get(format!("book:{symbol}")).await {
-        Ok(v) => v,
-        Err(e) => return unavailable(e),
-    };
+    let snapshot: Option<String> = redis.get(keys::book(&symbol)).await.map_err(redis_down)?;
     let mut v = snapshot
         .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         .unwrap_or_else(|| json!({"symbol": symbol.as_str(), "sequence": 0, "bids": [], "asks": []}));
@@ -231,7 +230,7 @@ async fn book(state: web::Data<State>, symbol: web::Path<String>, q: web::Query<
             levels.truncate(depth);
         }
     }
-    HttpResponse::Ok().json(v)
+    Ok(HttpResponse::Ok().json(v))
 }
 
 #[derive(Deserialize)]
@@ -242,31 +241,20 @@ struct TradesQuery {
 }
 
 /// `GET /api/v1/trades?symbol=…&limit=N`: newest first.
-async fn trades(state: web::Data<State>, q: web::Query<TradesQuery>) -> HttpResponse {
+async fn trades(state: web::Data<Front>, q: web::Query<TradesQuery>) -> Result<HttpResponse, ApiError> {
     if state.table.lookup(&q.symbol).is_none() {
-        return error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "unknown_symbol",
-            format!("unknown symbol {:?}; known symbols: {}", q.symbol, state.table.names()),
-        );
+        return Err(unknown_symbol(&state.table, &q.symbol));
     }
     let limit = q.limit.unwrap_or(50).min(1000);
     let mut redis = state.redis.clone();
-    let reply: redis::RedisResult<redis::streams::StreamRangeReply> =
-        redis.xrevrange_count(format!("trades:{}", q.symbol), "+", "-", limit).await;
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e) => return unavailable(e),
-    };
+    let reply: redis::streams::StreamRangeReply =
+        redis.xrevrange_count(keys::trades(&q.symbol), "+", "-", limit).await.map_err(redis_down)?;
     let rows: Vec<Value> = reply
         .ids
         .iter()
         .map(|entry| {
             let mut row = serde_json::Map::new();
-            row.insert(
-                "sequence".into(),
-                json!(entry.id.split('-').next().and_then(|s| s.parse::<u64>().ok())),
-            );
+            row.insert("sequence".into(), json!(keys::stream_seq(&entry.id)));
             for (k, v) in &entry.map {
                 if let Ok(s) = redis::from_redis_value::<String>(v.clone()) {
                     row.insert(k.clone(), Value::String(s));
@@ -275,11 +263,11 @@ async fn trades(state: web::Data<State>, q: web::Query<TradesQuery>) -> HttpResp
             Value::Object(row)
         })
         .collect();
-    HttpResponse::Ok().json(json!({"symbol": q.symbol, "trades": rows}))
+    Ok(HttpResponse::Ok().json(json!({"symbol": q.symbol, "trades": rows})))
 }
 
 /// `GET /api/v1/symbols`.
-async fn symbols(state: web::Data<State>) -> HttpResponse {
+async fn symbols(state: web::Data<Front>) -> HttpResponse {
     let list: Vec<Value> = state
         .table
         .iter()
@@ -297,84 +285,96 @@ async fn symbols(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"symbols": list}))
 }
 
-/// Ready once what the orders log held at start is through the pipeline (the book and the state
-/// served here are current) and Redis answers.
-async fn readyz(state: web::Data<State>) -> HttpResponse {
-    if state.metrics.caught_up.get() == 0 {
-        let left = state.metrics.catch_up_remaining.get();
-        return error(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "catching_up",
-            format!("rebuilding the book from the orders log: {left} commands to go"),
-        );
-    }
-    let mut redis = state.redis.clone();
-    match redis::cmd("PING").query_async::<String>(&mut redis).await {
-        Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(e) => unavailable(e),
-    }
+/// Serves the front on `config.listen` until `shutdown` fires. Needs an actix system.
+pub async fn serve(
+    config: &Config,
+    table: SymbolTable,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let client = redis::Client::open(config.redis.as_str()).context("redis url")?;
+    let redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
+    let front = web::Data::new(Front::new(redis, table, config.instance.clone(), metrics));
+    common::http::serve(listener, 1, front, configure, shutdown).await?;
+    Ok(())
 }
 
-/// Serves until SIGINT/SIGTERM or until another thread stops the matcher.
-pub fn serve(config: &Config, table: SymbolTable, metrics: Arc<Metrics>, stop: Stop) -> anyhow::Result<()> {
-    let config = config.clone();
-    actix_web::rt::System::new().block_on(async move {
-        let client = redis::Client::open(config.redis.as_str())?;
-        let redis = redis::aio::ConnectionManager::new(client).await?;
-        let state = web::Data::new(State {
-            redis,
-            table,
-            instance: config.instance.clone(),
-            metrics: metrics.clone(),
-        });
-        let http = web::Data::from(metrics.http.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(http.clone())
-                .route("/trade/{id}", web::get().to(trade))
-                .route("/api/v1/orders/{order_id}", web::get().to(order))
-                .route("/api/v1/orders", web::get().to(order_by_client))
-                .route("/api/v1/book/{symbol}", web::get().to(book))
-                .route("/api/v1/trades", web::get().to(trades))
-                .route("/api/v1/symbols", web::get().to(symbols))
-                .route(
-                    "/healthz",
-                    web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
-                )
-                .route("/readyz", web::get().to(readyz))
-                .route(
-                    "/whoami",
-                    web::get().to(|s: web::Data<State>| async move {
-                        HttpResponse::Ok().json(
-                            json!({"service": "matcher", "instance": s.instance, "pid": std::process::id()}),
-                        )
-                    }),
-                )
-                .route(
-                    "/metrics",
-                    web::get().to(|s: web::Data<State>| async move {
-                        HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(s.metrics.render())
-                    }),
-                )
-                .default_service(web::to(|| async {
-                    error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route")
-                }))
-                .wrap(actix_web::middleware::from_fn(common::http::track))
-        })
-        .workers(1)
-        .shutdown_timeout(5)
-        .bind(&config.listen)?
-        .run();
-        // Another thread failing stops the front too.
-        let handle = server.handle();
-        actix_web::rt::spawn(async move {
-            while !stop.stopped() {
-                actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-            }
-            handle.stop(true).await;
-        });
-        server.await?;
-        Ok(())
-    })
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The front on a free port over a Redis nothing listens on (connected lazily: the routes
+    /// tested here answer before they read it). Its base URL, handle and task.
+    fn start() -> (String, Shutdown, actix_web::rt::task::JoinHandle<std::io::Result<()>>) {
+        let nothing = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let client = redis::Client::open(format!("redis://{nothing}")).unwrap();
+        let config = redis::aio::ConnectionManagerConfig::new().set_number_of_retries(0);
+        let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, config).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let front = web::Data::new(Front::new(redis, SymbolTable::default(), "matcher-t".into(), metrics));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let task = actix_web::rt::spawn(common::http::serve(listener, 1, front, configure, shutdown.clone()));
+        (base, shutdown, task)
+    }
+
+    async fn get(url: String) -> (u16, Value) {
+        let r = reqwest::get(url).await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+
+    #[test]
+    fn fills_sort_by_trade_id_as_numbers() {
+        let mut fills: Vec<Value> = ["100-0", "bad", "99-1", "99-0", "7-12", "7-2"]
+            .iter()
+            .map(|id| json!({"trade_id": id}))
+            .collect();
+        in_trade_order(&mut fills);
+        let ids: Vec<&str> = fills.iter().map(|f| f["trade_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["7-2", "7-12", "99-0", "99-1", "100-0", "bad"]);
+    }
+
+    #[actix_web::test]
+    async fn the_front_answers_every_error_as_json_and_stops_on_its_handle() {
+        let (base, shutdown, task) = start();
+        // actix's query extractor answered this in plain text (`Query deserialize error: …`).
+        let (status, v) = get(format!("{base}/api/v1/trades?symbol=ABC&limit=abc")).await;
+        assert_eq!((status, &v["error"]["code"]), (400, &"bad_field".into()), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("limit=abc"), "{v}");
+        let (status, v) = get(format!("{base}/api/v1/book/ABC?depth=-1")).await;
+        assert_eq!((status, &v["error"]["code"]), (400, &"bad_field".into()), "{v}");
+        let (status, v) = get(format!("{base}/api/v1/trades?symbol=NOPE")).await;
+        assert_eq!((status, &v["error"]["code"]), (400, &"unknown_symbol".into()), "{v}");
+        let (status, v) = get(format!("{base}/api/v1/orders/x")).await;
+        assert_eq!((status, &v["error"]["code"]), (400, &"bad_field".into()), "{v}");
+        let (status, v) = get(format!("{base}/nope")).await;
+        assert_eq!((status, &v["error"]["code"]), (404, &"not_found".into()), "{v}");
+        let (status, v) = get(format!("{base}/readyz")).await;
+        assert_eq!((status, &v["error"]["code"]), (503, &"catching_up".into()), "{v}");
+        let (status, v) = get(format!("{base}/api/v1/trades?symbol=ABC")).await;
+        assert_eq!((status, &v["error"]["code"]), (503, &"redis_unavailable".into()), "{v}");
+
+        let (status, v) = get(format!("{base}/healthz")).await;
+        assert_eq!((status, &v["status"]), (200, &"ok".into()));
+        let (status, v) = get(format!("{base}/whoami")).await;
+        assert_eq!((status, &v["service"], &v["instance"]), (200, &"matcher".into(), &"matcher-t".into()));
+        let (status, v) = get(format!("{base}/api/v1/symbols")).await;
+        assert_eq!((status, &v["symbols"][0]["symbol"]), (200, &"ABC".into()), "{v}");
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        for needle in [r#"matcher_caught_up{service="matcher"} 0"#, r#"route="/api/v1/trades",status="400""#]
+        {
+            assert!(metrics.contains(needle), "/metrics lacks {needle}:\n{metrics}");
+        }
+
+        shutdown.trigger();
+        let stopped = actix_web::rt::time::timeout(Duration::from_secs(5), task).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "serve returns once its handle fires: {stopped:?}");
+    }
 }

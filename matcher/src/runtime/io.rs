@@ -1,373 +1,43 @@
-//! The I/O thread: turns events into Redis writes and Kafka messages, in batches, and reports the
-//! offsets whose outputs are persisted so the consumer commits them.
+//! The I/O thread, the pipeline's sink: it pops events from the book thread's ring in batches,
+//! turns each batch into one Redis transaction and a set of Kafka messages (`trades`: one per
+//! fill; `order-events`: every event), writes them — Redis first, then Kafka, waiting for every
+//! acknowledgement — and then reports the batch's offsets to the consumer, which commits them.
 //!
-//! It keeps what it needs to write absolute, idempotent values (an order's attributes and filled
-//! quantity, each symbol's price levels); replayed events rebuild that state and write nothing.
-//! Redis keys (README "Redis keys"): `order:<id>` hash, `fills:<id>` hash by trade id,
-//! `trade:<account>:<client_order_id>` (first fill, `SET NX`), `client:<account>:<symbol>:<client_order_id>`
-//! (`SET NX`), `book:<symbol>` (depth snapshot with its sequence), `trades:<symbol>` (stream whose
-//! entry ids are sequence numbers: a re-add is skipped).
+//! What it writes is absolute and idempotent (keys in [`super::keys`]; an order's filled quantity
+//! and status and each depth snapshot come from the [`Projection`]; `SET NX` for first-only keys;
+//! stream entry ids are sequence numbers), so a batch written twice — after a crash, or a retry —
+//! changes nothing. Replayed events only update the projection.
+//!
+//! A failed Redis or Kafka call is retried after a pause for as long as it fails (`Retry`):
+//! offsets are committed only once everything is written, so giving up would lose outputs. Only a
+//! stop (the drain timed out, or another thread failed) ends the retries; the batch is then
+//! replayed on the next start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use common::envelope::encode_event;
-use common::{Event, EventKind, OrderId, OrderType, Price, Qty, Side, SymbolTable, TimeInForce};
+use common::{
+    Event, EventKind, OrderId, OrderStatus, Price, Qty, SymbolId, SymbolSpec, SymbolTable, TradeId,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
-use super::http::Metrics;
-use super::{now_ns, Config, Hops, Idle, Output, Stop};
+use super::config::Config;
+use super::keys;
+use super::metrics::Metrics;
+use super::projection::{Change, Filled, Projection};
+use super::ring::{now_ns, Hops, Idle, Output, Stop};
 
 /// Most events handled per batch (one Redis round trip, one wait for Kafka acks).
 const BATCH: usize = 512;
-/// Levels kept in each `book:<symbol>` snapshot.
-const SNAPSHOT_DEPTH: usize = 50;
 
-/// What the I/O thread remembers of an order.
-struct OrderInfo {
-    account: String,
-    client_order_id: String,
-    qty: Qty,
-    filled: Qty,
-    status: &'static str,
-    resting_possible: bool,
-}
-
-/// One symbol's price levels, from `level` events.
-#[derive(Default)]
-struct Levels {
-    bids: BTreeMap<i64, u64>,
-    asks: BTreeMap<i64, u64>,
-    seq: u64,
-}
-
-struct State<'a> {
-    table: &'a SymbolTable,
-    orders: HashMap<OrderId, OrderInfo>,
-    levels: HashMap<String, Levels>,
-    /// Last `trades:<symbol>` stream id written, per symbol (read from Redis on first use).
-    stream_last: HashMap<String, u64>,
-}
-
-fn tif_str(t: TimeInForce) -> &'static str {
-    match t {
-        TimeInForce::Gtc => "gtc",
-        TimeInForce::Ioc => "ioc",
-        TimeInForce::Fok => "fok",
-    }
-}
-
-/// A `trades:<symbol>` entry: symbol, sequence number (the entry id), fields.
-type StreamEntry = (String, u64, Vec<(&'static str, String)>);
-
-/// The writes of one batch.
-#[derive(Default)]
-struct Batch {
-    pipe: redis::Pipeline,
-    /// (topic, key, payload).
-    kafka: Vec<(String, String, Vec<u8>)>,
-    /// Next offset to commit, per partition.
-    commits: HashMap<i32, i64>,
-    /// Symbols whose book snapshot changed.
-    books: Vec<String>,
-    /// Orders of this batch's commands: their `persisted` hop is stamped once the batch is written.
-    persisted: Vec<OrderId>,
-    /// Stream entries to add.
-    stream: Vec<StreamEntry>,
-    /// The catch-up marker came in this batch: the matcher is current once the batch is written.
-    caught_up: bool,
-    writes: usize,
-}
-
-impl State<'_> {
-    fn price(&self, symbol: &str, p: Price) -> String {
-        self.table
-            .lookup(symbol)
-            .and_then(|id| self.table.get(id))
-            .map_or(p.0.to_string(), |s| s.price_decimal(p).to_string())
-    }
-
-    fn qty(&self, symbol: &str, q: Qty) -> String {
-        self.table
-            .lookup(symbol)
-            .and_then(|id| self.table.get(id))
-            .map_or(q.0.to_string(), |s| s.qty_decimal(q).to_string())
-    }
-
-    /// Applies one event to the state and, unless replayed, queues its writes.
-    fn event(&mut self, e: &Event, replay: bool, b: &mut Batch) {
-        let symbol = e.symbol.and_then(|s| self.table.get(s)).map_or(String::new(), |s| s.name.clone());
-        match e.kind {
-            EventKind::Accepted {
-                order_id,
-                account,
-                client_order_id,
-                side,
-                order_type,
-                tif,
-                post_only,
-                price,
-                qty,
-            } => {
-                let info = OrderInfo {
-                    account: account.to_string(),
-                    client_order_id: client_order_id.to_string(),
-                    qty,
-                    filled: Qty::ZERO,
-                    status: "accepted",
-                    resting_possible: order_type == OrderType::Limit && tif == TimeInForce::Gtc,
-                };
-                if !replay {
-                    let key = format!("order:{order_id}");
-                    let price = price.map(|p| self.price(&symbol, p)).unwrap_or_default();
-                    b.pipe
-                        .hset_multiple(
-                            &key,
-                            &[
-                                ("order_id", order_id.to_string()),
-                                ("symbol", symbol.clone()),
-                                ("account", info.account.clone()),
-                                ("client_order_id", info.client_order_id.clone()),
-                                ("side", side.as_str().to_owned()),
-                                (
-                                    "type",
-                                    if order_type == OrderType::Limit { "limit" } else { "market" }
-                                        .to_owned(),
-                                ),
-                                ("time_in_force", tif_str(tif).to_owned()),
-                                ("post_only", post_only.to_string()),
-                                ("price", price),
-                                ("qty", self.qty(&symbol, qty)),
-                                ("filled_qty", self.qty(&symbol, Qty::ZERO)),
-                                ("status", "accepted".to_owned()),
-                            ],
-                        )
-                        .ignore();
-                    let client = format!("client:{}:{symbol}:{}", info.account, info.client_order_id);
-                    b.pipe.set_nx(client, order_id.to_string()).ignore();
-                    b.writes += 2;
-                }
-                self.orders.insert(order_id, info);
-            }
-            EventKind::Rejected { order_id, account, client_order_id, reason, qty } => {
-                if replay {
-                    return;
-                }
-                let reason = serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let key = format!("order:{order_id}");
-                match client_order_id {
-                    // A refused new order: it exists only as this rejection.
-                    Some(cid) if order_id == e.cmd => {
-                        b.pipe
-                            .hset_multiple(
-                                &key,
-                                &[
-                                    ("order_id", order_id.to_string()),
-                                    ("symbol", symbol.clone()),
-                                    ("account", account.to_string()),
-                                    ("client_order_id", cid.to_string()),
-                                    ("qty", self.qty(&symbol, qty)),
-                                    ("filled_qty", "0".to_owned()),
-                                    ("status", "rejected".to_owned()),
-                                    ("reject_reason", reason),
-                                ],
-                            )
-                            .ignore();
-                        b.pipe
-                            .set_nx(format!("client:{account}:{symbol}:{cid}"), order_id.to_string())
-                            .ignore();
-                    }
-                    // A refused cancel or replace: noted on the order it named.
-                    _ => {
-                        b.pipe.hset(&key, "last_request_rejected", format!("{}:{reason}", e.cmd)).ignore();
-                    }
-                }
-                b.writes += 1;
-            }
-            EventKind::Fill { fill, maker, taker, price, qty, .. } => {
-                let trade_id = format!("{}-{fill}", e.cmd);
-                for id in [maker, taker] {
-                    let Some(info) = self.orders.get_mut(&id) else { continue };
-                    info.filled = Qty(info.filled.0 + qty.0);
-                    info.status = if info.filled >= info.qty { "filled" } else { "partially_filled" };
-                    if replay {
-                        continue;
-                    }
-                    let (status, filled, account, cid, first) = (
-                        info.status,
-                        info.filled,
-                        info.account.clone(),
-                        info.client_order_id.clone(),
-                        info.filled == qty,
-                    );
-                    let price_s = self.price(&symbol, price);
-                    let qty_s = self.qty(&symbol, qty);
-                    let fill_json =
-                        json!({"trade_id": trade_id, "price": price_s, "qty": qty_s, "ts": e.ts.0})
-                            .to_string();
-                    b.pipe.hset(format!("fills:{id}"), &trade_id, fill_json).ignore();
-                    b.pipe
-                        .hset_multiple(
-                            format!("order:{id}"),
-                            &[("filled_qty", self.qty(&symbol, filled)), ("status", status.to_owned())],
-                        )
-                        .ignore();
-                    if first {
-                        // The original lab's shape: the first fill of that client order id.
-                        let lab = json!({
-                            "order_id": cid,
-                            "price": common::Decimal::parse(&price_s).map_or(0.0, |d| d.to_f64_lossy()),
-                            "qty": common::Decimal::parse(&qty_s).map_or(serde_json::Value::Null, |d| d.to_lab_json()),
-                            "ts": e.ts.0 as f64 / 1e9,
-                        });
-                        b.pipe.set_nx(format!("trade:{account}:{cid}"), lab.to_string()).ignore();
-                    }
-                    b.writes += 3;
-                }
-                if !replay {
-                    let fields = vec![
-                        ("trade_id", trade_id.clone()),
-                        ("price", self.price(&symbol, price)),
-                        ("qty", self.qty(&symbol, qty)),
-                        ("maker_order_id", maker.to_string()),
-                        ("taker_order_id", taker.to_string()),
-                        ("ts", e.ts.0.to_string()),
-                    ];
-                    b.stream.push((symbol.clone(), e.seq, fields));
-                    b.kafka.push(("trades".into(), symbol.clone(), encode_event(e, self.table)));
-                }
-            }
-            EventKind::Canceled { order_id, qty, reason } => {
-                if let Some(info) = self.orders.get_mut(&order_id) {
-                    info.status = "canceled";
-                    info.resting_possible = false;
-                }
-                if !replay {
-                    let reason = serde_json::to_value(reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    b.pipe
-                        .hset_multiple(
-                            format!("order:{order_id}"),
-                            &[
-                                ("status", "canceled".to_owned()),
-                                ("canceled_qty", self.qty(&symbol, qty)),
-                                ("cancel_reason", reason),
-                            ],
-                        )
-                        .ignore();
-                    b.writes += 1;
-                }
-            }
-            EventKind::Replaced { order_id, price, qty, .. } => {
-                if let Some(info) = self.orders.get_mut(&order_id) {
-                    info.qty = Qty(info.filled.0 + qty.0);
-                }
-                if !replay {
-                    b.pipe
-                        .hset_multiple(
-                            format!("order:{order_id}"),
-                            &[("price", self.price(&symbol, price)), ("open_qty", self.qty(&symbol, qty))],
-                        )
-                        .ignore();
-                    b.writes += 1;
-                }
-            }
-            EventKind::Level { side, price, qty, .. } => {
-                let levels = self.levels.entry(symbol.clone()).or_default();
-                let map = if side == Side::Buy { &mut levels.bids } else { &mut levels.asks };
-                if qty.is_zero() {
-                    map.remove(&price.0);
-                } else {
-                    map.insert(price.0, qty.0);
-                }
-                levels.seq = e.seq;
-                if !replay && !b.books.contains(&symbol) {
-                    b.books.push(symbol.clone());
-                }
-            }
-            EventKind::Status { halted, reference } => {
-                if !replay {
-                    b.pipe
-                        .hset_multiple(
-                            format!("symbol:{symbol}"),
-                            &[("halted", halted.to_string()), ("reference", self.price(&symbol, reference))],
-                        )
-                        .ignore();
-                }
-            }
-        }
-        if !replay && !symbol.is_empty() {
-            b.kafka.push(("order-events".into(), symbol, encode_event(e, self.table)));
-        } else if !replay {
-            b.kafka.push(("order-events".into(), String::new(), encode_event(e, self.table)));
-        }
-    }
-
-    /// A command is done: settle the status of an order that rests, note hops and the offset.
-    fn done(&mut self, id: OrderId, replay: bool, hops: Hops, b: &mut Batch) {
-        if let Some(info) = self.orders.get_mut(&id) {
-            if info.status == "accepted" && info.resting_possible {
-                info.status = "resting";
-                if !replay {
-                    b.pipe.hset(format!("order:{id}"), "status", "resting").ignore();
-                }
-            }
-            if !replay {
-                let key = format!("order:{id}");
-                if hops.gateway > 0 {
-                    b.pipe.hset(&key, "hop_gateway_ns", hops.gateway).ignore();
-                }
-                b.pipe
-                    .hset_multiple(
-                        key,
-                        &[
-                            ("hop_published_ns", hops.published),
-                            ("hop_consumed_ns", hops.consumed),
-                            ("hop_matched_ns", hops.matched),
-                        ],
-                    )
-                    .ignore();
-                b.persisted.push(id);
-            }
-        }
-        if !replay {
-            let next = id.offset() as i64 + 1;
-            let entry = b.commits.entry(i32::from(id.partition())).or_insert(next);
-            *entry = (*entry).max(next);
-        }
-    }
-
-    fn snapshot(&self, symbol: &str) -> String {
-        let levels = self.levels.get(symbol);
-        let side = |m: Option<&BTreeMap<i64, u64>>, best_high: bool| -> Vec<[String; 2]> {
-            let Some(m) = m else { return Vec::new() };
-            let row = |(p, q): (&i64, &u64)| [self.price(symbol, Price(*p)), self.qty(symbol, Qty(*q))];
-            if best_high {
-                m.iter().rev().take(SNAPSHOT_DEPTH).map(row).collect()
-            } else {
-                m.iter().take(SNAPSHOT_DEPTH).map(row).collect()
-            }
-        };
-        json!({
-            "symbol": symbol,
-            "sequence": levels.map_or(0, |l| l.seq),
-            "bids": side(levels.map(|l| &l.bids), true),
-            "asks": side(levels.map(|l| &l.asks), false),
-        })
-        .to_string()
-    }
-}
-
-/// Runs until `stop`; a fatal error stops every thread.
+/// Runs until `stop`, or until the book thread has left and everything it pushed is persisted;
+/// a fatal error stops every thread.
 pub fn run(
     config: &Config,
     table: &SymbolTable,
@@ -377,7 +47,7 @@ pub fn run(
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(serve(config, table, input, commits, stop, metrics));
+    let result = rt.block_on(pump(config, table, input, commits, stop, metrics));
     if let Err(e) = &result {
         tracing::error!(error = %e, "I/O thread failed; stopping");
         stop.stop();
@@ -385,7 +55,8 @@ pub fn run(
     result
 }
 
-async fn serve(
+/// The thread's loop: batch, persist, report the offsets.
+async fn pump(
     config: &Config,
     table: &SymbolTable,
     mut input: rtrb::Consumer<Output>,
@@ -403,8 +74,8 @@ async fn serve(
         .set("message.timeout.ms", "10000")
         .create()
         .context("creating the Kafka producer")?;
-    let mut state =
-        State { table, orders: HashMap::new(), levels: HashMap::new(), stream_last: HashMap::new() };
+    let retry = Retry { stop, retries: &metrics.io_retries, pause: Duration::from_millis(200) };
+    let mut sink = Sink { table, projection: Projection::default(), stream_last: HashMap::new() };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
         let available = input.slots();
@@ -427,11 +98,9 @@ async fn serve(
             match item {
                 Output::Event { event, replay } => {
                     emitted |= !replay;
-                    state.event(&event, replay, &mut batch);
+                    sink.event(&event, replay, &mut batch);
                 }
-                Output::Done { id, replay, hops } => {
-                    state.done(id, replay, hops, &mut batch);
-                }
+                Output::Done { id, replay, hops } => sink.done(id, replay, hops, &mut batch),
                 Output::CaughtUp => batch.caught_up = true,
             }
         }
@@ -439,15 +108,17 @@ async fn serve(
             caught_up(batch.caught_up, metrics);
             continue;
         }
-        persist(&mut state, &mut redis, &producer, &mut batch, config, stop, metrics).await?;
+        sink.write_redis(&mut redis, &mut batch, &retry).await?;
+        write_kafka(&producer, &batch, config, &retry).await?;
+        metrics.persisted_batches.inc();
         if !batch.persisted.is_empty() {
             // The hop after the writes: one more small pipeline (its failure loses only a hop).
             let at = now_ns().to_string();
             let mut pipe = redis::pipe();
             for id in batch.persisted.drain(..) {
-                pipe.hset(format!("order:{id}"), "hop_persisted_ns", &at).ignore();
+                pipe.hset(keys::order(id), "hop_persisted_ns", &at).ignore();
             }
-            if let Err(e) = pipe.query_async::<()>(&mut redis).await {
+            if let Err(e) = redis.run(&pipe).await {
                 tracing::warn!(error = %e, "could not record the persisted hop");
             }
         }
@@ -467,83 +138,341 @@ fn caught_up(marker: bool, metrics: &Metrics) {
     }
 }
 
-/// Writes a batch: Redis first (one pipelined transaction), then Kafka (waiting for every ack).
-/// Retries until it succeeds: offsets are committed only after.
-async fn persist(
-    state: &mut State<'_>,
-    redis: &mut redis::aio::ConnectionManager,
-    producer: &FutureProducer,
-    b: &mut Batch,
-    config: &Config,
-    stop: &Stop,
-    metrics: &Metrics,
-) -> anyhow::Result<()> {
-    // Retries wait for Redis or the broker to come back, unless the matcher is told to stop now:
-    // then the batch is left unwritten and its offsets uncommitted, so the next start replays it.
-    let give_up = || {
-        anyhow::anyhow!(
-            "stopped with a batch not yet persisted (its commands are replayed on the next start)"
-        )
-    };
-    for symbol in std::mem::take(&mut b.books) {
-        let snapshot = state.snapshot(&symbol);
-        b.pipe.set(format!("book:{symbol}"), snapshot).ignore();
-    }
-    // Stream entries: ids are sequence numbers; skip what a previous run already added.
-    for (symbol, seq, fields) in std::mem::take(&mut b.stream) {
-        let last = match state.stream_last.get(&symbol) {
-            Some(&last) => last,
-            None => {
-                let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-                    .arg(format!("trades:{symbol}"))
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(redis)
-                    .await?;
-                let last = newest.ids.first().and_then(|e| e.id.split('-').next()?.parse().ok()).unwrap_or(0);
-                state.stream_last.insert(symbol.clone(), last);
-                last
+/// What the sink keeps from batch to batch.
+struct Sink<'a> {
+    /// Symbol names and decimals.
+    table: &'a SymbolTable,
+    /// Open orders and depth, from every event, replayed or not.
+    projection: Projection,
+    /// The last `trades:<symbol>` entry written, per symbol (read from Redis on first use), so
+    /// an entry a previous run added is not added again.
+    stream_last: HashMap<SymbolId, u64>,
+}
+
+/// The output topics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Topic {
+    /// One message per fill.
+    Trades,
+    /// Every event.
+    Events,
+}
+
+/// A `trades:<symbol>` entry to add: symbol, sequence number (the entry id), fields.
+type StreamEntry = (SymbolId, u64, Vec<(&'static str, String)>);
+
+/// The writes of one batch.
+#[derive(Default)]
+struct Batch {
+    /// The Redis transaction.
+    pipe: redis::Pipeline,
+    /// (topic, key, payload).
+    kafka: Vec<(Topic, String, Vec<u8>)>,
+    /// Next offset to commit, per partition.
+    commits: HashMap<i32, i64>,
+    /// Symbols whose depth snapshot changed.
+    books: Vec<SymbolId>,
+    /// Orders of this batch's commands: their `persisted` hop is stamped once the batch is written.
+    persisted: Vec<OrderId>,
+    /// Stream entries to add.
+    stream: Vec<StreamEntry>,
+    /// The catch-up marker came in this batch: the matcher is current once the batch is written.
+    caught_up: bool,
+}
+
+/// A price as the symbol's decimal (raw ticks for an event with no symbol).
+fn price(spec: Option<&SymbolSpec>, p: Price) -> String {
+    spec.map_or_else(|| p.0.to_string(), |s| s.price_decimal(p).to_string())
+}
+
+/// A quantity as the symbol's decimal (raw lots for an event with no symbol).
+fn qty(spec: Option<&SymbolSpec>, q: Qty) -> String {
+    spec.map_or_else(|| q.0.to_string(), |s| s.qty_decimal(q).to_string())
+}
+
+impl Sink<'_> {
+    /// Applies one event to the projection and, unless replayed, queues its writes.
+    fn event(&mut self, e: &Event, replay: bool, b: &mut Batch) {
+        let change = self.projection.apply(e);
+        if replay {
+            return;
+        }
+        let spec = e.symbol.and_then(|s| self.table.get(s));
+        let symbol = spec.map_or("", |s| s.name.as_str());
+        match e.kind {
+            EventKind::Accepted {
+                order_id,
+                account,
+                client_order_id,
+                side,
+                order_type,
+                tif,
+                post_only,
+                price: limit,
+                qty: ordered,
+            } => {
+                b.pipe
+                    .hset_multiple(
+                        keys::order(order_id),
+                        &[
+                            ("order_id", order_id.to_string()),
+                            ("symbol", symbol.to_owned()),
+                            ("account", account.to_string()),
+                            ("client_order_id", client_order_id.to_string()),
+                            ("side", side.as_str().to_owned()),
+                            ("type", order_type.as_str().to_owned()),
+                            ("time_in_force", tif.as_str().to_owned()),
+                            ("post_only", post_only.to_string()),
+                            ("price", limit.map(|p| price(spec, p)).unwrap_or_default()),
+                            ("qty", qty(spec, ordered)),
+                            ("filled_qty", qty(spec, Qty::ZERO)),
+                            ("status", OrderStatus::Accepted.as_str().to_owned()),
+                        ],
+                    )
+                    .ignore();
+                let client = keys::client(account.as_str(), symbol, client_order_id.as_str());
+                b.pipe.set_nx(client, order_id.to_string()).ignore();
             }
-        };
-        if seq > last {
+            EventKind::Rejected { order_id, account, client_order_id, reason, qty: refused } => {
+                match client_order_id {
+                    // A refused new order: it exists only as this rejection.
+                    Some(cid) if order_id == e.cmd => {
+                        b.pipe
+                            .hset_multiple(
+                                keys::order(order_id),
+                                &[
+                                    ("order_id", order_id.to_string()),
+                                    ("symbol", symbol.to_owned()),
+                                    ("account", account.to_string()),
+                                    ("client_order_id", cid.to_string()),
+                                    ("qty", qty(spec, refused)),
+                                    ("filled_qty", "0".to_owned()),
+                                    ("status", OrderStatus::Rejected.as_str().to_owned()),
+                                    ("reject_reason", reason.as_str().to_owned()),
+                                ],
+                            )
+                            .ignore();
+                        let client = keys::client(account.as_str(), symbol, cid.as_str());
+                        b.pipe.set_nx(client, order_id.to_string()).ignore();
+                    }
+                    // A refused cancel or replace: noted on the order it named.
+                    _ => {
+                        let note = format!("{}:{}", e.cmd, reason.as_str());
+                        b.pipe.hset(keys::order(order_id), "last_request_rejected", note).ignore();
+                    }
+                }
+            }
+            EventKind::Fill { fill, maker, taker, price: at, qty: traded, .. } => {
+                let trade_id = TradeId { cmd: e.cmd, index: fill }.to_string();
+                if let Change::Fill { maker: m, taker: t } = change {
+                    for side in [m, t].into_iter().flatten() {
+                        self.fill(e, spec, &trade_id, at, traded, &side, b);
+                    }
+                }
+                let fields = vec![
+                    ("trade_id", trade_id),
+                    ("price", price(spec, at)),
+                    ("qty", qty(spec, traded)),
+                    ("maker_order_id", maker.to_string()),
+                    ("taker_order_id", taker.to_string()),
+                    ("ts", e.ts.0.to_string()),
+                ];
+                if let Some(symbol) = e.symbol {
+                    b.stream.push((symbol, e.seq, fields));
+                }
+                b.kafka.push((Topic::Trades, symbol.to_owned(), encode_event(e, self.table)));
+            }
+            EventKind::Canceled { order_id, qty: open, reason } => {
+                b.pipe
+                    .hset_multiple(
+                        keys::order(order_id),
+                        &[
+                            ("status", OrderStatus::Canceled.as_str().to_owned()),
+                            ("canceled_qty", qty(spec, open)),
+                            ("cancel_reason", reason.as_str().to_owned()),
+                        ],
+                    )
+                    .ignore();
+            }
+            EventKind::Replaced { order_id, price: limit, qty: open, .. } => {
+                b.pipe
+                    .hset_multiple(
+                        keys::order(order_id),
+                        &[("price", price(spec, limit)), ("open_qty", qty(spec, open))],
+                    )
+                    .ignore();
+            }
+            EventKind::Level { .. } => {
+                if let Change::Levels(symbol) = change {
+                    if !b.books.contains(&symbol) {
+                        b.books.push(symbol);
+                    }
+                }
+            }
+            EventKind::Status { halted, reference } => {
+                b.pipe
+                    .hset_multiple(
+                        keys::symbol(symbol),
+                        &[("halted", halted.to_string()), ("reference", price(spec, reference))],
+                    )
+                    .ignore();
+            }
+        }
+        b.kafka.push((Topic::Events, symbol.to_owned(), encode_event(e, self.table)));
+    }
+
+    /// One order's side of a fill: the fill, the order's filled quantity and status, and the
+    /// original lab's `trade:` key on its first fill.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        e: &Event,
+        spec: Option<&SymbolSpec>,
+        trade_id: &str,
+        at: Price,
+        traded: Qty,
+        side: &Filled,
+        b: &mut Batch,
+    ) {
+        let (price_s, qty_s) = (price(spec, at), qty(spec, traded));
+        let fill = json!({"trade_id": trade_id, "price": price_s, "qty": qty_s, "ts": e.ts.0}).to_string();
+        b.pipe.hset(keys::fills(side.order_id), trade_id, fill).ignore();
+        b.pipe
+            .hset_multiple(
+                keys::order(side.order_id),
+                &[("filled_qty", qty(spec, side.filled)), ("status", side.status.as_str().to_owned())],
+            )
+            .ignore();
+        if side.first {
+            let cid = side.client_order_id.as_str();
+            let lab = json!({
+                "order_id": cid,
+                "price": common::Decimal::parse(&price_s).map_or(0.0, |d| d.to_f64_lossy()),
+                "qty": common::Decimal::parse(&qty_s).map_or(serde_json::Value::Null, |d| d.to_lab_json()),
+                "ts": e.ts.0 as f64 / 1e9,
+            });
+            b.pipe.set_nx(keys::trade(side.account.as_str(), cid), lab.to_string()).ignore();
+        }
+    }
+
+    /// A command is done: settle the status of an order that rests, note hops and the offset.
+    fn done(&mut self, id: OrderId, replay: bool, hops: Hops, b: &mut Batch) {
+        let status = self.projection.done(id);
+        if replay {
+            return;
+        }
+        if let Some(status) = status {
+            let key = keys::order(id);
+            if status == OrderStatus::Resting {
+                b.pipe.hset(&key, "status", status.as_str()).ignore();
+            }
+            if hops.gateway > 0 {
+                b.pipe.hset(&key, "hop_gateway_ns", hops.gateway).ignore();
+            }
             b.pipe
-                .cmd("XADD")
-                .arg(format!("trades:{symbol}"))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(10_000)
-                .arg(format!("{seq}-0"))
-                .arg(&fields)
+                .hset_multiple(
+                    key,
+                    &[
+                        ("hop_published_ns", hops.published),
+                        ("hop_consumed_ns", hops.consumed),
+                        ("hop_matched_ns", hops.matched),
+                    ],
+                )
                 .ignore();
-            state.stream_last.insert(symbol, seq);
+            b.persisted.push(id);
         }
+        let next = id.offset() as i64 + 1;
+        let entry = b.commits.entry(i32::from(id.partition())).or_insert(next);
+        *entry = (*entry).max(next);
     }
-    loop {
-        match b.pipe.query_async::<()>(redis).await {
-            Ok(()) => break,
-            Err(_) if stop.stopped() => return Err(give_up()),
-            Err(e) => {
-                metrics.io_retries.inc();
-                tracing::warn!(error = %e, "Redis write failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+
+    /// A symbol's depth snapshot: `{"symbol", "sequence", "bids", "asks"}`, decimals as strings.
+    fn snapshot(&self, symbol: SymbolId) -> String {
+        let spec = self.table.get(symbol);
+        let levels = self.projection.levels(symbol);
+        let row = |(p, q): (Price, Qty)| [price(spec, p), qty(spec, q)];
+        let bids: Vec<_> =
+            levels.map(|l| l.best_bids(keys::BOOK_DEPTH).map(row).collect()).unwrap_or_default();
+        let asks: Vec<_> =
+            levels.map(|l| l.best_asks(keys::BOOK_DEPTH).map(row).collect()).unwrap_or_default();
+        json!({
+            "symbol": spec.map_or("", |s| s.name.as_str()),
+            "sequence": levels.map_or(0, |l| l.seq),
+            "bids": bids,
+            "asks": asks,
+        })
+        .to_string()
+    }
+
+    /// The Redis half of a batch: depth snapshots and new `trades:<symbol>` entries join the
+    /// batch's transaction, which is written once; every call is retried the same way.
+    async fn write_redis(
+        &mut self,
+        redis: &mut impl Store,
+        b: &mut Batch,
+        retry: &Retry<'_>,
+    ) -> anyhow::Result<()> {
+        for symbol in std::mem::take(&mut b.books) {
+            let name = self.table.get(symbol).map_or("", |s| s.name.as_str());
+            b.pipe.set(keys::book(name), self.snapshot(symbol)).ignore();
+        }
+        // Stream entries: ids are sequence numbers; skip what a previous run already added.
+        for (symbol, seq, fields) in std::mem::take(&mut b.stream) {
+            let key = keys::trades(self.table.get(symbol).map_or("", |s| s.name.as_str()));
+            let last = match self.stream_last.get(&symbol) {
+                Some(&last) => last,
+                None => loop {
+                    match redis.newest_stream_seq(&key).await {
+                        Ok(last) => break last,
+                        Err(e) => retry.after("reading the newest trades entry", &e).await?,
+                    }
+                },
+            };
+            if seq > last {
+                b.pipe
+                    .cmd("XADD")
+                    .arg(key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(keys::TRADES_KEPT)
+                    .arg(keys::stream_id(seq))
+                    .arg(&fields)
+                    .ignore();
+            }
+            self.stream_last.insert(symbol, seq.max(last));
+        }
+        loop {
+            match redis.run(&b.pipe).await {
+                Ok(()) => return Ok(()),
+                Err(e) => retry.after("Redis write", &e).await?,
             }
         }
     }
-    let topic =
-        |t: &str| if t == "trades" { config.trades_topic.clone() } else { config.events_topic.clone() };
+}
+
+/// The Kafka half of a batch: every message enqueued, then every acknowledgement awaited; a
+/// failed delivery is sent again.
+async fn write_kafka(
+    producer: &FutureProducer,
+    b: &Batch,
+    config: &Config,
+    retry: &Retry<'_>,
+) -> anyhow::Result<()> {
+    let topic = |t: Topic| match t {
+        Topic::Trades => config.trades_topic.as_str(),
+        Topic::Events => config.events_topic.as_str(),
+    };
     let mut pending = Vec::with_capacity(b.kafka.len());
     for (t, key, payload) in &b.kafka {
-        let name = topic(t);
+        let name = topic(*t);
         loop {
-            let record = FutureRecord::to(&name).key(key.as_str()).payload(payload.as_slice());
+            let record = FutureRecord::to(name).key(key.as_str()).payload(payload.as_slice());
             match producer.send_result(record) {
                 Ok(delivery) => {
-                    pending.push((name.clone(), key.clone(), payload.clone(), delivery));
+                    pending.push((name, key, payload, delivery));
                     break;
                 }
-                Err(_) if stop.stopped() => return Err(give_up()),
+                Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "Kafka queue full; waiting");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -553,23 +482,263 @@ async fn persist(
     }
     for (name, key, payload, delivery) in pending {
         let mut outcome = delivery.await;
-        loop {
-            match outcome {
-                Ok(Ok(_)) => break,
-                _ if stop.stopped() => return Err(give_up()),
-                _ => {
-                    metrics.io_retries.inc();
-                    tracing::warn!(topic = %name, "Kafka delivery failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let record = FutureRecord::to(&name).key(key.as_str()).payload(payload.as_slice());
-                    outcome = match producer.send_result(record) {
-                        Ok(d) => d.await,
-                        Err(_) => continue,
-                    };
-                }
-            }
+        while !matches!(outcome, Ok(Ok(_))) {
+            let error = match &outcome {
+                Ok(Err((e, _))) => e.to_string(),
+                _ => "the producer dropped the message".to_owned(),
+            };
+            retry.after(&format!("Kafka delivery to {name}"), &error).await?;
+            let record = FutureRecord::to(name).key(key.as_str()).payload(payload.as_slice());
+            outcome = match producer.send_result(record) {
+                Ok(delivery) => delivery.await,
+                // The local queue is full: the next round waits and tries again.
+                Err(_) => continue,
+            };
         }
     }
-    metrics.persisted_batches.inc();
     Ok(())
+}
+
+/// Where a batch goes in Redis: the connection, or a test double.
+trait Store {
+    /// The sequence number of the newest entry of stream `key` (0: it has none).
+    fn newest_stream_seq(&mut self, key: &str) -> impl Future<Output = redis::RedisResult<u64>>;
+
+    /// Runs `pipe`.
+    fn run(&mut self, pipe: &redis::Pipeline) -> impl Future<Output = redis::RedisResult<()>>;
+}
+
+impl Store for redis::aio::ConnectionManager {
+    async fn newest_stream_seq(&mut self, key: &str) -> redis::RedisResult<u64> {
+        let newest: redis::streams::StreamRangeReply =
+            redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query_async(self).await?;
+        Ok(newest.ids.first().and_then(|e| keys::stream_seq(&e.id)).unwrap_or(0))
+    }
+
+    async fn run(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+        pipe.query_async(self).await
+    }
+}
+
+/// How the I/O thread waits out a failed Redis or Kafka call: count it, log it, pause, try again
+/// — for as long as Redis or the broker is away, since offsets are committed only after the
+/// writes — unless the matcher is told to stop now: then the batch is left unwritten and its
+/// offsets uncommitted, so the next start replays it.
+struct Retry<'a> {
+    /// Asked before each retry.
+    stop: &'a Stop,
+    /// `matcher_io_retries_total`.
+    retries: &'a prometheus::IntCounter,
+    /// The pause before the next try.
+    pause: Duration,
+}
+
+impl Retry<'_> {
+    /// After `what` failed with `error`: `Ok` once it is time to try again, `Err` if stopping.
+    async fn after(&self, what: &str, error: &dyn std::fmt::Display) -> anyhow::Result<()> {
+        if self.stop.stopped() {
+            return Err(self.give_up());
+        }
+        self.retries.inc();
+        tracing::warn!(error = %error, "{what} failed; retrying");
+        tokio::time::sleep(self.pause).await;
+        Ok(())
+    }
+
+    /// The error that ends the retries.
+    fn give_up(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "stopped with a batch not yet persisted (its commands are replayed on the next start)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{Account, ClientOrderId, OrderType, Side, TimeInForce, Timestamp};
+
+    use super::*;
+
+    /// A Redis that fails its first calls of each kind and records the transactions it ran.
+    #[derive(Default)]
+    struct Flaky {
+        read_failures: usize,
+        write_failures: usize,
+        reads: usize,
+        written: Vec<String>,
+    }
+
+    fn down() -> redis::RedisError {
+        redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Redis is down"))
+    }
+
+    impl Store for Flaky {
+        async fn newest_stream_seq(&mut self, _key: &str) -> redis::RedisResult<u64> {
+            self.reads += 1;
+            if self.read_failures > 0 {
+                self.read_failures -= 1;
+                return Err(down());
+            }
+            Ok(0)
+        }
+
+        async fn run(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+            if self.write_failures > 0 {
+                self.write_failures -= 1;
+                return Err(down());
+            }
+            self.written.push(String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned());
+            Ok(())
+        }
+    }
+
+    fn retries() -> prometheus::IntCounter {
+        prometheus::IntCounter::new("retries", "retries").unwrap()
+    }
+
+    const ABC: SymbolId = SymbolId(0);
+
+    fn event(cmd: u64, seq: u64, kind: EventKind) -> Event {
+        Event { cmd: OrderId(cmd), index: 0, symbol: Some(ABC), seq, ts: Timestamp(1_000_000_000), kind }
+    }
+
+    /// A resting sell (command 1), then a buy (command 2) that takes all of it: one batch.
+    fn a_trade(sink: &mut Sink<'_>) -> Batch {
+        let account = Account::new("a").unwrap();
+        let accepted = |id: u64, side| EventKind::Accepted {
+            order_id: OrderId(id),
+            account,
+            client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
+            side,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            post_only: false,
+            price: Some(Price(10_000)),
+            qty: Qty(5),
+        };
+        let fill = EventKind::Fill {
+            fill: 0,
+            maker: OrderId(1),
+            taker: OrderId(2),
+            taker_side: Side::Buy,
+            price: Price(10_000),
+            qty: Qty(5),
+            maker_leaves: Qty(0),
+            taker_leaves: Qty(0),
+            maker_account: account,
+            maker_client_order_id: ClientOrderId::new("c1").unwrap(),
+            taker_account: account,
+            taker_client_order_id: ClientOrderId::new("c2").unwrap(),
+        };
+        let level =
+            |qty| EventKind::Level { side: Side::Sell, price: Price(10_000), qty: Qty(qty), orders: 1 };
+        let mut b = Batch::default();
+        sink.event(&event(1, 1, accepted(1, Side::Sell)), false, &mut b);
+        sink.event(&event(1, 2, level(5)), false, &mut b);
+        sink.done(OrderId(1), false, Hops::default(), &mut b);
+        sink.event(&event(2, 3, accepted(2, Side::Buy)), false, &mut b);
+        sink.event(&event(2, 4, fill), false, &mut b);
+        sink.event(&event(2, 5, level(0)), false, &mut b);
+        sink.done(OrderId(2), false, Hops::default(), &mut b);
+        b
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_the_orders_the_trade_and_the_book() {
+        let table = SymbolTable::default();
+        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut b = a_trade(&mut sink);
+        assert_eq!(b.books, [ABC]);
+        assert_eq!(b.stream.len(), 1);
+        let topics: Vec<Topic> = b.kafka.iter().map(|(t, _, _)| *t).collect();
+        assert_eq!(topics.iter().filter(|t| **t == Topic::Trades).count(), 1, "one trades message per fill");
+        assert_eq!(topics.iter().filter(|t| **t == Topic::Events).count(), 5, "every event on order-events");
+        assert_eq!(b.commits.get(&0), Some(&3), "the next offset to commit");
+        assert_eq!(b.persisted, [OrderId(1), OrderId(2)]);
+        assert_eq!(sink.projection.orders(), 0, "both orders ended");
+
+        let (stop, retries) = (Stop::default(), retries());
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let mut redis = Flaky::default();
+        sink.write_redis(&mut redis, &mut b, &retry).await.unwrap();
+        let tx = &redis.written[0];
+        for needle in [
+            "order:1",
+            "client:a:ABC:c1",
+            "resting",
+            "fills:1",
+            "fills:2",
+            "2-0",
+            "filled",
+            "trade:a:c1",
+            "trade:a:c2",
+            "book:ABC",
+            "trades:ABC",
+            "XADD",
+            "4-0",
+        ] {
+            assert!(tx.contains(needle), "the transaction lacks {needle}: {tx}");
+        }
+        assert!(!tx.contains("partially_filled"), "{tx}");
+    }
+
+    #[test]
+    fn replayed_events_rebuild_the_projection_and_write_nothing() {
+        let table = SymbolTable::default();
+        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut b = Batch::default();
+        let accepted = EventKind::Accepted {
+            order_id: OrderId(1),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new("c1").unwrap(),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            post_only: false,
+            price: Some(Price(10_000)),
+            qty: Qty(5),
+        };
+        sink.event(&event(1, 1, accepted), true, &mut b);
+        sink.done(OrderId(1), true, Hops::default(), &mut b);
+        assert!(b.kafka.is_empty() && b.commits.is_empty() && b.persisted.is_empty());
+        assert_eq!(b.pipe.cmd_iter().count(), 0);
+        assert_eq!(sink.projection.order(OrderId(1)).map(|o| o.status), Some(OrderStatus::Resting));
+    }
+
+    /// A batch with one new `trades:ABC` entry, whose newest id must be read first.
+    fn one_trade(table: &SymbolTable) -> (Sink<'_>, Batch) {
+        let sink = Sink { table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut batch = Batch::default();
+        batch.stream.push((ABC, 1, vec![("trade_id", "5-0".to_owned())]));
+        (sink, batch)
+    }
+
+    #[tokio::test]
+    async fn a_failed_stream_read_is_retried_like_every_other_redis_call() {
+        let table = SymbolTable::default();
+        let (mut sink, mut batch) = one_trade(&table);
+        let (stop, retries) = (Stop::default(), retries());
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let mut redis = Flaky { read_failures: 2, write_failures: 1, ..Flaky::default() };
+        sink.write_redis(&mut redis, &mut batch, &retry).await.expect("written after retries");
+        assert_eq!((redis.reads, retries.get()), (3, 3), "two failed reads and one failed write, retried");
+        assert_eq!(redis.written.len(), 1);
+        let tx = &redis.written[0];
+        assert!(tx.contains("XADD") && tx.contains("trades:ABC") && tx.contains("1-0"), "{tx}");
+        assert_eq!(sink.stream_last.get(&ABC), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_retries_and_leaves_the_batch_unwritten() {
+        let table = SymbolTable::default();
+        let (mut sink, mut batch) = one_trade(&table);
+        let (stop, retries) = (Stop::default(), retries());
+        stop.stop();
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let mut redis = Flaky { read_failures: usize::MAX, ..Flaky::default() };
+        let result = sink.write_redis(&mut redis, &mut batch, &retry).await;
+        assert!(result.is_err_and(|e| e.to_string().contains("replayed on the next start")));
+        assert!(redis.written.is_empty());
+        assert_eq!(retries.get(), 0);
+    }
 }

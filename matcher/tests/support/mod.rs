@@ -151,11 +151,7 @@ pub fn describe(e: &Event) -> String {
     match e.kind {
         EventKind::Accepted { order_id, .. } => format!("accepted {}", order_id.offset()),
         EventKind::Rejected { order_id, reason, .. } => {
-            format!(
-                "rejected {} {}",
-                order_id.offset(),
-                serde_json::to_value(reason).unwrap().as_str().unwrap()
-            )
+            format!("rejected {} {}", order_id.offset(), reason.as_str())
         }
         EventKind::Fill { fill, maker, taker, price, qty, maker_leaves, taker_leaves, .. } => format!(
             "fill#{fill} {}x{} maker {} ({} left) taker {} ({} left)",
@@ -166,12 +162,9 @@ pub fn describe(e: &Event) -> String {
             taker.offset(),
             taker_leaves.0
         ),
-        EventKind::Canceled { order_id, qty, reason } => format!(
-            "canceled {} {} {}",
-            order_id.offset(),
-            qty.0,
-            serde_json::to_value(reason).unwrap().as_str().unwrap()
-        ),
+        EventKind::Canceled { order_id, qty, reason } => {
+            format!("canceled {} {} {}", order_id.offset(), qty.0, reason.as_str())
+        }
         EventKind::Replaced { order_id, price, qty, priority_kept } => {
             format!("replaced {} {}x{} kept={priority_kept}", order_id.offset(), qty.0, price.0)
         }

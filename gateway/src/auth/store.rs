@@ -1,0 +1,244 @@
+//! Users and API keys in Redis (DESIGN.md §2, §4):
+//! - `user:<name>`: a hash — `password` (argon2id PHC string, OWASP parameters: 19 MiB, 2 passes,
+//!   1 lane), `created_ms`, `role` (`trader`; `operator` is granted with a `./lab` command).
+//! - `apikey:<id>`: a hash — `user`, `sha256` (of the key's secret), `label`, `created_ms`.
+//! - `apikeys:<name>`: the set of a user's key ids.
+//!
+//! An API key is `tlk_<id>_<secret>` (8 and 24 random bytes, hex): shown once, stored as the
+//! SHA-256 of its secret. A fast hash is right here, unlike for passwords: the secret is 192
+//! random bits, so there is nothing to guess. Password hashing runs on actix's blocking pool.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use sha2::{Digest, Sha256};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis did not answer.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Hashing failed (it does not, for valid parameters), or the blocking pool is gone.
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+/// One API key, as listed (never its secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Its id (the part of the key after `tlk_`).
+    pub key_id: String,
+    /// The user's label for it.
+    pub label: String,
+    /// When it was made, ms since the epoch.
+    pub created_ms: u64,
+}
+
+/// The users and keys.
+#[derive(Clone)]
+pub struct Store {
+    redis: ConnectionManager,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> Result<String, StoreError> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| StoreError::Hash(e.to_string()))?;
+    Ok(hex(&buf))
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex(&Sha256::digest(s.as_bytes()))
+}
+
+/// Equal strings, compared in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A PHC string of a password no one has: verified against when the user does not exist, so a
+/// login takes as long for an unknown name as for a wrong password.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Argon2::default()
+            .hash_password(b"no such user, no such password")
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+impl Store {
+    /// Connects to Redis.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let client = redis::Client::open(url)?;
+        Ok(Store { redis: ConnectionManager::new(client).await? })
+    }
+
+    /// Creates `name` with `password`: false if the name is taken.
+    pub async fn create_user(&self, name: &str, password: &str) -> Result<bool, StoreError> {
+        let password = password.to_owned();
+        let phc = actix_web::web::block(move || {
+            Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| StoreError::Hash(e.to_string()))?
+        .map_err(|e| StoreError::Hash(e.to_string()))?;
+        let mut r = self.redis.clone();
+        let key = format!("user:{name}");
+        let created: bool = r.hset_nx(&key, "password", &phc).await?;
+        if created {
+            let _: () = r
+                .hset_multiple(&key, &[("created_ms", now_ms().to_string()), ("role", "trader".into())])
+                .await?;
+        }
+        Ok(created)
+    }
+
+    /// True if `name` exists and `password` is theirs.
+    pub async fn verify(&self, name: &str, password: &str) -> Result<bool, StoreError> {
+        let mut r = self.redis.clone();
+        let stored: Option<String> = r.hget(format!("user:{name}"), "password").await?;
+        let known = stored.is_some();
+        let phc = stored.unwrap_or_else(|| dummy_hash().to_owned());
+        let password = password.to_owned();
+        let ok = actix_web::web::block(move || {
+            PasswordHash::new(&phc)
+                .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
+        .map_err(|e| StoreError::Hash(e.to_string()))?;
+        Ok(known && ok)
+    }
+
+    /// True while the user exists (a deleted user's tokens stop working at once).
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        let mut r = self.redis.clone();
+        Ok(r.exists(format!("user:{name}")).await?)
+    }
+
+    /// A user's role (`trader`, `operator`), if the user exists.
+    pub async fn role(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut r = self.redis.clone();
+        let fields: HashMap<String, String> = r.hgetall(format!("user:{name}")).await?;
+        Ok((!fields.is_empty()).then(|| fields.get("role").cloned().unwrap_or_else(|| "trader".into())))
+    }
+
+    /// Deletes a user and every key of theirs.
+    pub async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        let mut r = self.redis.clone();
+        let ids: Vec<String> = r.smembers(format!("apikeys:{name}")).await?;
+        let mut p = redis::pipe();
+        p.atomic().del(format!("user:{name}")).del(format!("apikeys:{name}"));
+        for id in ids {
+            p.del(format!("apikey:{id}"));
+        }
+        let _: () = p.query_async(&mut r).await?;
+        Ok(())
+    }
+
+    /// A new key for `user`: (its id, the key itself, shown once).
+    pub async fn create_key(&self, user: &str, label: &str) -> Result<(String, String), StoreError> {
+        let (id, secret) = (random_hex(8)?, random_hex(24)?);
+        let mut r = self.redis.clone();
+        let mut p = redis::pipe();
+        p.atomic()
+            .hset_multiple(
+                format!("apikey:{id}"),
+                &[
+                    ("user", user.to_owned()),
+                    ("sha256", sha256_hex(&secret)),
+                    ("label", label.to_owned()),
+                    ("created_ms", now_ms().to_string()),
+                ],
+            )
+            .sadd(format!("apikeys:{user}"), &id);
+        let _: () = p.query_async(&mut r).await?;
+        Ok((id.clone(), format!("tlk_{id}_{secret}")))
+    }
+
+    /// A user's keys.
+    pub async fn list_keys(&self, user: &str) -> Result<Vec<KeyInfo>, StoreError> {
+        let mut r = self.redis.clone();
+        let ids: Vec<String> = r.smembers(format!("apikeys:{user}")).await?;
+        let mut keys = Vec::new();
+        for id in ids {
+            let f: HashMap<String, String> = r.hgetall(format!("apikey:{id}")).await?;
+            if f.get("user").is_some_and(|u| u == user) {
+                keys.push(KeyInfo {
+                    key_id: id,
+                    label: f.get("label").cloned().unwrap_or_default(),
+                    created_ms: f.get("created_ms").and_then(|v| v.parse().ok()).unwrap_or(0),
+                });
+            }
+        }
+        keys.sort_by_key(|k| k.created_ms);
+        Ok(keys)
+    }
+
+    /// Revokes one of `user`'s keys: false if they have no such key.
+    pub async fn revoke_key(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let mut r = self.redis.clone();
+        let owner: Option<String> = r.hget(format!("apikey:{id}"), "user").await?;
+        if owner.as_deref() != Some(user) {
+            return Ok(false);
+        }
+        let mut p = redis::pipe();
+        p.atomic().del(format!("apikey:{id}")).srem(format!("apikeys:{user}"), id);
+        let _: () = p.query_async(&mut r).await?;
+        Ok(true)
+    }
+
+    /// The user a key belongs to, if it is a live key of a live user.
+    pub async fn key_user(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let Some((id, secret)) = key.strip_prefix("tlk_").and_then(|k| k.split_once('_')) else {
+            return Ok(None);
+        };
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut r = self.redis.clone();
+        let f: HashMap<String, String> = r.hgetall(format!("apikey:{id}")).await?;
+        let (Some(user), Some(hash)) = (f.get("user"), f.get("sha256")) else { return Ok(None) };
+        if !same(hash, &sha256_hex(secret)) || !self.exists(user).await? {
+            return Ok(None);
+        }
+        Ok(Some(user.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_to_argon2id_with_owasp_parameters() {
+        let phc = Argon2::default().hash_password(b"correct horse").unwrap().to_string();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        let h = PasswordHash::new(&phc).unwrap();
+        assert!(Argon2::default().verify_password(b"correct horse", &h).is_ok());
+        assert!(Argon2::default().verify_password(b"correct hors", &h).is_err());
+        assert!(PasswordHash::new(dummy_hash()).is_ok());
+    }
+
+    #[test]
+    fn key_secrets_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd") && !same("abc", "ab"));
+        assert_eq!(sha256_hex("").len(), 64);
+        assert_eq!(random_hex(8).unwrap().len(), 16);
+    }
+}

@@ -1,0 +1,333 @@
+//! The I/O thread's picture of the book, built from events alone: each open order's ordered and
+//! filled quantity and its status, and each symbol's price levels with their sequence number.
+//! It is what lets the sink write absolute, idempotent values — an order's `filled_qty` and
+//! `status`, a whole depth snapshot — instead of increments a replay would apply twice.
+//!
+//! Pure: no Redis, no Kafka, no text. [`Projection::apply`] says what an event changed that the
+//! sink cannot read off the event itself (a fill's effect on each order, which book moved), and
+//! the sink formats it. Replayed events rebuild the projection exactly as live ones do.
+//!
+//! Memory is bounded by the open book (DESIGN.md §3): an order is forgotten once it ends (filled
+//! or canceled). The order a command placed is kept until that command's [`Projection::done`],
+//! which the sink still needs for its hop timestamps.
+
+use std::collections::{BTreeMap, HashMap};
+
+use common::{
+    Account, ClientOrderId, Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, Side, SymbolId,
+    TimeInForce,
+};
+
+/// What the projection holds of an open order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderState {
+    /// Quantity ordered (after a replace: what was filled plus the new open quantity), to tell
+    /// `filled` from `partially_filled`.
+    pub qty: Qty,
+    /// Quantity traded so far.
+    pub filled: Qty,
+    /// Where it stands.
+    pub status: OrderStatus,
+    /// A GTC limit order: if nothing else happened to it, it rests once its command is done.
+    pub can_rest: bool,
+}
+
+/// One symbol's price levels, from `level` events.
+#[derive(Debug, Default)]
+pub struct Levels {
+    /// Bid price (ticks) → open quantity (lots).
+    pub bids: BTreeMap<i64, u64>,
+    /// Ask price (ticks) → open quantity (lots).
+    pub asks: BTreeMap<i64, u64>,
+    /// The sequence number of the last level event applied: the snapshot's.
+    pub seq: u64,
+}
+
+impl Levels {
+    /// The best `n` bids, best (highest) first.
+    pub fn best_bids(&self, n: usize) -> impl Iterator<Item = (Price, Qty)> + '_ {
+        self.bids.iter().rev().take(n).map(|(&p, &q)| (Price(p), Qty(q)))
+    }
+
+    /// The best `n` asks, best (lowest) first.
+    pub fn best_asks(&self, n: usize) -> impl Iterator<Item = (Price, Qty)> + '_ {
+        self.asks.iter().take(n).map(|(&p, &q)| (Price(p), Qty(q)))
+    }
+}
+
+/// A fill, as it concerns one of its two orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filled {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its owner.
+    pub account: Account,
+    /// The owner's handle.
+    pub client_order_id: ClientOrderId,
+    /// Traded so far, this fill included.
+    pub filled: Qty,
+    /// `partially_filled` or `filled`.
+    pub status: OrderStatus,
+    /// This is the order's first fill (the original lab's `trade:` key records it).
+    pub first: bool,
+}
+
+/// What an event changed that the sink cannot read off the event itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing: the sink writes from the event alone, if at all.
+    Nothing,
+    /// A fill's effect on its maker and taker (`None`: an order not held here).
+    Fill {
+        /// The resting order.
+        maker: Option<Filled>,
+        /// The incoming order.
+        taker: Option<Filled>,
+    },
+    /// This symbol's levels moved: its depth snapshot is out of date.
+    Levels(SymbolId),
+}
+
+/// Open orders and price levels, from the event stream.
+#[derive(Debug, Default)]
+pub struct Projection {
+    /// Every open order, and the current command's own order until it is done.
+    orders: HashMap<OrderId, OrderState>,
+    /// Every symbol's levels.
+    levels: HashMap<SymbolId, Levels>,
+}
+
+impl Projection {
+    /// Applies one event.
+    pub fn apply(&mut self, e: &Event) -> Change {
+        match e.kind {
+            EventKind::Accepted { order_id, order_type, tif, qty, .. } => {
+                let can_rest = order_type == OrderType::Limit && tif == TimeInForce::Gtc;
+                let order = OrderState { qty, filled: Qty::ZERO, status: OrderStatus::Accepted, can_rest };
+                self.orders.insert(order_id, order);
+                Change::Nothing
+            }
+            EventKind::Fill {
+                maker,
+                taker,
+                qty,
+                maker_account,
+                maker_client_order_id,
+                taker_account,
+                taker_client_order_id,
+                ..
+            } => Change::Fill {
+                maker: self.fill(e.cmd, maker, qty, maker_account, maker_client_order_id),
+                taker: self.fill(e.cmd, taker, qty, taker_account, taker_client_order_id),
+            },
+            EventKind::Canceled { order_id, .. } => {
+                if let Some(order) = self.orders.get_mut(&order_id) {
+                    order.status = OrderStatus::Canceled;
+                    order.can_rest = false;
+                }
+                self.forget_if_ended(e.cmd, order_id);
+                Change::Nothing
+            }
+            EventKind::Replaced { order_id, qty, .. } => {
+                if let Some(order) = self.orders.get_mut(&order_id) {
+                    order.qty = Qty(order.filled.0.saturating_add(qty.0));
+                }
+                Change::Nothing
+            }
+            EventKind::Level { side, price, qty, .. } => {
+                let Some(symbol) = e.symbol else { return Change::Nothing };
+                let levels = self.levels.entry(symbol).or_default();
+                let side = if side == Side::Buy { &mut levels.bids } else { &mut levels.asks };
+                if qty.is_zero() {
+                    side.remove(&price.0);
+                } else {
+                    side.insert(price.0, qty.0);
+                }
+                levels.seq = e.seq;
+                Change::Levels(symbol)
+            }
+            EventKind::Rejected { .. } | EventKind::Status { .. } => Change::Nothing,
+        }
+    }
+
+    /// Command `id` is fully applied. `None` if it placed no order held here (a cancel, a
+    /// replace, a refused or malformed command); else its order's status now — `Resting` means it
+    /// has just come to rest (only this makes an order `resting`). An order that ended is
+    /// forgotten here.
+    pub fn done(&mut self, id: OrderId) -> Option<OrderStatus> {
+        let order = self.orders.get_mut(&id)?;
+        if order.status == OrderStatus::Accepted && order.can_rest {
+            order.status = OrderStatus::Resting;
+        }
+        let status = order.status;
+        if status.is_final() {
+            self.orders.remove(&id);
+        }
+        Some(status)
+    }
+
+    /// An open order's state.
+    pub fn order(&self, id: OrderId) -> Option<&OrderState> {
+        self.orders.get(&id)
+    }
+
+    /// How many orders are held (open ones, plus the current command's own).
+    pub fn orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// A symbol's levels (`None`: no level event yet).
+    pub fn levels(&self, symbol: SymbolId) -> Option<&Levels> {
+        self.levels.get(&symbol)
+    }
+
+    /// Adds a fill to order `id`.
+    fn fill(
+        &mut self,
+        cmd: OrderId,
+        id: OrderId,
+        qty: Qty,
+        account: Account,
+        client_order_id: ClientOrderId,
+    ) -> Option<Filled> {
+        let order = self.orders.get_mut(&id)?;
+        order.filled = Qty(order.filled.0.saturating_add(qty.0));
+        order.status =
+            if order.filled >= order.qty { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
+        let filled = Filled {
+            order_id: id,
+            account,
+            client_order_id,
+            filled: order.filled,
+            status: order.status,
+            first: order.filled == qty,
+        };
+        self.forget_if_ended(cmd, id);
+        Some(filled)
+    }
+
+    /// Forgets order `id` if it ended, unless command `cmd` placed it ([`Projection::done`] does).
+    fn forget_if_ended(&mut self, cmd: OrderId, id: OrderId) {
+        if id != cmd && self.orders.get(&id).is_some_and(|o| o.status.is_final()) {
+            self.orders.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{CancelReason, Timestamp};
+
+    use super::*;
+
+    const ABC: SymbolId = SymbolId(0);
+
+    fn event(cmd: u64, seq: u64, kind: EventKind) -> Event {
+        Event { cmd: OrderId(cmd), index: 0, symbol: Some(ABC), seq, ts: Timestamp(0), kind }
+    }
+
+    fn accepted(id: u64, qty: u64, tif: TimeInForce) -> Event {
+        let kind = EventKind::Accepted {
+            order_id: OrderId(id),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif,
+            post_only: false,
+            price: Some(Price(100)),
+            qty: Qty(qty),
+        };
+        event(id, 0, kind)
+    }
+
+    fn fill(cmd: u64, maker: u64, taker: u64, qty: u64) -> Event {
+        let kind = EventKind::Fill {
+            fill: 0,
+            maker: OrderId(maker),
+            taker: OrderId(taker),
+            taker_side: Side::Sell,
+            price: Price(100),
+            qty: Qty(qty),
+            maker_leaves: Qty(0),
+            taker_leaves: Qty(0),
+            maker_account: Account::new("a").unwrap(),
+            maker_client_order_id: ClientOrderId::new(&format!("c{maker}")).unwrap(),
+            taker_account: Account::new("b").unwrap(),
+            taker_client_order_id: ClientOrderId::new(&format!("c{taker}")).unwrap(),
+        };
+        event(cmd, 0, kind)
+    }
+
+    #[test]
+    fn a_resting_order_fills_in_two_steps_then_is_forgotten() {
+        let mut p = Projection::default();
+        assert_eq!(p.apply(&accepted(1, 5, TimeInForce::Gtc)), Change::Nothing);
+        assert_eq!(p.done(OrderId(1)), Some(OrderStatus::Resting));
+        assert_eq!(p.order(OrderId(1)).map(|o| o.status), Some(OrderStatus::Resting));
+
+        // Command 2 takes 2 of its 5 lots: a first, partial fill for both sides that are held.
+        p.apply(&accepted(2, 2, TimeInForce::Ioc));
+        let Change::Fill { maker: Some(maker), taker: Some(taker) } = p.apply(&fill(2, 1, 2, 2)) else {
+            panic!("both orders are held")
+        };
+        assert_eq!((maker.filled, maker.status, maker.first), (Qty(2), OrderStatus::PartiallyFilled, true));
+        assert_eq!(maker.client_order_id.as_str(), "c1");
+        assert_eq!((taker.filled, taker.status, taker.first), (Qty(2), OrderStatus::Filled, true));
+        assert!(p.order(OrderId(2)).is_some(), "the command's own order is kept until it is done");
+        assert_eq!(p.done(OrderId(2)), Some(OrderStatus::Filled));
+        assert_eq!(p.order(OrderId(2)), None, "forgotten once its command is done");
+
+        // Command 3 takes the other 3: the maker is filled and forgotten at once.
+        p.apply(&accepted(3, 3, TimeInForce::Ioc));
+        let Change::Fill { maker: Some(maker), .. } = p.apply(&fill(3, 1, 3, 3)) else { panic!() };
+        assert_eq!((maker.filled, maker.status, maker.first), (Qty(5), OrderStatus::Filled, false));
+        assert_eq!(p.order(OrderId(1)), None);
+        p.done(OrderId(3));
+        assert_eq!(p.orders(), 0, "nothing open, nothing held");
+    }
+
+    #[test]
+    fn cancels_replaces_and_unknown_orders() {
+        let mut p = Projection::default();
+        p.apply(&accepted(1, 5, TimeInForce::Gtc));
+        p.done(OrderId(1));
+        // Command 2 replaces it: 1 filled + 7 open makes 8 ordered.
+        p.apply(&fill(9, 1, 9, 1));
+        let replaced =
+            EventKind::Replaced { order_id: OrderId(1), price: Price(99), qty: Qty(7), priority_kept: false };
+        p.apply(&event(2, 0, replaced));
+        assert_eq!(p.order(OrderId(1)).map(|o| (o.qty, o.filled)), Some((Qty(8), Qty(1))));
+        assert_eq!(p.done(OrderId(2)), None, "a replace places no order");
+        // Command 3 cancels it: forgotten at once.
+        let canceled =
+            EventKind::Canceled { order_id: OrderId(1), qty: Qty(7), reason: CancelReason::Requested };
+        p.apply(&event(3, 0, canceled));
+        assert_eq!(p.order(OrderId(1)), None);
+        assert_eq!(p.apply(&fill(4, 1, 4, 1)), Change::Fill { maker: None, taker: None });
+        // An IOC order that could not rest stays accepted until its cancel.
+        p.apply(&accepted(5, 5, TimeInForce::Ioc));
+        assert_eq!(p.done(OrderId(5)), Some(OrderStatus::Accepted));
+    }
+
+    #[test]
+    fn levels_follow_level_events() {
+        let mut p = Projection::default();
+        let level =
+            |side, price, qty| EventKind::Level { side, price: Price(price), qty: Qty(qty), orders: 1 };
+        for (seq, kind) in [
+            (1, level(Side::Buy, 99, 5)),
+            (2, level(Side::Buy, 100, 3)),
+            (3, level(Side::Sell, 102, 4)),
+            (4, level(Side::Sell, 101, 1)),
+            (5, level(Side::Buy, 99, 0)),
+        ] {
+            assert_eq!(p.apply(&event(seq, seq, kind)), Change::Levels(ABC));
+        }
+        let levels = p.levels(ABC).unwrap();
+        assert_eq!(levels.seq, 5);
+        assert_eq!(levels.best_bids(10).collect::<Vec<_>>(), [(Price(100), Qty(3))]);
+        assert_eq!(levels.best_asks(1).collect::<Vec<_>>(), [(Price(101), Qty(1))]);
+        assert_eq!(p.levels(SymbolId(1)).map(|l| l.seq), None);
+    }
+}
