@@ -122,10 +122,15 @@ fn banner(plan: &Plan, took: Duration) -> String {
   broker        {}      redis {}
   metrics       /metrics on each service          logs  {}/<process>.log, ./lab logs <process>
 
-Two crossing orders, then the trade:
-  curl -s -XPOST {entry}/place_order -H 'content-type: application/json' -d '{{"id":"s-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}}'
-  curl -s -XPOST {entry}/place_order -H 'content-type: application/json' -d '{{"id":"b-1","symbol":"ABC","price":100,"qty":5}}'
-  curl -s {entry}/trade/b-1
+Two traders sign up and log in, cross, and the buyer looks the trade up:
+  J='content-type: application/json'
+  curl -s -XPOST {entry}/signup -H "$J" -d '{{"username":"alice","password":"alice-password"}}'
+  curl -s -XPOST {entry}/signup -H "$J" -d '{{"username":"bob","password":"bob-password"}}'
+  A=$(curl -s -XPOST {entry}/login -H "$J" -d '{{"username":"alice","password":"alice-password"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  B=$(curl -s -XPOST {entry}/login -H "$J" -d '{{"username":"bob","password":"bob-password"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s -XPOST {entry}/place_order -H "$J" -H "authorization: Bearer $B" -d '{{"id":"s-1","symbol":"ABC","price":100,"qty":5,"side":"sell"}}'
+  curl -s -XPOST {entry}/place_order -H "$J" -H "authorization: Bearer $A" -d '{{"id":"b-1","symbol":"ABC","price":100,"qty":5}}'
+  curl -s {entry}/trade/b-1 -H "authorization: Bearer $A"
 "#,
         took.as_secs_f64(),
         url("gateway-1"),
