@@ -262,6 +262,10 @@ fn nginx_answers_its_own_errors_in_the_json_shape() {
         .send()
         .unwrap();
     assert_eq!(error_code(r), (413, "body_too_large".into()));
+    let r = http().get(url("/no-such-page.html")).send().unwrap();
+    assert_eq!(error_code(r), (404, "not_found".into()));
+    let r = http().post(url("/index.html")).body("x").send().unwrap();
+    assert_eq!(error_code(r), (405, "method_not_allowed".into()));
     // What the gateways answer passes through as they wrote it.
     let r = http().get(url("/api/v1/nope")).send().unwrap();
     assert_eq!(error_code(r), (404, "not_found".into()));

@@ -176,6 +176,10 @@ fn down_stops_the_stack_even_when_its_supervisor_was_killed() {
     // Its processes run on, orphaned; status still finds them by their groups.
     let rows = status(dir.path());
     assert!(rows.iter().all(|r| r["pid"].is_u64() && r["ready"] == true), "{rows:?}");
+    // A new `up` here would lose track of them: it refuses.
+    let again = lab(dir.path(), &["up", "--detach", "--ports", "free"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("./lab down first"), "{again:?}");
     let down = lab(dir.path(), &["down"]).output().expect("lab down");
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     for p in state.procs {

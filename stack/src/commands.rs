@@ -54,7 +54,11 @@ fn supervisor_alive(state: &State) -> bool {
     let Ok(pid) = i32::try_from(state.supervisor) else { return false };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    state.phase != "stopped" && kill(Pid::from_raw(pid), None).is_ok() && args.contains(&b"up".as_slice())
+    let is_lab = args.first().is_some_and(|a| a.ends_with(b"/lab") || *a == b"lab");
+    state.phase != "stopped"
+        && kill(Pid::from_raw(pid), None).is_ok()
+        && is_lab
+        && args.contains(&b"up".as_slice())
 }
 
 /// `lab up`.
@@ -68,16 +72,26 @@ pub fn up(args: &Up) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Processes of an earlier stack whose supervisor died would hold the ports, and a new state
+    // file would forget them: they are stopped first.
+    if let Some(orphans) = State::read(&dir)
+        .map(|s| {
+            s.procs.iter().filter(|p| p.live_pid().is_some()).map(|p| p.name.clone()).collect::<Vec<_>>()
+        })
+        .filter(|o| !o.is_empty())
+    {
+        bail!("processes of an earlier stack still run here ({}): ./lab down first", orphans.join(", "));
+    }
     if args.detach && !args.supervise {
         return detach(args, &dir);
     }
     let cancel = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
-    if args.supervise {
-        // A closed terminal is no reason to stop a detached stack.
-        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::new(AtomicBool::new(false)))?;
-    }
+    // A closed terminal stops a foreground stack as Ctrl-C would (nothing is left running without
+    // its supervisor), and is no reason to stop a detached one.
+    let hangup = if args.supervise { Arc::new(AtomicBool::new(false)) } else { cancel.clone() };
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup)?;
     let restart = (!args.no_restart).then(Restart::default);
     let mut sup = Supervisor::new(plan(&dir, args.ports)?, restart).with_output(|line| println!("{line}"));
     sup.persist("starting");
@@ -214,14 +228,18 @@ pub fn down(dir: &Path) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         if supervisor_alive(&state) {
-            bail!("the supervisor (pid {}) did not stop within {:?}", state.supervisor, deadline.elapsed());
+            println!(
+                "  the supervisor (pid {}) did not stop in time: killing it and its processes",
+                state.supervisor
+            );
+            let _ = kill(Pid::from_raw(state.supervisor as i32), Signal::SIGKILL);
         }
     }
     // Whatever is still there (the supervisor was killed, or gave up): by process group, front
     // to back, SIGTERM then SIGKILL.
     let mut any = false;
     for p in State::read(dir).unwrap_or(state).procs.iter().rev() {
-        let Some(pgid) = p.pid.filter(|&g| group_alive(g)) else { continue };
+        let Some(pgid) = p.live_pid().filter(|&g| group_alive(g)) else { continue };
         any = true;
         kill_group(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_millis(p.stop_grace_ms);
@@ -285,7 +303,7 @@ pub fn status_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
         .procs
         .iter()
         .map(|p| {
-            let alive = p.pid.is_some_and(group_alive);
+            let alive = p.live_pid().is_some_and(group_alive);
             let probe = p.ready_path.clone().map_or(crate::plan::Probe::Tcp, crate::plan::Probe::Http);
             Row {
                 process: p.name.clone(),

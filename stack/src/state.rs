@@ -38,6 +38,43 @@ pub struct ProcState {
     pub ready_path: Option<String>,
     /// Its SIGTERM → SIGKILL grace, ms (for `lab down` when the supervisor is gone).
     pub stop_grace_ms: u64,
+    /// The program it runs: a recorded pid is signalled only while it still runs this (a pid
+    /// reused by another program, e.g. after a reboot, is left alone).
+    #[serde(default)]
+    pub program: String,
+}
+
+impl ProcState {
+    /// Its pid, if that process still runs its program (so its group is still ours).
+    pub fn live_pid(&self) -> Option<u32> {
+        self.pid.filter(|&pid| runs(pid, &self.program))
+    }
+}
+
+/// True if process `pid` exists and runs `program`: the file its executable link names (not its
+/// command line, which Redis and nginx rewrite), against `program` found on `PATH` and with its
+/// symbolic links resolved (Debian's `redis-server` is a link); a binary rebuilt since it started
+/// shows as `… (deleted)`.
+pub fn runs(pid: u32, program: &str) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+    let exe = exe.to_string_lossy();
+    let exe = Path::new(exe.trim_end_matches(" (deleted)"));
+    resolve(program).is_some_and(|p| p == exe)
+}
+
+/// `program`'s file: as given if it names a path, else the first on `PATH`; links resolved.
+fn resolve(program: &str) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        return std::fs::canonicalize(program).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 /// `<dir>/stack.json`.
@@ -57,5 +94,21 @@ impl State {
     pub fn read(dir: &Path) -> Option<State> {
         let text = std::fs::read(path(dir)).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_counts_only_while_it_runs_its_program() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap().display().to_string();
+        assert!(runs(me, &exe));
+        assert!(!runs(me, "/usr/sbin/nginx"), "another program");
+        assert!(!runs(me, ""));
+        assert!(!runs(u32::MAX - 1, &exe), "no such process");
+        assert_eq!(resolve("sh"), std::fs::canonicalize("/bin/sh").ok(), "found on PATH, links resolved");
     }
 }

@@ -254,15 +254,14 @@ impl Supervisor {
     /// If process `i` has exited: reaps it, clears up its group, and says how it exited.
     fn reap(&mut self, i: usize) -> Option<String> {
         let child = self.slots[i].child.as_mut()?;
-        let status = match child.try_wait() {
-            Ok(Some(status)) => status,
-            Ok(None) => return None,
-            Err(e) => return Some(format!("lost: {e}")),
-        };
-        let pid = child.id();
+        if !exited_unreaped(child.id()) {
+            return None;
+        }
+        // The leader is a zombie until it is waited for, so its pid — the group's id — cannot
+        // have been reused: the group is still this process's own. Clear it up, then reap.
+        kill_group(child.id(), Signal::SIGKILL);
+        let exit = child.wait().map_or_else(|e| format!("lost: {e}"), describe);
         self.slots[i].child = None;
-        kill_group(pid, Signal::SIGKILL); // anything its leader left behind
-        let exit = describe(status);
         self.note(i, &format!("exited ({exit})"));
         self.slots[i].last_exit = Some(exit.clone());
         self.changed();
@@ -281,27 +280,7 @@ impl Supervisor {
     pub fn tick(&mut self) {
         for i in 0..self.slots.len() {
             if let Some(exit) = self.reap(i) {
-                let name = self.plan.procs[i].name.clone();
-                let Some(policy) = self.restart else {
-                    (self.say)(&format!("  {name} exited ({exit}); not restarted (--no-restart)"));
-                    continue;
-                };
-                let slot = &mut self.slots[i];
-                let ran = slot.started.map_or(Duration::ZERO, |t| t.elapsed());
-                if ran >= policy.stable || slot.delays.is_none() {
-                    slot.delays = Some(policy.delays());
-                }
-                let delay = slot.delays.as_mut().and_then(Iterator::next).unwrap_or(policy.max);
-                slot.restart_at = Some(Instant::now() + delay);
-                slot.last_backoff = Some(delay);
-                let line = format!(
-                    "{name} exited ({exit}) after {:.1} s; restarting in {:.1} s (restart {})",
-                    ran.as_secs_f64(),
-                    delay.as_secs_f64(),
-                    slot.restarts + 1
-                );
-                self.note(i, &format!("restarting in {:.1} s", delay.as_secs_f64()));
-                (self.say)(&format!("  {line}"));
+                self.after_exit(i, &exit);
             }
             if self.slots[i].restart_at.is_some_and(|t| Instant::now() >= t) {
                 self.slots[i].restarts += 1;
@@ -312,6 +291,31 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Process `i` died: schedules its restart after the next delay (if restarts are on).
+    fn after_exit(&mut self, i: usize, exit: &str) {
+        let name = self.plan.procs[i].name.clone();
+        let Some(policy) = self.restart else {
+            (self.say)(&format!("  {name} exited ({exit}); not restarted (--no-restart)"));
+            return;
+        };
+        let slot = &mut self.slots[i];
+        let ran = slot.started.map_or(Duration::ZERO, |t| t.elapsed());
+        if ran >= policy.stable || slot.delays.is_none() {
+            slot.delays = Some(policy.delays());
+        }
+        let delay = slot.delays.as_mut().and_then(Iterator::next).unwrap_or(policy.max);
+        slot.restart_at = Some(Instant::now() + delay);
+        slot.last_backoff = Some(delay);
+        let line = format!(
+            "{name} exited ({exit}) after {:.1} s; restarting in {:.1} s (restart {})",
+            ran.as_secs_f64(),
+            delay.as_secs_f64(),
+            slot.restarts + 1
+        );
+        self.note(i, &format!("restarting in {:.1} s", delay.as_secs_f64()));
+        (self.say)(&format!("  {line}"));
     }
 
     /// Stops every process front to back (each is gone before what it depends on stops: the
@@ -340,19 +344,13 @@ impl Supervisor {
         let pid = child.id();
         kill_group(pid, Signal::SIGTERM);
         let deadline = Instant::now() + grace;
-        let mut status = None;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = child.try_wait() {
-                status = Some(s);
-                break;
-            }
+        while !exited_unreaped(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if status.is_none() {
-            kill_group(pid, Signal::SIGKILL);
-            let _ = child.wait();
-        }
+        let in_time = exited_unreaped(pid);
+        // Still unreaped here, so the group id is still this process's (see `reap`).
         kill_group(pid, Signal::SIGKILL);
+        let status = child.wait().ok().filter(|_| in_time);
         self.slots[i].child = None;
         self.slots[i].last_exit = Some(status.map_or("killed".to_owned(), describe));
         self.note(i, &format!("stopped ({})", self.slots[i].last_exit.clone().unwrap_or_default()));
@@ -371,9 +369,15 @@ impl Supervisor {
     /// [`tick`](Supervisor::tick) schedules its restart.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let i = self.index(name)?;
-        if let Some(child) = self.slots[i].child.as_mut() {
+        if let Some(child) = &self.slots[i].child {
             kill_group(child.id(), Signal::SIGKILL);
-            let _ = child.wait();
+            loop {
+                if let Some(exit) = self.reap(i) {
+                    self.after_exit(i, &exit);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         Ok(())
     }
@@ -449,6 +453,7 @@ impl Supervisor {
                     crate::plan::Probe::Tcp => None,
                 },
                 stop_grace_ms: p.stop_grace.as_millis() as u64,
+                program: p.program.display().to_string(),
             })
             .collect();
         State { supervisor: std::process::id(), phase: phase.to_owned(), procs }
@@ -470,6 +475,18 @@ impl Drop for Supervisor {
 pub fn kill_group(pgid: u32, signal: Signal) {
     if let Ok(pgid) = i32::try_from(pgid) {
         let _ = killpg(Pid::from_raw(pgid), signal);
+    }
+}
+
+/// True once child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`).
+fn exited_unreaped(pid: u32) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let Ok(raw) = i32::try_from(pid) else { return true };
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(Pid::from_raw(raw)), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(_) => true, // not our child any more: nothing to wait for
     }
 }
 
