@@ -10,7 +10,10 @@
 //! DESIGN.md §6 (one sender thread; no progress bar): it is the smoke-level figure.
 //!
 //! Flags: `--order-svc URL` (`http://127.0.0.1:9101`), `--matcher URL` (`http://127.0.0.1:9201`),
-//! `--rate N` (100), `--count N` (2000), `--symbol S` (`ABC`), `--price P` (`100.00`).
+//! `--rate N` (100), `--count N` (2000), `--symbol S` (`ABC`), `--price P` (`100.00`), `--tokens
+//! T1,T2` (session tokens or API keys, sent as `Authorization: Bearer`, order *i* with token
+//! *i mod n*: through a gateway or nginx, where accounts are on, give two users' tokens, so sells
+//! and buys come from different accounts and trade).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +59,8 @@ fn main() {
     let count: usize = flag(&args, "--count", "2000").parse().expect("--count: a number");
     let symbol = flag(&args, "--symbol", "ABC");
     let price = flag(&args, "--price", "100.00");
+    let tokens: Vec<String> =
+        flag(&args, "--tokens", "").split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect();
     let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let client =
         reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
@@ -73,11 +78,12 @@ fn main() {
         let body = format!(
             r#"{{"client_order_id":"p{run}-{i}","symbol":"{symbol}","side":"{side}","type":"limit","price":"{price}","qty":"1"}}"#
         );
-        let answer = client
-            .post(format!("{order_svc}/api/v1/orders"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send();
+        let mut request =
+            client.post(format!("{order_svc}/api/v1/orders")).header("content-type", "application/json");
+        if !tokens.is_empty() {
+            request = request.bearer_auth(&tokens[i % tokens.len()]);
+        }
+        let answer = request.body(body).send();
         ack.saturating_record(intended.elapsed().as_nanos() as u64);
         match answer.ok().filter(|r| r.status().as_u16() == 202).and_then(|r| r.json::<Value>().ok()) {
             Some(v) => ids.push(v["order_id"].as_str().unwrap_or_default().to_owned()),
