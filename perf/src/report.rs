@@ -96,3 +96,32 @@ pub fn table(results: &[Result]) -> String {
     }
     s
 }
+
+/// Writes `h` as an `.hgrm` percentile file (HdrHistogram's text format), values divided by
+/// `divisor` (1e3 for µs from ns, 1e6 for ms) under the column `header`.
+pub fn write_hgrm(
+    path: &std::path::Path,
+    h: &hdrhistogram::Histogram<u64>,
+    divisor: f64,
+    header: &str,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(file, "{header:>12} {:>14} {:>10} {:>14}", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+    for v in h.iter_quantiles(1) {
+        let q = v.quantile_iterated_to();
+        let inv = if q < 1.0 { 1.0 / (1.0 - q) } else { f64::INFINITY };
+        writeln!(
+            file,
+            "{:>12.3} {:>14.12} {:>10} {:>14.2}",
+            v.value_iterated_to() as f64 / divisor,
+            q,
+            v.count_since_last_iteration(),
+            inv
+        )?;
+    }
+    file.flush()
+}

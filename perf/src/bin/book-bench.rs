@@ -6,7 +6,6 @@
 //! (throughput runs per book, 5), `--seed N`, `--no-peers`,
 //! `--hgrm DIR` (write each latency histogram as an `.hgrm` percentile file).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -75,24 +74,7 @@ fn write_hgrm(dir: &PathBuf, results: &[Result], tag: &str) -> std::io::Result<(
         // "trading-lab, window 0" → "trading-lab-window-0"
         let name = r.name.split(|c: char| !c.is_ascii_alphanumeric() && c != '.').filter(|w| !w.is_empty());
         let path = dir.join(format!("{tag}-{}.hgrm", name.collect::<Vec<_>>().join("-")));
-        let mut file = std::fs::File::create(&path)?;
-        writeln!(
-            file,
-            "{:>12} {:>14} {:>10} {:>14}",
-            "Value(us)", "Percentile", "TotalCount", "1/(1-Percentile)"
-        )?;
-        for v in r.latency.iter_quantiles(1) {
-            let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 { 1.0 / (1.0 - q) } else { f64::INFINITY };
-            writeln!(
-                file,
-                "{:>12.3} {:>14.12} {:>10} {:>14.2}",
-                v.value_iterated_to() as f64 / 1000.0,
-                q,
-                v.count_since_last_iteration(),
-                inv
-            )?;
-        }
+        perf::report::write_hgrm(&path, &r.latency, 1000.0, "Value(us)")?;
         eprintln!("  wrote {}", path.display());
     }
     Ok(())

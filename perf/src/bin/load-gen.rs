@@ -1,0 +1,310 @@
+//! `load-gen`: an open-loop load generator for the running stack (DESIGN.md §6), through nginx.
+//!
+//! Orders leave on a constant-rate schedule: order *i* is due at `start + i / rate`, and its
+//! latency is measured from that *intended* time, so a stall is charged to every order it delayed
+//! (coordinated omission corrected, as wrk2 does). At most `--in-flight` requests are out at once
+//! over keep-alive connections; when all are out, the next order waits for one — and that wait is
+//! in its latency. The run is bounded (`--duration`), its first `--warmup` seconds are sent but
+//! not recorded, and a line of progress is printed every second.
+//!
+//! The flow, over `--users` accounts (signed up and logged in first, so the gateway's per-account
+//! limits apply to each; raise them for a big run) on one symbol, deterministic by `--seed`:
+//! makers (60 %) rest a limit order one to five ticks behind the mid on either side, takers
+//! (30 %) send an IOC that crosses five ticks through it, and the rest cancel one of their
+//! account's earlier resting orders (or, with none, make). So a known share trades.
+//!
+//! Output: the table (offered and achieved rate, p50, p90, p99, p99.9, max of the ack — the
+//! HTTP answer through nginx — and errors by kind), and with `--hgrm DIR` the ack histogram as
+//! an `.hgrm` percentile file. Not measured yet: order → trade confirmed (needs the `trades`
+//! topic or the WebSocket feed beside the sender).
+//!
+//! Flags: `--url` (`http://127.0.0.1:8080`), `--rate N` (500), `--duration S` (20), `--warmup S`
+//! (3), `--in-flight N` (64), `--users N` (4), `--symbol S` (`ABC`), `--mid P` (`100.00`), `--tick
+//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Flags {
+    url: String,
+    rate: f64,
+    duration: f64,
+    warmup: f64,
+    in_flight: usize,
+    users: usize,
+    symbol: String,
+    mid: f64,
+    tick: f64,
+    seed: u64,
+    hgrm: Option<std::path::PathBuf>,
+}
+
+const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR]";
+
+fn flags() -> Result<Flags, String> {
+    let mut f = Flags {
+        url: "http://127.0.0.1:8080".into(),
+        rate: 500.0,
+        duration: 20.0,
+        warmup: 3.0,
+        in_flight: 64,
+        users: 4,
+        symbol: "ABC".into(),
+        mid: 100.0,
+        tick: 0.01,
+        seed: 1,
+        hgrm: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(name) = it.next() {
+        let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
+        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("{name}: {v:?} is not a number\n{USAGE}"));
+        match name.as_str() {
+            "--url" => f.url = value.trim_end_matches('/').to_owned(),
+            "--rate" => f.rate = num(value)?,
+            "--duration" => f.duration = num(value)?,
+            "--warmup" => f.warmup = num(value)?,
+            "--in-flight" => f.in_flight = num(value)? as usize,
+            "--users" => f.users = num(value)? as usize,
+            "--symbol" => f.symbol = value.clone(),
+            "--mid" => f.mid = num(value)?,
+            "--tick" => f.tick = num(value)?,
+            "--seed" => f.seed = num(value)? as u64,
+            "--hgrm" => f.hgrm = Some(value.into()),
+            _ => return Err(format!("unknown flag {name}\n{USAGE}")),
+        }
+    }
+    if !(f.rate > 0.0 && f.duration > 0.0 && f.warmup >= 0.0 && f.in_flight > 0 && f.users >= 2) {
+        return Err(format!(
+            "need --rate > 0, --duration > 0, --warmup >= 0, --in-flight > 0, --users >= 2\n{USAGE}"
+        ));
+    }
+    if f.duration > 600.0 || f.rate > 100_000.0 {
+        return Err("bounded runs only: --duration at most 600 s, --rate at most 100000/s".into());
+    }
+    Ok(f)
+}
+
+/// xorshift64*: the flow is the same for the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What one request was.
+enum Action {
+    New(Value),
+    Cancel(String),
+}
+
+/// What the run counts, shared by the request tasks.
+#[derive(Default)]
+struct Tally {
+    ack: Option<Histogram<u64>>,
+    done: u64,
+    recorded: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("valid bounds")
+}
+
+/// Signs `user` up (a taken name is fine) and logs in: the session token.
+async fn login(client: &reqwest::Client, url: &str, user: &str) -> Result<String, String> {
+    let creds = json!({"username": user, "password": format!("{user}-load-password")});
+    let r = client
+        .post(format!("{url}/api/v1/auth/signup"))
+        .json(&creds)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !matches!(r.status().as_u16(), 201 | 400) {
+        return Err(format!("sign-up {user}: {}", r.status()));
+    }
+    let r = client
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    v["access_token"].as_str().map(str::to_owned).ok_or(format!("login {user}: {status} {v}"))
+}
+
+fn main() {
+    let f = match flags() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    if let Err(e) = rt.block_on(run(f)) {
+        eprintln!("load-gen: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(f: Flags) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(f.in_flight)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() % 100_000);
+    let mut tokens = Vec::new();
+    for u in 0..f.users {
+        tokens.push(login(&client, &f.url, &format!("load{u}")).await?);
+    }
+    eprintln!(
+        "{} users logged in; sending {:.0} orders/s for {:.0} s ({:.0} s warm-up) to {}",
+        f.users, f.rate, f.duration, f.warmup, f.url
+    );
+
+    let tally = Arc::new(Mutex::new(Tally { ack: Some(histogram()), ..Tally::default() }));
+    let resting: Arc<Mutex<HashMap<usize, Vec<String>>>> = Arc::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(f.in_flight));
+    let total = (f.rate * (f.warmup + f.duration)) as u64;
+    let mut rng = Rng(f.seed.max(1) ^ 0x9e37_79b9_7f4a_7c15);
+    let start = Instant::now() + Duration::from_millis(100);
+    let record_from = start + Duration::from_secs_f64(f.warmup);
+    let mut next_report = start + Duration::from_secs(1);
+    let price = |ticks: f64| format!("{:.2}", f.mid + ticks * f.tick);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / f.rate);
+        tokio::time::sleep_until(due.into()).await;
+        let user = (i as usize) % f.users;
+        let roll = rng.below(100);
+        let cancel = if roll >= 90 {
+            resting.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&user).and_then(Vec::pop)
+        } else {
+            None
+        };
+        let action = match cancel {
+            Some(id) => Action::Cancel(id),
+            None => {
+                let buy = rng.below(2) == 0;
+                let (side, tif, ticks) = if (60..90).contains(&roll) {
+                    // Taker: crosses five ticks through the mid, IOC.
+                    (if buy { "buy" } else { "sell" }, "ioc", if buy { 5.0 } else { -5.0 })
+                } else {
+                    // Maker: rests one to five ticks behind the mid.
+                    let away = (1 + rng.below(5)) as f64;
+                    (if buy { "buy" } else { "sell" }, "gtc", if buy { -away } else { away })
+                };
+                Action::New(json!({
+                    "client_order_id": format!("g{run_id}-{i}"),
+                    "symbol": f.symbol, "side": side, "type": "limit", "time_in_force": tif,
+                    "price": price(ticks), "qty": "1",
+                }))
+            }
+        };
+        let permit = permits.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (client, url, token) = (client.clone(), f.url.clone(), tokens[user].clone());
+        let (shared, resting) = (tally.clone(), resting.clone());
+        tasks.spawn(async move {
+            let request = match &action {
+                Action::New(body) => client.post(format!("{url}/api/v1/orders")).json(body),
+                Action::Cancel(id) => client.delete(format!("{url}/api/v1/orders/{id}")),
+            };
+            let answer = request.bearer_auth(token).send().await;
+            let took = due.elapsed();
+            let outcome = match answer {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    if let (Action::New(body), Ok(v)) = (&action, r.json::<Value>().await) {
+                        if body["time_in_force"] == "gtc" {
+                            if let Some(id) = v["order_id"].as_str() {
+                                resting
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .entry(user)
+                                    .or_default()
+                                    .push(id.to_owned());
+                            }
+                        }
+                    }
+                    None
+                }
+                Ok(r) => Some(format!("http {}", r.status().as_u16())),
+                Err(e) if e.is_timeout() => Some("timeout".into()),
+                Err(e) if e.is_connect() => Some("connect".into()),
+                Err(_) => Some("other".into()),
+            };
+            drop(permit);
+            let mut t = shared.lock().unwrap_or_else(|p| p.into_inner());
+            t.done += 1;
+            if due >= record_from {
+                t.recorded += 1;
+                if let Some(h) = t.ack.as_mut() {
+                    h.saturating_record(took.as_nanos() as u64);
+                }
+                if let Some(kind) = outcome {
+                    *t.errors.entry(kind).or_default() += 1;
+                }
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(1);
+            let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            let errors: u64 = t.errors.values().sum();
+            eprint!(
+                "\r  {:>5.0} s  sent {:>8}/{total}  done {:>8}  in flight {:>4}  errors {errors:>6}   ",
+                start.elapsed().as_secs_f64(),
+                i + 1,
+                t.done,
+                f.in_flight - permits.available_permits()
+            );
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    eprintln!();
+    let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let h = t.ack.as_ref().ok_or("no histogram")?;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    let errors: u64 = t.errors.values().sum();
+    println!("| offered /s | achieved /s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
+    let kinds: Vec<String> = t.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    println!(
+        "| {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+        f.rate,
+        (t.recorded - errors) as f64 / f.duration,
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1e6,
+        if kinds.is_empty() { "0".to_owned() } else { kinds.join(", ") }
+    );
+    if let Some(dir) = &f.hgrm {
+        let path = dir.join(format!("ack-{:.0}.hgrm", f.rate));
+        perf::report::write_hgrm(&path, h, 1e6, "Value(ms)").map_err(|e| e.to_string())?;
+        eprintln!("  wrote {}", path.display());
+    }
+    Ok(())
+}
