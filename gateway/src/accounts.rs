@@ -38,14 +38,50 @@ struct Credentials {
     password: String,
 }
 
-/// The client's address: nginx's `X-Real-IP` when the request came through a proxy on this
-/// machine, else the peer.
+/// The client's address: the `X-Real-IP` a trusted proxy (nginx) set, else the peer's. Only
+/// the configured proxies are believed (`--trusted-proxies`; by default this machine's loopback,
+/// where `./lab up` runs nginx), so a remote client cannot name another address to slip past the
+/// per-address limits.
 pub fn client_ip(req: &HttpRequest) -> IpAddr {
     let peer = req.peer_addr().map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-    let forwarded = req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let trusted = req.app_data::<web::Data<State>>().is_some_and(|s| s.trusted_proxies.trusts(peer));
+    let forwarded =
+        req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     match forwarded {
-        Some(ip) if peer.is_loopback() => ip,
+        Some(ip) if trusted => ip,
         _ => peer,
+    }
+}
+
+/// Which peers may tell the gateway the client's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustedProxies {
+    /// Every peer (compose: only nginx reaches the gateways on its network).
+    Any,
+    /// These addresses only.
+    Only(Vec<IpAddr>),
+}
+
+impl TrustedProxies {
+    /// From `--trusted-proxies`: `any`, or addresses.
+    pub fn parse(list: &[String]) -> anyhow::Result<TrustedProxies> {
+        if list.iter().any(|v| v.trim() == "any") {
+            return Ok(TrustedProxies::Any);
+        }
+        let ips = list.iter().map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--trusted-proxies: {v:?} is not an address or `any`"))
+        });
+        Ok(TrustedProxies::Only(ips.collect::<anyhow::Result<_>>()?))
+    }
+
+    /// True if `peer` may name the client.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        match self {
+            TrustedProxies::Any => true,
+            TrustedProxies::Only(ips) => ips.contains(&peer),
+        }
     }
 }
 
@@ -141,15 +177,15 @@ async fn login(
     let c: Credentials = validate::parse(&body)?;
     let name = c.username.trim().to_ascii_lowercase();
     state.limits.login(&name, client_ip(&req)).map_err(|r| ApiError::TooMany(r.0))?;
-    if !store.verify(&name, &c.password).await.map_err(redis_down)? {
-        state.limits.failed_login(&name);
+    let Some(uid) = store.verify(&name, &c.password).await.map_err(redis_down)? else {
+        state.limits.failed_login(&name, client_ip(&req));
         tracing::warn!(user = %name, ip = %client_ip(&req), "failed login");
         return Err(ApiError::Unauthorized {
             code: "bad_credentials",
             message: "wrong username or password".into(),
         });
-    }
-    let (token, _) = tokens.issue(&name).map_err(|e| ApiError::field(e.to_string()))?;
+    };
+    let (token, _) = tokens.issue(&name, &uid).map_err(|e| ApiError::field(e.to_string()))?;
     let ttl = tokens.ttl.as_secs();
     let cookie = Cookie::build(COOKIE, token.clone())
         .path("/")
@@ -220,7 +256,9 @@ async fn create_key(
     if new.label.len() > 64 || new.label.chars().any(char::is_control) {
         return Err(ApiError::field("label must be at most 64 printable characters"));
     }
-    let (id, key) = store(&state)?.create_key(&name, &new.label).await.map_err(redis_down)?;
+    let store = store(&state)?;
+    let uid = store.uid(&name).await.map_err(redis_down)?.unwrap_or_default();
+    let (id, key) = store.create_key(&name, &uid, &new.label).await.map_err(redis_down)?;
     tracing::info!(user = %name, key_id = %id, "API key created");
     Ok(HttpResponse::Created().json(json!({"key_id": id, "api_key": key, "label": new.label})))
 }

@@ -10,6 +10,7 @@
 //! - [`limits`]: rate limits.
 //! - [`routes`]: the order and market-data routes.
 //! - [`upstream`]: the keep-alive pools, health checks, failover.
+//! - [`ws`]: market data over WebSocket (`GET /ws`): the Kafka feed, books, sessions.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod limits;
 pub mod routes;
 pub mod upstream;
+pub mod ws;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -46,6 +48,10 @@ pub struct Config {
     pub accounts: Option<Accounts>,
     /// Rate limits.
     pub limits: limits::Config,
+    /// Peers whose `X-Real-IP` names the client (nginx).
+    pub trusted_proxies: accounts::TrustedProxies,
+    /// Market data over WebSocket.
+    pub ws: ws::Config,
 }
 
 /// What accounts need.
@@ -80,6 +86,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         actix_web::rt::spawn(reads.clone().check_health(Duration::from_millis(500))),
     ];
     let metrics = Arc::new(routes::Metrics::new()?);
+    let (hub, feed) = ws::Hub::start(
+        config.ws.clone(),
+        SymbolTable::default(),
+        reads.clone(),
+        &metrics.http.registry,
+        shutdown.clone(),
+        &config.instance,
+    )?;
     let auth = match &config.accounts {
         Some(a) => auth::Auth {
             tokens: Some(auth::token::Tokens::new(&a.secret, a.token_ttl)?),
@@ -103,6 +117,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         counter: AtomicU64::new(0),
         auth,
         limits: limits::Limits::new(&config.limits),
+        trusted_proxies: config.trusted_proxies.clone(),
+        ws: hub,
     });
     let forget = {
         let state = state.clone();
@@ -113,10 +129,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             }
         })
     };
-    tracing::info!(listen = %config.listen, instance = %config.instance, order_svcs = ?config.order_svcs, matcher = %config.matcher, "gateway starting");
+    tracing::info!(listen = %config.listen, instance = %config.instance, order_svcs = ?config.order_svcs, matcher = %config.matcher, brokers = %config.ws.kafka.brokers, "gateway starting");
     let served = common::http::serve(listener, 2, state, routes::configure, shutdown).await;
     checks.iter().for_each(|c| c.abort());
     forget.abort();
+    feed.stop();
     served?;
     tracing::info!("gateway stopped");
     Ok(())

@@ -1,7 +1,8 @@
 //! Rate limits (the `governor` crate: GCRA, keyed, lock-free): order entry per account and per
-//! client IP, logins per client IP, and failed logins per username — after a burst of wrong
-//! passwords a username is refused (even with the right one) until its allowance refills, which
-//! turns a password guesser into a few guesses a minute. Every refusal is a `429` with
+//! client IP, logins per client IP, and failed logins per username and address — after a burst of
+//! wrong passwords from one address a username is refused there (even with the right one) until
+//! its allowance refills, which turns a password guesser into a few guesses a minute without
+//! letting one address lock a user out everywhere. Every refusal is a `429` with
 //! `Retry-After`. Keys that stop coming are forgotten ([`Limits::forget_idle`], every minute), so
 //! memory is bounded by the recently active accounts, addresses and names.
 
@@ -55,9 +56,9 @@ pub struct Limits {
     overrides: HashMap<String, DefaultKeyedRateLimiter<String>>,
     orders_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     logins_per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    failed_logins: DefaultKeyedRateLimiter<String>,
-    /// Usernames refused until then (their failed-login allowance ran out).
-    locked: Mutex<HashMap<String, Instant>>,
+    failed_logins: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    /// (username, address) pairs refused until then (their failed-login allowance ran out).
+    locked: Mutex<HashMap<(String, IpAddr), Instant>>,
     clock: DefaultClock,
 }
 
@@ -103,18 +104,19 @@ impl Limits {
     pub fn login(&self, user: &str, ip: IpAddr) -> Result<(), RetryAfter> {
         self.check(&self.logins_per_ip, &ip)?;
         let locked = self.locked.lock().unwrap_or_else(|p| p.into_inner());
-        match locked.get(user) {
+        match locked.get(&(user.to_owned(), ip)) {
             Some(&until) if until > Instant::now() => Err(RetryAfter(until - Instant::now())),
             _ => Ok(()),
         }
     }
 
-    /// A wrong password for `user`: once their allowance is spent, the name is locked until it
-    /// refills.
-    pub fn failed_login(&self, user: &str) {
-        if let Err(RetryAfter(wait)) = self.check(&self.failed_logins, &user.to_owned()) {
+    /// A wrong password for `user` from `ip`: once that allowance is spent, the name is locked
+    /// for that address until it refills.
+    pub fn failed_login(&self, user: &str, ip: IpAddr) {
+        let key = (user.to_owned(), ip);
+        if let Err(RetryAfter(wait)) = self.check(&self.failed_logins, &key) {
             let mut locked = self.locked.lock().unwrap_or_else(|p| p.into_inner());
-            locked.insert(user.to_owned(), Instant::now() + wait.max(Duration::from_secs(1)));
+            locked.insert(key, Instant::now() + wait.max(Duration::from_secs(1)));
         }
     }
 
@@ -159,13 +161,15 @@ mod tests {
         let l = Limits::new(&Config { failed_logins_per_user: 3, ..Config::default() });
         for _ in 0..3 {
             assert!(l.login("alice", IP).is_ok());
-            l.failed_login("alice");
+            l.failed_login("alice", IP);
         }
         assert!(l.login("alice", IP).is_ok(), "three wrong passwords are allowed");
-        l.failed_login("alice");
+        l.failed_login("alice", IP);
         let wait = l.login("alice", IP).unwrap_err();
         assert!(wait.0 > Duration::from_secs(1), "locked for a while: {wait:?}");
         assert!(l.login("bob", IP).is_ok(), "only that name");
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        assert!(l.login("alice", elsewhere).is_ok(), "only from that address");
         l.forget_idle();
         assert!(l.login("alice", IP).is_err(), "a lock outlives forget_idle");
     }

@@ -65,6 +65,35 @@ struct Args {
     /// Failed logins per minute per username before the name is refused for a while.
     #[arg(long, env = "GATEWAY_RATE_FAILED_LOGINS", default_value_t = 5)]
     rate_failed_logins: u32,
+    /// Kafka brokers: the market-data feed reads the order-events topic (`GET /ws`).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    /// The topic of the matcher's events.
+    #[arg(long, env = "GATEWAY_EVENTS_TOPIC", default_value = "order-events")]
+    events_topic: String,
+    /// The market-data consumer's `fetch.wait.max.ms` (low: the broker holds a fetch that long).
+    #[arg(long, env = "GATEWAY_KAFKA_FETCH_WAIT_MS", default_value_t = 5)]
+    kafka_fetch_wait_ms: u32,
+    /// Frames a WebSocket session may have queued; a client that falls further behind is
+    /// resynced (books get a fresh snapshot), and closed if it keeps falling behind.
+    #[arg(long, env = "GATEWAY_WS_QUEUE", default_value_t = 1024)]
+    ws_queue: usize,
+    /// Seconds between a session's pings and heartbeats.
+    #[arg(long, env = "GATEWAY_WS_HEARTBEAT_SECS", default_value_t = 5)]
+    ws_heartbeat_secs: u64,
+    /// Seconds a WebSocket client may stay silent (not even a pong) before it is closed.
+    #[arg(long, env = "GATEWAY_WS_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    ws_idle_timeout_secs: u64,
+    /// Most WebSocket sessions open at once.
+    #[arg(long, env = "GATEWAY_WS_MAX_SESSIONS", default_value_t = 10_000)]
+    ws_max_sessions: usize,
+    /// Tests only: the `debug_pause` and `debug_skip` ops.
+    #[arg(long, env = "GATEWAY_WS_TEST_HOOKS", hide = true)]
+    ws_test_hooks: bool,
+    /// Peers whose `X-Real-IP` header names the client, comma-separated addresses, or `any`
+    /// (compose, where only nginx reaches the gateways). Others are the client themselves.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    trusted_proxies: Vec<String>,
     /// An account's own orders-per-second allowance, `account=N` (repeatable, comma-separated).
     #[arg(long, env = "GATEWAY_RATE_ACCOUNT_OVERRIDES", value_delimiter = ',')]
     rate_account_override: Vec<String>,
@@ -77,9 +106,11 @@ async fn main() -> anyhow::Result<()> {
     let accounts = if args.no_auth {
         None
     } else {
-        let secret = match (&args.jwt_secret, &args.jwt_secret_file) {
-            (Some(s), _) => s.trim().as_bytes().to_vec(),
-            (None, Some(path)) => std::fs::read_to_string(path)
+        // A file given wins over a secret in the environment (`./lab up` passes its file even to a
+        // shell that exports JWT_SECRET).
+        let secret = match (&args.jwt_secret_file, &args.jwt_secret) {
+            (None, Some(s)) => s.trim().as_bytes().to_vec(),
+            (Some(path), _) => std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("--jwt-secret-file {}: {e}", path.display()))?
                 .trim()
                 .as_bytes()
@@ -117,6 +148,14 @@ async fn main() -> anyhow::Result<()> {
         failed_logins_per_user: args.rate_failed_logins,
         account_overrides,
     };
+    let mut ws = gateway::ws::Config::new(&args.brokers);
+    ws.kafka.topic = args.events_topic;
+    ws.kafka.fetch_wait_ms = args.kafka_fetch_wait_ms;
+    ws.queue = args.ws_queue.max(1);
+    ws.heartbeat = Duration::from_secs(args.ws_heartbeat_secs.max(1));
+    ws.idle_timeout = Duration::from_secs(args.ws_idle_timeout_secs.max(1));
+    ws.max_sessions = args.ws_max_sessions;
+    ws.test_hooks = args.ws_test_hooks;
     let shutdown = common::shutdown::Shutdown::on_signals()?;
     gateway::run(
         gateway::Config {
@@ -128,6 +167,8 @@ async fn main() -> anyhow::Result<()> {
             upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
             accounts,
             limits,
+            trusted_proxies: gateway::accounts::TrustedProxies::parse(&args.trusted_proxies)?,
+            ws,
         },
         shutdown,
     )

@@ -2,7 +2,7 @@
 //! here and forwarded to the order-svc pool with the caller's account; reads go to the matcher
 //! front — an order only to its owner (anyone else gets the `404` of an order that does not
 //! exist), the book, trades and symbols to anyone. The account routes are in
-//! [`crate::accounts`].
+//! [`crate::accounts`]; `GET /ws` (market data over WebSocket) in [`crate::ws`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,6 +63,10 @@ pub struct State {
     pub auth: Auth,
     /// Rate limits.
     pub limits: Limits,
+    /// Peers whose `X-Real-IP` names the client (nginx).
+    pub trusted_proxies: crate::accounts::TrustedProxies,
+    /// Market data over WebSocket (`GET /ws`).
+    pub ws: crate::ws::Hub,
 }
 
 impl Service for State {
@@ -76,10 +80,12 @@ impl Service for State {
         &self.metrics.http
     }
 
-    /// Ready while some order entry instance and the matcher front look healthy.
+    /// Ready while some order entry instance and the matcher front look healthy. (The market-data
+    /// feed's state is reported, not required: order entry works without it.)
     async fn ready(&self) -> Result<Map<String, Value>, ApiError> {
         if self.writes.any_healthy() && self.reads.any_healthy() {
-            Ok(Map::new())
+            let feed = if self.ws.feed_up() { "up" } else { "down" };
+            Ok(Map::from_iter([("ws_feed".to_owned(), Value::from(feed))]))
         } else {
             Err(ApiError::unavailable(Unavailable::Upstream, "no healthy order-svc or matcher"))
         }
@@ -97,6 +103,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/book/{symbol}", web::get().to(read))
         .route("/api/v1/trades", web::get().to(read))
         .route("/api/v1/symbols", web::get().to(read))
+        .route("/ws", web::get().to(crate::ws::upgrade))
         .configure(crate::accounts::configure);
 }
 
@@ -233,10 +240,11 @@ fn no_order(id: &str) -> ApiError {
 }
 
 /// Reads order `id` from the matcher front: the answer for the caller (`200` only if the order
-/// is theirs; someone else's is the `404` of an order that does not exist).
-async fn owned_order(state: &State, who: &Caller, id: &str, rid: &str) -> HttpResponse {
+/// is theirs; someone else's is the `404` of an order that does not exist), and whether it was
+/// someone else's (for the gateway only: the caller cannot tell).
+async fn owned_order(state: &State, who: &Caller, id: &str, rid: &str) -> (HttpResponse, bool) {
     if id.parse::<OrderId>().is_err() {
-        return with_id(ApiError::field(format!("order_id must be a decimal u64, not {id:?}")), rid);
+        return (with_id(ApiError::field(format!("order_id must be a decimal u64, not {id:?}")), rid), false);
     }
     let answer =
         state.reads.send(reqwest::Method::GET, &format!("/api/v1/orders/{id}"), None, rid, None).await;
@@ -246,12 +254,16 @@ async fn owned_order(state: &State, who: &Caller, id: &str, rid: &str) -> HttpRe
                 .ok()
                 .and_then(|v| v["account"].as_str().map(str::to_owned));
             if owner.as_deref() != Some(user.as_str()) {
-                return with_id(no_order(id), rid);
+                return (with_id(no_order(id), rid), true);
             }
         }
     }
-    relay(answer, Unavailable::Matcher, rid)
+    (relay(answer, Unavailable::Matcher, rid), false)
 }
+
+/// How long a cancel waits, at most, for its order to be written by the matcher: 10 + 20 + … +
+/// 640 ms, doubling.
+const CANCEL_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(640);
 
 /// `DELETE /api/v1/orders/{order_id}`: the caller's own order only.
 async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
@@ -268,10 +280,20 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
     if let Err(r) = state.limits.order(who.account(), client_ip(&req)) {
         return with_id(ApiError::TooMany(r.0), &rid);
     }
-    // A signed-in caller's cancel of someone else's order is a 404, as for a read. (The book
-    // refuses it too, `not_owner`; development mode leaves it to the book.)
+    // A signed-in caller's cancel of someone else's order is a 404, as for a read (the book checks
+    // the owner too: `not_owner`). An order the matcher has not written yet — a cancel sent right
+    // after the order's 202 — is waited for, briefly (the matcher writes within milliseconds);
+    // an id that is still nowhere after that is a 404 too. Development mode leaves it to the book.
     if matches!(who, Caller::User(_)) {
-        let found = owned_order(&state, &who, &path, &rid).await;
+        let mut wait = std::time::Duration::from_millis(10);
+        let found = loop {
+            let (found, theirs) = owned_order(&state, &who, &path, &rid).await;
+            if found.status() != StatusCode::NOT_FOUND || theirs || wait > CANCEL_LOOKUP_WAIT {
+                break found;
+            }
+            actix_web::rt::time::sleep(wait).await;
+            wait *= 2;
+        };
         if found.status() != StatusCode::OK {
             return found;
         }
@@ -293,7 +315,7 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
 async fn order(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let rid = request_id(&state, &req);
     match caller(&state, &req).await {
-        Ok(who) => owned_order(&state, &who, &path, &rid).await,
+        Ok(who) => owned_order(&state, &who, &path, &rid).await.0,
         Err(e) => with_id(e, &rid),
     }
 }

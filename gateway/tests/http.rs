@@ -30,6 +30,8 @@ async fn start() -> Running {
         upstream_timeout: Duration::from_secs(2),
         accounts: None,
         limits: gateway::limits::Config::default(),
+        trusted_proxies: gateway::accounts::TrustedProxies::Only(vec![]),
+        ws: gateway::ws::Config::new(&format!("127.0.0.1:{}", free_port())),
     };
     let shutdown = Shutdown::new();
     let task = actix_web::rt::spawn(gateway::run(config, shutdown.clone()));

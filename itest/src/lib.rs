@@ -154,7 +154,8 @@ impl Stack {
     }
 
     /// A stack from the native options, edited by `options`, then its plan edited by `plan`.
-    /// Test tuning: services log at `info`; the matcher is not pinned and spins briefly (tests
+    /// Test tuning: our services and Redis log at `info` (the broker stays at the plan's `warn`:
+    /// Tansu traces every fetch at `info`); the matcher is not pinned and spins briefly (tests
     /// run side by side on two cores); stops get 5 s at most.
     pub fn with(options: impl FnOnce(&mut Options), plan: impl FnOnce(&mut Plan)) -> Stack {
         let dir = TempDir::new();
@@ -162,7 +163,7 @@ impl Stack {
         o.durable_redis = false;
         options(&mut o);
         let mut p = Plan::build(&o).expect("a plan");
-        for proc in &mut p.procs {
+        for proc in p.procs.iter_mut().filter(|p| p.kind != Kind::Broker) {
             proc.env.push(("RUST_LOG".into(), "info".into()));
             if proc.kind == Kind::Matcher {
                 proc.env.push(("MATCHER_PIN_CORE".into(), "none".into()));

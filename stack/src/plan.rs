@@ -254,14 +254,13 @@ impl Plan {
             Some(k) => k.clone(),
             None => {
                 let port = o.ports.pick(fixed::BROKER);
-                procs.push(common(
-                    "broker".into(),
-                    Kind::Broker,
-                    o.tansu.clone(),
-                    tansu_args(port),
-                    port,
-                    vec![],
-                ));
+                let mut broker =
+                    common("broker".into(), Kind::Broker, o.tansu.clone(), tansu_args(port), port, vec![]);
+                // Tansu at `info` traces every fetch: ~70 MB/s of log with consumers polling every
+                // few ms. Warnings only, unless TANSU_LOG asks for more.
+                let level = std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into());
+                broker.env.push(("RUST_LOG".into(), level));
+                procs.push(broker);
                 format!("127.0.0.1:{port}")
             }
         };
@@ -318,8 +317,17 @@ impl Plan {
             let name = format!("gateway-{i}");
             let port = o.ports.pick(fixed::GATEWAY + i as u16 - 1);
             let matcher = matcher_url.clone().unwrap_or_default();
-            let mut args = vec!["--order-svc".into(), order_urls.join(","), "--matcher".into(), matcher];
-            let mut deps = order_names.clone();
+            let mut args = vec![
+                "--order-svc".into(),
+                order_urls.join(","),
+                "--matcher".into(),
+                matcher,
+                // The market-data feed (`GET /ws`) reads the matcher's events.
+                "--brokers".into(),
+                kafka.clone(),
+            ];
+            let mut deps = broker_dep.clone();
+            deps.extend(order_names.iter().cloned());
             deps.push("matcher".into());
             // Accounts: users and keys in Redis, tokens signed with the run directory's secret.
             if o.auth {
@@ -541,6 +549,8 @@ mod tests {
         let g = plan.get("gateway-2").unwrap();
         assert_eq!(g.flag("--order-svc"), Some("http://127.0.0.1:9101,http://127.0.0.1:9102"));
         assert_eq!(g.flag("--matcher"), Some("http://127.0.0.1:9201"));
+        assert_eq!(g.flag("--brokers"), Some("127.0.0.1:19092"));
+        assert!(g.deps.iter().any(|d| d == "broker"), "the gateway's feed reads the broker");
         assert_eq!(plan.get("matcher").unwrap().flag("--brokers"), Some("127.0.0.1:19092"));
     }
 

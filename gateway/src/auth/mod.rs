@@ -3,9 +3,13 @@
 //! A caller proves who they are with a session token (JWT HS256, from `POST /login` or
 //! `/api/v1/auth/login`) as `Authorization: Bearer <token>` or in the `session` cookie the login
 //! sets (`HttpOnly`, `SameSite=Strict`: the original lab's page polls `GET /trade/<id>` without a
-//! header), or with an API key (`Authorization: Bearer tlk_…`). The account of every order is
-//! the caller's username; the body never names it. A token whose user was deleted stops working
-//! at once (every request checks the user still exists).
+//! header), or with an API key (`Authorization: Bearer tlk_…`). The cookie counts only on reads
+//! (`GET`, `HEAD`): a write needs the header, so another page on this site (another port of the
+//! same host is the same *site* to `SameSite`) cannot place an order with a user's cookie. The
+//! account of every order is the caller's username; the body never names it.
+//!
+//! Every user has a random `uid`, kept in the token and in each API key: a deleted user's tokens
+//! and keys stop working at once, and stay dead if someone signs up under the same name.
 //!
 //! Without a secret the gateway refuses to start, unless started with `--no-auth` (development):
 //! then every caller is the shared `anonymous` account, and the body's `account` is honoured, as
@@ -74,15 +78,17 @@ pub struct Auth {
     pub cookie_secure: bool,
 }
 
-/// The credential a request carries: the bearer token, else the session cookie.
+/// The credential a request carries: the bearer token, else (on a read) the session cookie.
 pub fn credential(req: &HttpRequest) -> Option<String> {
+    let read = matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD);
     let bearer = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_owned());
-    bearer.or_else(|| req.cookie(COOKIE).map(|c| c.value().to_owned())).filter(|t| !t.is_empty())
+    let cookie = || read.then(|| req.cookie(COOKIE).map(|c| c.value().to_owned())).flatten();
+    bearer.or_else(cookie).filter(|t| !t.is_empty())
 }
 
 impl Auth {
@@ -110,7 +116,7 @@ impl Auth {
             TokenError::Expired => Denied::Expired,
             TokenError::Invalid(why) => Denied::Invalid(format!("invalid session token ({why})")),
         })?;
-        if !store.exists(&claims.sub).await? {
+        if store.uid(&claims.sub).await?.as_deref() != Some(claims.uid.as_str()) {
             return Err(Denied::Invalid(format!("user {:?} no longer exists", claims.sub)));
         }
         Ok(Caller::User(claims.sub))

@@ -1,7 +1,9 @@
 //! Users and API keys in Redis (DESIGN.md §2, §4):
 //! - `user:<name>`: a hash — `password` (argon2id PHC string, OWASP parameters: 19 MiB, 2 passes,
-//!   1 lane), `created_ms`, `role` (`trader`; `operator` is granted with a `./lab` command).
-//! - `apikey:<id>`: a hash — `user`, `sha256` (of the key's secret), `label`, `created_ms`.
+//!   1 lane), `uid` (random: tokens and keys carry it, so they die with the user and do not come
+//!   back for a later user of the same name), `created_ms`, `role` (`trader`; `operator` is
+//!   granted with a `./lab` command).
+//! - `apikey:<id>`: a hash — `user`, `uid`, `sha256` (of the key's secret), `label`, `created_ms`.
 //! - `apikeys:<name>`: the set of a user's key ids.
 //!
 //! An API key is `tlk_<id>_<secret>` (8 and 24 random bytes, hex): shown once, stored as the
@@ -90,6 +92,7 @@ impl Store {
 
     /// Creates `name` with `password`: false if the name is taken.
     pub async fn create_user(&self, name: &str, password: &str) -> Result<bool, StoreError> {
+        let uid = random_hex(16)?;
         let password = password.to_owned();
         let phc = actix_web::web::block(move || {
             Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string())
@@ -101,17 +104,21 @@ impl Store {
         let key = format!("user:{name}");
         let created: bool = r.hset_nx(&key, "password", &phc).await?;
         if created {
-            let _: () = r
-                .hset_multiple(&key, &[("created_ms", now_ms().to_string()), ("role", "trader".into())])
-                .await?;
+            let fields = [("uid", uid), ("created_ms", now_ms().to_string()), ("role", "trader".into())];
+            let _: () = r.hset_multiple(&key, &fields).await?;
         }
         Ok(created)
     }
 
-    /// True if `name` exists and `password` is theirs.
-    pub async fn verify(&self, name: &str, password: &str) -> Result<bool, StoreError> {
+    /// The user's uid if `name` exists and `password` is theirs.
+    pub async fn verify(&self, name: &str, password: &str) -> Result<Option<String>, StoreError> {
         let mut r = self.redis.clone();
-        let stored: Option<String> = r.hget(format!("user:{name}"), "password").await?;
+        let (stored, uid): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(format!("user:{name}"))
+            .arg("password")
+            .arg("uid")
+            .query_async(&mut r)
+            .await?;
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| dummy_hash().to_owned());
         let password = password.to_owned();
@@ -121,13 +128,13 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Hash(e.to_string()))?;
-        Ok(known && ok)
+        Ok(uid.filter(|_| known && ok))
     }
 
-    /// True while the user exists (a deleted user's tokens stop working at once).
-    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+    /// The user's uid while the user exists (a deleted user's tokens stop working at once).
+    pub async fn uid(&self, name: &str) -> Result<Option<String>, StoreError> {
         let mut r = self.redis.clone();
-        Ok(r.exists(format!("user:{name}")).await?)
+        Ok(r.hget(format!("user:{name}"), "uid").await?)
     }
 
     /// A user's role (`trader`, `operator`), if the user exists.
@@ -150,8 +157,13 @@ impl Store {
         Ok(())
     }
 
-    /// A new key for `user`: (its id, the key itself, shown once).
-    pub async fn create_key(&self, user: &str, label: &str) -> Result<(String, String), StoreError> {
+    /// A new key for `user`, whose uid is `uid`: (its id, the key itself, shown once).
+    pub async fn create_key(
+        &self,
+        user: &str,
+        uid: &str,
+        label: &str,
+    ) -> Result<(String, String), StoreError> {
         let (id, secret) = (random_hex(8)?, random_hex(24)?);
         let mut r = self.redis.clone();
         let mut p = redis::pipe();
@@ -160,6 +172,7 @@ impl Store {
                 format!("apikey:{id}"),
                 &[
                     ("user", user.to_owned()),
+                    ("uid", uid.to_owned()),
                     ("sha256", sha256_hex(&secret)),
                     ("label", label.to_owned()),
                     ("created_ms", now_ms().to_string()),
@@ -212,8 +225,10 @@ impl Store {
         }
         let mut r = self.redis.clone();
         let f: HashMap<String, String> = r.hgetall(format!("apikey:{id}")).await?;
-        let (Some(user), Some(hash)) = (f.get("user"), f.get("sha256")) else { return Ok(None) };
-        if !same(hash, &sha256_hex(secret)) || !self.exists(user).await? {
+        let (Some(user), Some(hash), Some(uid)) = (f.get("user"), f.get("sha256"), f.get("uid")) else {
+            return Ok(None);
+        };
+        if !same(hash, &sha256_hex(secret)) || self.uid(user).await?.as_ref() != Some(uid) {
             return Ok(None);
         }
         Ok(Some(user.clone()))

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct Claims {
     /// The username (the account).
     pub sub: String,
+    /// The user's random id: a token outlives neither its user nor a later user of the same name.
+    pub uid: String,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
     /// Expires at, seconds since the epoch.
@@ -57,10 +59,10 @@ impl Tokens {
         })
     }
 
-    /// A token for `user`, valid for the ttl from now.
-    pub fn issue(&self, user: &str) -> anyhow::Result<(String, Claims)> {
+    /// A token for `user` (whose uid is `uid`), valid for the ttl from now.
+    pub fn issue(&self, user: &str, uid: &str) -> anyhow::Result<(String, Claims)> {
         let iat = now();
-        let claims = Claims { sub: user.to_owned(), iat, exp: iat + self.ttl.as_secs() };
+        let claims = Claims { sub: user.to_owned(), uid: uid.to_owned(), iat, exp: iat + self.ttl.as_secs() };
         Ok((encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?, claims))
     }
 
@@ -100,27 +102,27 @@ mod tests {
     #[test]
     fn a_token_round_trips() {
         let t = tokens();
-        let (token, claims) = t.issue("alice").unwrap();
+        let (token, claims) = t.issue("alice", "u1").unwrap();
         assert_eq!(t.check(&token), Ok(claims));
     }
 
     #[test]
     fn expired_forged_and_unsigned_tokens_are_refused() {
         let t = tokens();
-        let past = Claims { sub: "alice".into(), iat: now() - 120, exp: now() - 60 };
+        let past = Claims { sub: "alice".into(), uid: "u1".into(), iat: now() - 120, exp: now() - 60 };
         let expired =
             encode(&Header::new(Algorithm::HS256), &past, &EncodingKey::from_secret(&[7u8; 32]).unwrap())
                 .unwrap();
         assert_eq!(t.check(&expired), Err(TokenError::Expired));
 
         let other = Tokens::new(&[8u8; 32], Duration::from_secs(60)).unwrap();
-        let (forged, _) = other.issue("alice").unwrap();
+        let (forged, _) = other.issue("alice", "u1").unwrap();
         assert!(matches!(t.check(&forged), Err(TokenError::Invalid(_))), "another secret's signature");
 
-        let claims = format!(r#"{{"sub":"alice","iat":{},"exp":{}}}"#, now(), now() + 60);
+        let claims = format!(r#"{{"sub":"alice","uid":"u1","iat":{},"exp":{}}}"#, now(), now() + 60);
         let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(claims.as_bytes()));
         assert!(matches!(t.check(&none), Err(TokenError::Invalid(_))), "alg none");
-        let fresh = Claims { sub: "alice".into(), iat: now(), exp: now() + 60 };
+        let fresh = Claims { sub: "alice".into(), uid: "u1".into(), iat: now(), exp: now() + 60 };
         let hs512 =
             encode(&Header::new(Algorithm::HS512), &fresh, &EncodingKey::from_secret(&[7u8; 32]).unwrap())
                 .unwrap();
