@@ -329,24 +329,9 @@ fn a_book_built_from_the_socket_equals_the_matchers_at_the_same_sequence() {
     assert_eq!(lossy.snapshots, 2, "and healed by a fresh snapshot");
 }
 
-/// `Stack::with` logs every process at `info`; Tansu then writes ~70 MB/s of spans (one per
-/// fetch). Warnings are enough here.
-fn quiet_broker(p: &mut itest::Plan) {
-    for proc in p.procs.iter_mut().filter(|p| p.kind == Kind::Broker) {
-        proc.env.push(("RUST_LOG".into(), "warn".into()));
-    }
-}
-
-/// A stack of `order_svcs`, `gateways`, nginx or not, with a quiet broker.
+/// A stack of `order_svcs`, `gateways`, nginx or not.
 fn stack(order_svcs: usize, gateways: usize, nginx: bool) -> Stack {
-    Stack::with(
-        |o| {
-            o.order_svcs = order_svcs;
-            o.gateways = gateways;
-            o.nginx_front = nginx;
-        },
-        quiet_broker,
-    )
+    Stack::start(order_svcs, gateways, nginx)
 }
 
 /// A stack whose gateways have the test hooks, a tiny queue and quick heartbeats.
@@ -358,7 +343,6 @@ fn hooked_stack() -> Stack {
             o.nginx_front = false;
         },
         |p| {
-            quiet_broker(p);
             for proc in p.procs.iter_mut().filter(|p| p.kind == Kind::Gateway) {
                 proc.args.extend(
                     [
