@@ -15,12 +15,13 @@
 //!
 //! Output: the table (offered and achieved rate, p50, p90, p99, p99.9, max of the ack — the
 //! HTTP answer through nginx — and errors by kind), and with `--hgrm DIR` the ack histogram as
-//! an `.hgrm` percentile file. Not measured yet: order → trade confirmed (needs the `trades`
-//! topic or the WebSocket feed beside the sender).
+//! an `.hgrm` percentile file. With `--brokers HOST:PORT` it also reads the `trades` topic and
+//! reports order → trade: from each taker's intended send time to its first fill seen there (by
+//! client order id), with its own `.hgrm`.
 //!
 //! Flags: `--url` (`http://127.0.0.1:8080`), `--rate N` (500), `--duration S` (20), `--warmup S`
 //! (3), `--in-flight N` (64), `--users N` (4), `--symbol S` (`ABC`), `--mid P` (`100.00`), `--tick
-//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`.
+//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`, `--brokers HOST:PORT` (order → trade).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -44,9 +45,10 @@ struct Flags {
     tick: f64,
     seed: u64,
     hgrm: Option<std::path::PathBuf>,
+    brokers: Option<String>,
 }
 
-const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR]";
+const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR] [--brokers HOST:PORT]";
 
 fn flags() -> Result<Flags, String> {
     let mut f = Flags {
@@ -61,6 +63,7 @@ fn flags() -> Result<Flags, String> {
         tick: 0.01,
         seed: 1,
         hgrm: None,
+        brokers: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -79,6 +82,7 @@ fn flags() -> Result<Flags, String> {
             "--tick" => f.tick = num(value)?,
             "--seed" => f.seed = num(value)? as u64,
             "--hgrm" => f.hgrm = Some(value.into()),
+            "--brokers" => f.brokers = Some(value.clone()),
             _ => return Err(format!("unknown flag {name}\n{USAGE}")),
         }
     }
@@ -193,6 +197,7 @@ async fn run(f: Flags) -> Result<(), String> {
     let total = (f.rate * (f.warmup + f.duration)) as u64;
     let mut rng = Rng(f.seed.max(1) ^ 0x9e37_79b9_7f4a_7c15);
     let start = Instant::now() + Duration::from_millis(100);
+    let trades = f.brokers.as_deref().map(|b| TradeWatch::start(b, &format!("g{run_id}-"))).transpose()?;
     let record_from = start + Duration::from_secs_f64(f.warmup);
     let mut next_report = start + Duration::from_secs(1);
     let price = |ticks: f64| format!("{:.2}", f.mid + ticks * f.tick);
@@ -287,6 +292,32 @@ async fn run(f: Flags) -> Result<(), String> {
     }
     while tasks.join_next().await.is_some() {}
     eprintln!();
+    if let Some(trades) = trades {
+        // The takers' first fills, from their intended send time (those sent after the warm-up).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let seen = trades.stop();
+        let mut h = histogram();
+        for (i, at) in &seen {
+            let due = start + Duration::from_secs_f64(*i as f64 / f.rate);
+            if due >= record_from {
+                h.saturating_record(at.saturating_duration_since(due).as_nanos() as u64);
+            }
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        println!(
+            "order → trade on the trades topic ({} takers that traded): p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            h.len(),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1e6
+        );
+        if let Some(dir) = &f.hgrm {
+            let path = dir.join(format!("trade-{:.0}.hgrm", f.rate));
+            perf::report::write_hgrm(&path, &h, 1e6, "Value(ms)").map_err(|e| e.to_string())?;
+        }
+    }
     let t = tally.lock().unwrap_or_else(|p| p.into_inner());
     let h = t.ack.as_ref().ok_or("no histogram")?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
@@ -312,4 +343,51 @@ async fn run(f: Flags) -> Result<(), String> {
         eprintln!("  wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A consumer of the `trades` topic (from its end) that notes when each of this run's takers
+/// (client ids `<prefix><i>`) first traded.
+struct TradeWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<HashMap<u64, Instant>>,
+}
+
+impl TradeWatch {
+    fn start(brokers: &str, prefix: &str) -> Result<TradeWatch, String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message as _;
+        let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "load-gen")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "1")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("trades", 0, rdkafka::Offset::End).map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, prefix) = (stop.clone(), prefix.to_owned());
+        let thread = std::thread::spawn(move || {
+            let mut seen = HashMap::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50)) else { continue };
+                let now = Instant::now();
+                let Some(v) = msg.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) else {
+                    continue;
+                };
+                let taker = v["taker_client_order_id"].as_str().and_then(|c| c.strip_prefix(prefix.as_str()));
+                if let Some(i) = taker.and_then(|i| i.parse::<u64>().ok()) {
+                    seen.entry(i).or_insert(now);
+                }
+            }
+            seen
+        });
+        Ok(TradeWatch { stop, thread })
+    }
+
+    fn stop(self) -> HashMap<u64, Instant> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
