@@ -85,12 +85,17 @@ impl TrustedProxies {
     }
 }
 
+/// What every account route answers in development mode.
+fn accounts_off() -> ApiError {
+    ApiError::NotFound("accounts are off (the gateway runs with --no-auth)".into())
+}
+
 fn store(state: &State) -> Result<&Store, ApiError> {
-    state
-        .auth
-        .store
-        .as_ref()
-        .ok_or_else(|| ApiError::NotFound("accounts are off (the gateway runs with --no-auth)".into()))
+    state.auth.store.as_ref().ok_or_else(accounts_off)
+}
+
+fn tokens(state: &State) -> Result<&crate::auth::token::Tokens, ApiError> {
+    state.auth.tokens.as_ref().ok_or_else(accounts_off)
 }
 
 fn bad_field(e: rules::Broken) -> ApiError {
@@ -116,9 +121,7 @@ pub fn denied(d: Denied) -> ApiError {
 async fn user(state: &State, req: &HttpRequest) -> Result<String, ApiError> {
     match caller(state, req).await? {
         Caller::User(u) => Ok(u),
-        Caller::Anyone => {
-            Err(ApiError::NotFound("accounts are off (the gateway runs with --no-auth)".into()))
-        }
+        Caller::Anyone => Err(accounts_off()),
     }
 }
 
@@ -133,7 +136,7 @@ async fn new_user(state: &State, req: &HttpRequest, payload: web::Payload) -> Re
     let c: Credentials = validate::parse(&body)?;
     let name = rules::username(&c.username).map_err(bad_field)?;
     rules::password(&c.password, &name).map_err(bad_field)?;
-    state.limits.login(&name, client_ip(req)).map_err(|r| ApiError::TooMany(r.0))?;
+    state.limits.login(&name, client_ip(req))?;
     if !store.create_user(&name, &c.password).await.map_err(redis_down)? {
         return Err(ApiError::BadRequest {
             code: "username_taken",
@@ -172,14 +175,15 @@ async fn login(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let store = store(&state)?;
-    let tokens = state.auth.tokens.as_ref().ok_or_else(|| ApiError::NotFound("accounts are off".into()))?;
+    let tokens = tokens(&state)?;
     let body = read_body(payload, state.body_limit).await?;
     let c: Credentials = validate::parse(&body)?;
     let name = c.username.trim().to_ascii_lowercase();
-    state.limits.login(&name, client_ip(&req)).map_err(|r| ApiError::TooMany(r.0))?;
+    let ip = client_ip(&req);
+    state.limits.login(&name, ip)?;
     let Some(uid) = store.verify(&name, &c.password).await.map_err(redis_down)? else {
-        state.limits.failed_login(&name, client_ip(&req));
-        tracing::warn!(user = %name, ip = %client_ip(&req), "failed login");
+        state.limits.failed_login(&name, ip);
+        tracing::warn!(user = %name, %ip, "failed login");
         return Err(ApiError::Unauthorized {
             code: "bad_credentials",
             message: "wrong username or password".into(),
@@ -201,7 +205,7 @@ async fn login(
 
 /// `GET /validate`: the original lab's `{"ok": true, "decoded": {…}}`, or `401`.
 async fn validate_token(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let tokens = state.auth.tokens.as_ref().ok_or_else(|| ApiError::NotFound("accounts are off".into()))?;
+    let tokens = tokens(&state)?;
     let name = user(&state, &req).await?;
     let credential = crate::auth::credential(&req).unwrap_or_default();
     let decoded = match tokens.check(&credential) {

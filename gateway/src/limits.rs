@@ -50,6 +50,13 @@ fn nz(n: u32) -> NonZeroU32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub Duration);
 
+impl From<RetryAfter> for common::http::error::ApiError {
+    /// A `429` with `Retry-After`.
+    fn from(r: RetryAfter) -> Self {
+        common::http::error::ApiError::TooMany(r.0)
+    }
+}
+
 /// Every limiter of a gateway.
 pub struct Limits {
     orders_per_account: DefaultKeyedRateLimiter<String>,

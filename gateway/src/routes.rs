@@ -175,7 +175,7 @@ async fn checked_write(
         let bytes = common::http::read_body(payload, state.body_limit).await?;
         let bytes = with_account(&who, &bytes)?;
         let order = check(&state.table, &bytes)?;
-        state.limits.order(order.account.as_str(), client_ip(req)).map_err(|r| ApiError::TooMany(r.0))?;
+        state.limits.order(order.account.as_str(), client_ip(req))?;
         Ok::<_, ApiError>(bytes)
     };
     let bytes = match checked.await {
@@ -278,7 +278,7 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
         Err(e) => return with_id(e, &rid),
     };
     if let Err(r) = state.limits.order(who.account(), client_ip(&req)) {
-        return with_id(ApiError::TooMany(r.0), &rid);
+        return with_id(r.into(), &rid);
     }
     // A signed-in caller's cancel of someone else's order is a 404, as for a read (the book checks
     // the owner too: `not_owner`). An order the matcher has not written yet — a cancel sent right

@@ -10,3 +10,12 @@
 pub mod peers;
 pub mod report;
 pub mod stream;
+
+/// The value after `--name` in `args`, else `default` (the probes' simple flags).
+pub fn flag(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
