@@ -65,22 +65,21 @@ fn supervisor_alive(state: &State) -> bool {
 pub fn up(args: &Up) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let dir = args.dir.canonicalize()?;
-    if let Some(state) = State::read(&dir).filter(supervisor_alive) {
-        println!(
-            "The stack is already running (supervisor pid {}): ./lab status, ./lab down.",
-            state.supervisor
-        );
-        return Ok(());
-    }
-    // Processes of an earlier stack whose supervisor died would hold the ports, and a new state
-    // file would forget them: they are stopped first.
-    if let Some(orphans) = State::read(&dir)
-        .map(|s| {
-            s.procs.iter().filter(|p| p.live_pid().is_some()).map(|p| p.name.clone()).collect::<Vec<_>>()
-        })
-        .filter(|o| !o.is_empty())
-    {
-        bail!("processes of an earlier stack still run here ({}): ./lab down first", orphans.join(", "));
+    if let Some(state) = State::read(&dir) {
+        if supervisor_alive(&state) {
+            println!(
+                "The stack is already running (supervisor pid {}): ./lab status, ./lab down.",
+                state.supervisor
+            );
+            return Ok(());
+        }
+        // Processes of an earlier stack whose supervisor died would hold the ports, and a new
+        // state file would forget them: they are stopped first.
+        let orphans: Vec<&str> =
+            state.procs.iter().filter(|p| p.live_pid().is_some()).map(|p| p.name.as_str()).collect();
+        if !orphans.is_empty() {
+            bail!("processes of an earlier stack still run here ({}): ./lab down first", orphans.join(", "));
+        }
     }
     if args.detach && !args.supervise {
         return detach(args, &dir);
