@@ -90,7 +90,7 @@ fn accounts_off() -> ApiError {
     ApiError::NotFound("accounts are off (the gateway runs with --no-auth)".into())
 }
 
-fn store(state: &State) -> Result<&Store, ApiError> {
+pub(crate) fn store(state: &State) -> Result<&Store, ApiError> {
     state.auth.store.as_ref().ok_or_else(accounts_off)
 }
 
@@ -125,7 +125,7 @@ async fn user(state: &State, req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-fn redis_down(e: crate::auth::store::StoreError) -> ApiError {
+pub(crate) fn redis_down(e: crate::auth::store::StoreError) -> ApiError {
     ApiError::unavailable(common::http::error::Unavailable::Redis, e.to_string())
 }
 

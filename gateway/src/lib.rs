@@ -7,16 +7,20 @@
 //! # Layout
 //! - [`auth`]: users, tokens, API keys; who is calling.
 //! - [`accounts`]: the account routes (sign-up, login, API keys).
+//! - [`admin`]: the operators' routes (halt, resume, reference price, mass-cancel) and their log.
 //! - [`limits`]: rate limits.
 //! - [`routes`]: the order and market-data routes.
+//! - [`system`]: the live system map's data: every process's health, rate and p99.
 //! - [`upstream`]: the keep-alive pools, health checks, failover.
 //! - [`ws`]: market data over WebSocket (`GET /ws`): the Kafka feed, books, sessions.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod limits;
 pub mod routes;
+pub mod system;
 pub mod upstream;
 pub mod ws;
 
@@ -52,6 +56,8 @@ pub struct Config {
     pub trusted_proxies: accounts::TrustedProxies,
     /// Market data over WebSocket.
     pub ws: ws::Config,
+    /// The processes the system map shows (empty: this gateway's own upstreams).
+    pub watch: Vec<(String, system::Target)>,
 }
 
 /// What accounts need.
@@ -86,6 +92,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         actix_web::rt::spawn(reads.clone().check_health(Duration::from_millis(500))),
     ];
     let metrics = Arc::new(routes::Metrics::new()?);
+    let watched = if config.watch.is_empty() {
+        let own = config.order_svcs.iter().enumerate().map(|(i, url)| (format!("order-svc-{}", i + 1), url));
+        own.chain([("matcher".to_owned(), &config.matcher)])
+            .map(|(name, url)| (name, system::Target::Service(url.trim_end_matches('/').to_owned())))
+            .collect()
+    } else {
+        config.watch.clone()
+    };
+    let system = system::Watch::new(watched)?;
+    let watching = actix_web::rt::spawn(system.clone().run());
     let (hub, feed) = ws::Hub::start(
         config.ws.clone(),
         SymbolTable::default(),
@@ -119,6 +135,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         limits: limits::Limits::new(&config.limits),
         trusted_proxies: config.trusted_proxies.clone(),
         ws: hub,
+        system,
     });
     let forget = {
         let state = state.clone();
@@ -133,6 +150,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let served = common::http::serve(listener, 2, state, routes::configure, shutdown).await;
     checks.iter().for_each(|c| c.abort());
     forget.abort();
+    watching.abort();
     feed.stop();
     served?;
     tracing::info!("gateway stopped");

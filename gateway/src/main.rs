@@ -94,6 +94,11 @@ struct Args {
     /// (compose, where only nginx reaches the gateways). Others are the client themselves.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.1,::1")]
     trusted_proxies: Vec<String>,
+    /// The processes the system map (`GET /api/v1/system`) shows, `name=url` (comma-separated):
+    /// `http://h:p` one of our services, `http://h:p/path` nginx's stub_status, `redis://h:p`,
+    /// `tcp://h:p` (the broker). Empty: this gateway's own upstreams.
+    #[arg(long, env = "GATEWAY_WATCH", value_delimiter = ',')]
+    watch: Vec<String>,
     /// An account's own orders-per-second allowance, `account=N` (repeatable, comma-separated).
     #[arg(long, env = "GATEWAY_RATE_ACCOUNT_OVERRIDES", value_delimiter = ',')]
     rate_account_override: Vec<String>,
@@ -169,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             limits,
             trusted_proxies: gateway::accounts::TrustedProxies::parse(&args.trusted_proxies)?,
             ws,
+            watch: gateway::system::parse_watch(&args.watch).map_err(|e| anyhow::anyhow!(e))?,
         },
         shutdown,
     )

@@ -67,6 +67,8 @@ pub struct State {
     pub trusted_proxies: crate::accounts::TrustedProxies,
     /// Market data over WebSocket (`GET /ws`).
     pub ws: crate::ws::Hub,
+    /// The system map's watcher (`GET /api/v1/system`).
+    pub system: std::sync::Arc<crate::system::Watch>,
 }
 
 impl Service for State {
@@ -99,16 +101,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/orders", web::get().to(order_by_client))
         .route("/api/v1/orders/{order_id}", web::delete().to(cancel))
         .route("/api/v1/orders/{order_id}", web::get().to(order))
+        .route("/api/v1/orders/{order_id}", web::patch().to(amend))
         .route("/trade/{id}", web::get().to(trade))
         .route("/api/v1/book/{symbol}", web::get().to(read))
         .route("/api/v1/trades", web::get().to(read))
         .route("/api/v1/symbols", web::get().to(read))
         .route("/ws", web::get().to(crate::ws::upgrade))
-        .configure(crate::accounts::configure);
+        .route("/api/v1/system", web::get().to(crate::system::system))
+        .configure(crate::accounts::configure)
+        .configure(crate::admin::configure);
 }
 
 /// The caller's request id, or a new one; passed upstream and returned.
-fn request_id(state: &State, req: &HttpRequest) -> String {
+pub(crate) fn request_id(state: &State, req: &HttpRequest) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -121,7 +126,11 @@ fn request_id(state: &State, req: &HttpRequest) -> String {
 
 /// An upstream's answer as it is, or a 503 that names the upstream (`order_svc_unavailable` for
 /// writes, `matcher_unavailable` for reads) and says whether the outcome of a write is unknown.
-fn relay(answer: Result<crate::upstream::Answer, Failure>, upstream: Unavailable, rid: &str) -> HttpResponse {
+pub(crate) fn relay(
+    answer: Result<crate::upstream::Answer, Failure>,
+    upstream: Unavailable,
+    rid: &str,
+) -> HttpResponse {
     let name = match upstream {
         Unavailable::OrderSvc => "order-svc",
         _ => "matcher",
@@ -150,7 +159,7 @@ fn relay(answer: Result<crate::upstream::Answer, Failure>, upstream: Unavailable
     }
 }
 
-fn with_id(e: ApiError, rid: &str) -> HttpResponse {
+pub(crate) fn with_id(e: ApiError, rid: &str) -> HttpResponse {
     let mut r = actix_web::ResponseError::error_response(&e);
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(rid) {
         r.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
@@ -240,30 +249,119 @@ fn no_order(id: &str) -> ApiError {
 }
 
 /// Reads order `id` from the matcher front: the answer for the caller (`200` only if the order
-/// is theirs; someone else's is the `404` of an order that does not exist), and whether it was
-/// someone else's (for the gateway only: the caller cannot tell).
-async fn owned_order(state: &State, who: &Caller, id: &str, rid: &str) -> (HttpResponse, bool) {
+/// is theirs; someone else's is the `404` of an order that does not exist), whether it was
+/// someone else's (for the gateway only: the caller cannot tell), and the order when it is theirs.
+async fn owned_order_body(
+    state: &State,
+    who: &Caller,
+    id: &str,
+    rid: &str,
+) -> (HttpResponse, bool, Option<Value>) {
     if id.parse::<OrderId>().is_err() {
-        return (with_id(ApiError::field(format!("order_id must be a decimal u64, not {id:?}")), rid), false);
+        return (
+            with_id(ApiError::field(format!("order_id must be a decimal u64, not {id:?}")), rid),
+            false,
+            None,
+        );
     }
     let answer =
         state.reads.send(reqwest::Method::GET, &format!("/api/v1/orders/{id}"), None, rid, None).await;
-    if let (Caller::User(user), Ok(a)) = (who, &answer) {
-        if a.status == 200 {
-            let owner = serde_json::from_slice::<Value>(&a.body)
-                .ok()
-                .and_then(|v| v["account"].as_str().map(str::to_owned));
-            if owner.as_deref() != Some(user.as_str()) {
-                return (with_id(no_order(id), rid), true);
-            }
+    let order = match &answer {
+        Ok(a) if a.status == 200 => serde_json::from_slice::<Value>(&a.body).ok(),
+        _ => None,
+    };
+    if let (Caller::User(user), Some(o)) = (who, &order) {
+        if o["account"].as_str() != Some(user.as_str()) {
+            return (with_id(no_order(id), rid), true, None);
         }
     }
-    (relay(answer, Unavailable::Matcher, rid), false)
+    (relay(answer, Unavailable::Matcher, rid), false, order)
 }
 
 /// How long a cancel waits, at most, for its order to be written by the matcher: 10 + 20 + … +
 /// 640 ms, doubling.
 const CANCEL_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(640);
+
+/// The caller's own order `id`, as the matcher front has it (in development mode anyone's), or
+/// the answer to give instead: someone else's order is a `404`, as for a read. An order the matcher has not written yet — a cancel
+/// sent right after the order's `202` — is waited for, briefly (the matcher writes within
+/// milliseconds); an id that is still nowhere after that is a `404` too.
+async fn wait_for_own_order(state: &State, who: &Caller, id: &str, rid: &str) -> Result<Value, HttpResponse> {
+    let mut wait = std::time::Duration::from_millis(10);
+    let (found, body) = loop {
+        let (found, theirs, body) = owned_order_body(state, who, id, rid).await;
+        if found.status() != StatusCode::NOT_FOUND || theirs || wait > CANCEL_LOOKUP_WAIT {
+            break (found, body);
+        }
+        actix_web::rt::time::sleep(wait).await;
+        wait *= 2;
+    };
+    match body {
+        Some(order) if found.status() == StatusCode::OK => Ok(order),
+        _ => Err(found),
+    }
+}
+
+/// The fields a `PATCH /api/v1/orders/{order_id}` body may have: both optional (an absent one
+/// keeps the order's current value); `qty` is the new *open* quantity.
+const AMEND_FIELDS: [&str; 2] = ["price", "qty"];
+
+/// `PATCH /api/v1/orders/{order_id}` `{"price"?, "qty"?}`: cancel-replace of the caller's own open
+/// limit order, sent to order-svc with the order's symbol and the caller's account. A new price
+/// or a larger quantity loses the order's place in the queue; a smaller one keeps it.
+async fn amend(
+    state: web::Data<State>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let received = Timestamp::now();
+    let rid = request_id(&state, &req);
+    let body = async {
+        let who = caller(&state, &req).await?;
+        state.limits.order(who.account(), client_ip(&req))?;
+        let bytes = common::http::read_body(payload, state.body_limit).await?;
+        let fields: Map<String, Value> = validate::parse(&bytes)?;
+        let dev_account = matches!(who, Caller::Anyone).then_some("account");
+        if let Some(k) =
+            fields.keys().find(|k| !AMEND_FIELDS.contains(&k.as_str()) && Some(k.as_str()) != dev_account)
+        {
+            return Err(ApiError::field(format!("unknown field `{k}`: an amend takes `price` and/or `qty`")));
+        }
+        if !AMEND_FIELDS.iter().any(|k| fields.contains_key(*k)) {
+            return Err(ApiError::field("give `price` and/or `qty` (the new open quantity)"));
+        }
+        Ok::<_, ApiError>((who, fields))
+    };
+    let (who, mut fields) = match body.await {
+        Ok(v) => v,
+        Err(e) => return with_id(e, &rid),
+    };
+    let order = match wait_for_own_order(&state, &who, &path, &rid).await {
+        Ok(order) => order,
+        Err(r) => return r,
+    };
+    let status = order["status"].as_str().unwrap_or_default();
+    if !matches!(status, "accepted" | "resting" | "partially_filled") {
+        let e = ApiError::Rule(format!("order {path} is {status}: only an open order can be amended"));
+        return with_id(e, &rid);
+    }
+    for (field, current) in [("price", "price"), ("qty", "open_qty"), ("symbol", "symbol")] {
+        if !fields.contains_key(field) {
+            fields.insert(field.into(), order[current].clone());
+        }
+    }
+    if let Caller::User(user) = &who {
+        fields.insert("account".into(), Value::String(user.clone()));
+    }
+    let bytes = match serde_json::to_vec(&fields) {
+        Ok(b) => b,
+        Err(e) => return with_id(ApiError::field(e.to_string()), &rid),
+    };
+    let target = format!("/api/v1/orders/{path}");
+    let answer = state.writes.send(reqwest::Method::PATCH, &target, Some(bytes), &rid, Some(received)).await;
+    relay(answer, Unavailable::OrderSvc, &rid)
+}
 
 /// `DELETE /api/v1/orders/{order_id}`: the caller's own order only.
 async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
@@ -280,28 +378,14 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
     if let Err(r) = state.limits.order(who.account(), client_ip(&req)) {
         return with_id(r.into(), &rid);
     }
-    // A signed-in caller's cancel of someone else's order is a 404, as for a read (the book checks
-    // the owner too: `not_owner`). An order the matcher has not written yet — a cancel sent right
-    // after the order's 202 — is waited for, briefly (the matcher writes within milliseconds);
-    // an id that is still nowhere after that is a 404 too. Development mode leaves it to the book.
+    // Development mode leaves ownership to the book (`not_owner`).
     if matches!(who, Caller::User(_)) {
-        let mut wait = std::time::Duration::from_millis(10);
-        let found = loop {
-            let (found, theirs) = owned_order(&state, &who, &path, &rid).await;
-            if found.status() != StatusCode::NOT_FOUND || theirs || wait > CANCEL_LOOKUP_WAIT {
-                break found;
-            }
-            actix_web::rt::time::sleep(wait).await;
-            wait *= 2;
-        };
-        if found.status() != StatusCode::OK {
-            return found;
+        if let Err(r) = wait_for_own_order(&state, &who, &path, &rid).await {
+            return r;
         }
     } else if path.parse::<OrderId>().is_err() {
-        return with_id(
-            ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str())),
-            &rid,
-        );
+        let e = ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str()));
+        return with_id(e, &rid);
     }
     let target = match query {
         Some(q) => format!("/api/v1/orders/{path}?{q}"),
@@ -315,7 +399,7 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
 async fn order(state: web::Data<State>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let rid = request_id(&state, &req);
     match caller(&state, &req).await {
-        Ok(who) => owned_order(&state, &who, &path, &rid).await.0,
+        Ok(who) => owned_order_body(&state, &who, &path, &rid).await.0,
         Err(e) => with_id(e, &rid),
     }
 }

@@ -32,6 +32,7 @@ async fn start() -> Running {
         limits: gateway::limits::Config::default(),
         trusted_proxies: gateway::accounts::TrustedProxies::Only(vec![]),
         ws: gateway::ws::Config::new(&format!("127.0.0.1:{}", free_port())),
+        watch: vec![],
     };
     let shutdown = Shutdown::new();
     let task = actix_web::rt::spawn(gateway::run(config, shutdown.clone()));
@@ -82,6 +83,24 @@ async fn the_gateway_answers_every_error_as_json_and_stops_on_its_handle() {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((ready.0, &ready.1["error"]["code"]), (503, &"upstream_unavailable".into()), "{}", ready.1);
+
+    // The system map shows the upstreams it watches by default, down, with the reason.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (status, v) = loop {
+        let (status, v) = send(http.get(format!("{}/api/v1/system", g.base))).await;
+        if v["checked_ms"].as_u64() != Some(0) || Instant::now() > deadline {
+            break (status, v);
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((status, &v["served_by"]), (200, &"gateway-t".into()), "{v}");
+    let names: Vec<&str> = v["nodes"].as_array().unwrap().iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["order-svc-1", "matcher"], "{v}");
+    for node in v["nodes"].as_array().unwrap() {
+        assert_eq!((&node["up"], &node["ready"]), (&false.into(), &false.into()), "{node}");
+        assert!(node["error"].as_str().is_some_and(|e| !e.is_empty()), "{node}");
+    }
+    assert_eq!(v["edges"], serde_json::json!([]), "no flow joins these two: {v}");
 
     let metrics = http.get(format!("{}/metrics", g.base)).send().await.unwrap().text().await.unwrap();
     for needle in ["upstream_write_seconds", r#"route="/api/v1/orders",status="503""#] {

@@ -161,6 +161,7 @@ impl Stack {
         let dir = TempDir::new();
         let mut o = Options::native(dir.path(), Ports::Free);
         o.durable_redis = false;
+        o.sim = false;
         options(&mut o);
         let mut p = Plan::build(&o).expect("a plan");
         for proc in p.procs.iter_mut().filter(|p| p.kind != Kind::Broker) {
@@ -203,6 +204,11 @@ impl Stack {
     /// The broker's `host:port`.
     pub fn kafka(&self) -> String {
         self.sup.plan().kafka.clone()
+    }
+
+    /// Makes `user` (signed up already) an `operator` or a `trader`, as `./lab role` does.
+    pub fn grant(&self, user: &str, role: &str) -> anyhow::Result<()> {
+        stack::commands::set_role(&self.sup.plan().redis, user, role)
     }
 
     /// SIGKILLs a process's group (a crash) and reaps it.

@@ -56,7 +56,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/order", web::post().to(lab_order))
         .route("/place_order", web::post().to(lab_order))
         .route("/api/v1/orders", web::post().to(v1_order))
-        .route("/api/v1/orders/{order_id}", web::delete().to(v1_cancel));
+        .route("/api/v1/orders/{order_id}", web::delete().to(v1_cancel))
+        .route("/api/v1/orders/{order_id}", web::patch().to(v1_replace))
+        .route("/api/v1/admin", web::post().to(v1_admin));
 }
 
 /// Publishes a command and waits for the broker's acknowledgement.
@@ -70,7 +72,8 @@ async fn publish(
     let kind = match cmd.kind {
         CommandKind::New(_) => "new_order",
         CommandKind::Cancel(_) => "cancel",
-        _ => "other",
+        CommandKind::Replace(_) => "replace",
+        _ => "admin",
     };
     let payload = encode_command_traced(&cmd, trace, &state.table);
     match state.publisher.send(Publish { key, partition, payload }).await {
@@ -140,6 +143,11 @@ async fn v1_order(
     })))
 }
 
+/// An order id from the path, or the 400 that says what it must be.
+fn order_id(path: &str) -> Result<OrderId, ApiError> {
+    path.parse().map_err(|_| ApiError::field(format!("order_id must be a decimal u64, not {path:?}")))
+}
+
 /// Who asks to cancel (until authentication exists).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,9 +162,7 @@ async fn v1_cancel(
     path: web::Path<String>,
     query: web::Query<CancelQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let order_id: OrderId = path
-        .parse()
-        .map_err(|_| ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str())))?;
+    let order_id = order_id(&path)?;
     let account = match query.account.as_deref() {
         Some(a) => Account::new(a).map_err(|e| ApiError::field(format!("account {e}")))?,
         None => Account::anonymous(),
@@ -171,5 +177,65 @@ async fn v1_cancel(
         "order_id": order_id.to_string(),
         "cancel_id": cancel_id.to_string(),
         "status": "cancel_requested",
+    })))
+}
+
+/// `PATCH /api/v1/orders/{order_id}`: publishes a cancel-replace (new price, new open quantity) to
+/// the partition the id encodes. The gateway adds the order's symbol and the caller's account.
+async fn v1_replace(
+    state: web::Data<State>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = order_id(&path)?;
+    let bytes = common::http::read_body(payload, state.body_limit).await?;
+    let body: validate::V1Replace = validate::parse(&bytes)?;
+    let replace = validate::replace(&state.table, order_id, &body)?;
+    let cmd = Command { id: OrderId(0), ts: Timestamp::now(), kind: CommandKind::Replace(replace) };
+    let replace_id = publish(&state, cmd, trace(&req), None, Some(i32::from(order_id.partition()))).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "order_id": order_id.to_string(),
+        "replace_id": replace_id.to_string(),
+        "status": "replace_requested",
+    })))
+}
+
+/// `POST /api/v1/admin` `{"action", "symbol"?, "price"?, "account"?}`: publishes an admin command.
+/// A symbol's command goes to the symbol's partition (keyed by it, like its orders); a
+/// mass-cancel to every partition, since each matcher cancels what it holds. Who may ask is the
+/// gateway's business (operators only).
+async fn v1_admin(
+    state: web::Data<State>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = common::http::read_body(payload, state.body_limit).await?;
+    let body: validate::V1Admin = validate::parse(&bytes)?;
+    let kind = validate::admin(&state.table, &body)?;
+    let command = |kind| Command { id: OrderId(0), ts: Timestamp::now(), kind };
+    let ids = match kind {
+        CommandKind::MassCancel { .. } => {
+            let partitions = match state.publisher.send(CheckReady).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(ApiError::unavailable(Unavailable::Broker, e)),
+                Err(e) => return Err(ApiError::unavailable(Unavailable::Broker, e.to_string())),
+            };
+            let mut ids = Vec::with_capacity(partitions);
+            for p in 0..partitions {
+                let p = i32::try_from(p).map_err(|_| ApiError::field("too many partitions"))?;
+                ids.push(publish(&state, command(kind), trace(&req), None, Some(p)).await?);
+            }
+            ids
+        }
+        _ => {
+            let key = body.symbol.clone();
+            vec![publish(&state, command(kind), trace(&req), key, None).await?]
+        }
+    };
+    Ok(HttpResponse::Accepted().json(json!({
+        "status": format!("{}_requested", body.action),
+        "action": body.action,
+        "command_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })))
 }

@@ -36,12 +36,15 @@ pub struct Up {
     pub no_restart: bool,
     /// Internal: this is the background supervisor `--detach` started.
     pub supervise: bool,
+    /// Leave the simulated market maker out.
+    pub no_sim: bool,
 }
 
 /// The stack `lab up` runs: DESIGN.md §1, with an existing broker or Redis from `KAFKA_BROKERS` /
 /// `REDIS_URL`.
-pub fn plan(dir: &Path, ports: Ports) -> anyhow::Result<Plan> {
+pub fn plan(dir: &Path, ports: Ports, sim: bool) -> anyhow::Result<Plan> {
     let mut o = Options::native(dir, ports);
+    o.sim = sim;
     o.kafka = std::env::var("KAFKA_BROKERS").ok().filter(|v| !v.is_empty());
     o.redis = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
     o.cors_origin = std::env::var("CORS_ORIGIN").ok().filter(|v| !v.is_empty());
@@ -92,7 +95,8 @@ pub fn up(args: &Up) -> anyhow::Result<()> {
     let hangup = if args.supervise { Arc::new(AtomicBool::new(false)) } else { cancel.clone() };
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup)?;
     let restart = (!args.no_restart).then(Restart::default);
-    let mut sup = Supervisor::new(plan(&dir, args.ports)?, restart).with_output(|line| println!("{line}"));
+    let mut sup = Supervisor::new(plan(&dir, args.ports, !args.no_sim)?, restart)
+        .with_output(|line| println!("{line}"));
     sup.persist("starting");
     println!("==> starting the stack (logs in {}/)", dir.display());
     let started = Instant::now();
@@ -128,12 +132,15 @@ fn banner(plan: &Plan, took: Duration) -> String {
     format!(
         r#"
 {UP_LINE} (ready in {:.1} s).
+  the desk      {entry}/  (sign up, trade; {}/system.html: the live system map)
   public entry  {entry}  (nginx: the page, /place_order, /trade/<id>, /api/v1/*)
   gateways      {}  {}   (POST /place_order, /api/v1/*)
   order entry   {}  {}   (POST /order, /api/v1/orders)
   matcher front {}                          (GET /trade/<id>, /api/v1/...)
   broker        {}      redis {}
   metrics       /metrics on each service          logs  {}/<process>.log, ./lab logs <process>
+  market        {}
+  operators     ./lab role <user> operator   (then the desk's Operator page: halt, resume, reference, mass-cancel)
 
 Two traders sign up and log in, cross, and the buyer looks the trade up:
   J='content-type: application/json'
@@ -146,6 +153,7 @@ Two traders sign up and log in, cross, and the buyer looks the trade up:
   curl -s {entry}/trade/b-1 -H "authorization: Bearer $A"
 "#,
         took.as_secs_f64(),
+        entry,
         url("gateway-1"),
         url("gateway-2"),
         url("order-svc-1"),
@@ -154,6 +162,11 @@ Two traders sign up and log in, cross, and the buyer looks the trade up:
         plan.kafka,
         plan.redis,
         plan.dir.display(),
+        if plan.get("market-sim").is_some() {
+            "market-sim quotes every symbol (sim-maker) and crosses now and then (sim-taker); --no-sim leaves it out"
+        } else {
+            "no simulated market (--no-sim)"
+        },
     )
 }
 
@@ -166,6 +179,9 @@ fn detach(args: &Up, dir: &Path) -> anyhow::Result<()> {
     cmd.arg("up").arg("--supervise").arg("--detach").arg("--run-dir").arg(dir);
     if args.no_restart {
         cmd.arg("--no-restart");
+    }
+    if args.no_sim {
+        cmd.arg("--no-sim");
     }
     if args.ports == Ports::Free {
         cmd.arg("--ports").arg("free");
@@ -284,7 +300,7 @@ pub struct Row {
 pub fn status_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let Some(state) = State::read(dir) else {
-        let plan = plan(dir, Ports::Fixed)?;
+        let plan = plan(dir, Ports::Fixed, true)?;
         return Ok(plan
             .procs
             .iter()
@@ -347,7 +363,7 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
 pub fn logs(dir: &Path, name: &str, follow: bool) -> anyhow::Result<()> {
     let names: Vec<String> = match State::read(dir) {
         Some(s) => s.procs.into_iter().map(|p| p.name).collect(),
-        None => plan(dir, Ports::Fixed)?.procs.into_iter().map(|p| p.name).collect(),
+        None => plan(dir, Ports::Fixed, true)?.procs.into_iter().map(|p| p.name).collect(),
     };
     if !names.iter().any(|n| n == name) && name != "lab" {
         bail!(
@@ -477,4 +493,56 @@ pub fn bench(flags: &[String]) -> anyhow::Result<()> {
     let status = Command::new(target_dir().join("perf/book-bench")).args(flags).status()?;
     anyhow::ensure!(status.success(), "book-bench: {status}");
     Ok(())
+}
+
+/// `lab role <user> <role>`: makes a user an `operator` (the admin routes and the desk's operator
+/// page) or a `trader` again, in the Redis of the stack (`REDIS_URL`, else the running stack's,
+/// else the fixed port). Takes effect on the user's next call: the gateways read the role on
+/// every admin call.
+pub fn role(dir: &Path, user: &str, role: &str) -> anyhow::Result<()> {
+    if !["operator", "trader"].contains(&role) {
+        bail!("role must be \"operator\" or \"trader\", not {role:?}");
+    }
+    let redis = match std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()) {
+        Some(url) => url,
+        None => match State::read(dir).and_then(|s| s.procs.into_iter().find(|p| p.name == "redis")) {
+            Some(p) => format!("redis://127.0.0.1:{}", p.port),
+            None => format!("redis://127.0.0.1:{}", crate::plan::fixed::REDIS),
+        },
+    };
+    set_role(&redis, user, role)?;
+    println!(
+        "{user} is now an {role}.",
+        role = if role == "operator" { "operator" } else { "ordinary trader" }
+    );
+    Ok(())
+}
+
+/// Sets `user`'s role in the user store at `redis` (`user:<name>`'s `role`), if the user exists.
+pub fn set_role(redis: &str, user: &str, role: &str) -> anyhow::Result<()> {
+    let addr = redis.trim_start_matches("redis://").trim_end_matches('/');
+    let mut conn =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to Redis at {addr}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let key = format!("user:{user}");
+    // One round trip, atomic: the role is set only if the user exists.
+    let script = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'role', ARGV[1]); return 1 else return 0 end";
+    let reply = resp(&mut conn, &["EVAL", script, "1", &key, role])?;
+    match reply.trim() {
+        ":1" => Ok(()),
+        ":0" => bail!("no user {user:?}: they sign up first (the desk, or POST /api/v1/auth/signup)"),
+        other => bail!("Redis answered {other:?}"),
+    }
+}
+
+/// Sends one command in Redis's protocol and reads the first line of the answer.
+fn resp(conn: &mut std::net::TcpStream, args: &[&str]) -> anyhow::Result<String> {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.write_all(out.as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(conn).read_line(&mut line)?;
+    Ok(line)
 }

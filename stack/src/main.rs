@@ -29,7 +29,7 @@ enum PortPlan {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Start the stack: broker (Tansu, sqlite under the run directory), Redis, the matcher, two
-    /// order-svc, two gateways, nginx on :8080; wait until each is ready; restart a process that
+    /// order-svc, two gateways, nginx on :8080 (the desk), the simulated market maker; wait until each is ready; restart a process that
     /// dies (capped exponential backoff). Ctrl-C stops it all, front to back.
     /// KAFKA_BROKERS=host:port / REDIS_URL=redis://… use existing ones instead.
     Up {
@@ -45,6 +45,17 @@ enum Cmd {
         /// Internal: the background supervisor that --detach starts.
         #[arg(long, hide = true)]
         supervise: bool,
+        /// Leave out the simulated market maker (market-sim).
+        #[arg(long)]
+        no_sim: bool,
+    },
+    /// Make a user an operator (halt/resume a symbol, set its reference price, mass-cancel an
+    /// account: the desk's Operator page and /api/v1/admin/*), or a trader again.
+    Role {
+        /// The username (they sign up first).
+        user: String,
+        /// `operator` or `trader`.
+        role: String,
     },
     /// Stop everything `lab up` started, front to back (SIGTERM, then SIGKILL after a bound).
     Down,
@@ -77,7 +88,7 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let result = match args.command {
-        Cmd::Up { detach, no_restart, ports, supervise } => commands::up(&Up {
+        Cmd::Up { detach, no_restart, ports, supervise, no_sim } => commands::up(&Up {
             dir: args.run_dir,
             ports: match ports {
                 PortPlan::Fixed => Ports::Fixed,
@@ -86,7 +97,9 @@ fn main() {
             detach,
             no_restart,
             supervise,
+            no_sim,
         }),
+        Cmd::Role { user, role } => commands::role(&args.run_dir, &user, &role),
         Cmd::Down => commands::down(&args.run_dir),
         Cmd::Status { json } => commands::status(&args.run_dir, json),
         Cmd::Logs { process, no_follow } => commands::logs(&args.run_dir, &process, !no_follow),

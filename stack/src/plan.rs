@@ -29,6 +29,8 @@ pub enum Kind {
     Gateway,
     /// nginx, the public entry.
     Nginx,
+    /// The simulated market maker (`market-sim`): quotes through nginx like any client.
+    Sim,
 }
 
 /// How the supervisor tells that a process has got somewhere.
@@ -167,6 +169,9 @@ pub struct Options {
     pub cors_origin: Option<String>,
     /// Accounts on: the gateways need a token (`false`: `--no-auth`, development).
     pub auth: bool,
+    /// Run the simulated market maker (`lab up`: unless `--no-sim`; tests: no). Needs nginx and
+    /// accounts.
+    pub sim: bool,
 }
 
 impl Options {
@@ -190,6 +195,7 @@ impl Options {
             durable_redis: true,
             cors_origin: None,
             auth: true,
+            sim: true,
         }
     }
 }
@@ -225,6 +231,8 @@ pub mod fixed {
     pub const BROKER: u16 = 19092;
     /// Redis.
     pub const REDIS: u16 = 16379;
+    /// The simulated market maker's health and metrics.
+    pub const SIM: u16 = 9301;
 }
 
 impl Plan {
@@ -312,10 +320,36 @@ impl Plan {
             order_names.push(name);
             procs.push(p);
         }
-        let mut gateway_ports = Vec::new();
-        for i in 1..=o.gateways {
+        // Ports of what starts later, so that the gateways can watch it (the system map).
+        let gateway_ports: Vec<u16> =
+            (1..=o.gateways).map(|i| o.ports.pick(fixed::GATEWAY + i as u16 - 1)).collect();
+        let nginx_port = o.nginx_front.then(|| o.ports.pick(fixed::NGINX));
+        let sim_port = (o.sim && o.auth).then_some(nginx_port).flatten().map(|_| o.ports.pick(fixed::SIM));
+        let mut watch: Vec<String> = procs
+            .iter()
+            .map(|p| match p.kind {
+                Kind::Broker => format!("{}=tcp://{}", p.name, p.address()),
+                Kind::Redis => format!("{}=redis://{}", p.name, p.address()),
+                _ => format!("{}={}", p.name, p.url("")),
+            })
+            .collect();
+        if o.kafka.is_some() {
+            watch.push(format!("broker=tcp://{kafka}"));
+        }
+        if let Some(r) = &o.redis {
+            watch.push(format!("redis={r}"));
+        }
+        watch.extend(
+            gateway_ports
+                .iter()
+                .enumerate()
+                .map(|(i, port)| format!("gateway-{}=http://127.0.0.1:{port}", i + 1)),
+        );
+        watch.extend(nginx_port.map(|port| format!("nginx=http://127.0.0.1:{port}/_status")));
+        watch.extend(sim_port.map(|port| format!("market-sim=http://127.0.0.1:{port}")));
+        for (i, &port) in gateway_ports.iter().enumerate() {
+            let i = i + 1;
             let name = format!("gateway-{i}");
-            let port = o.ports.pick(fixed::GATEWAY + i as u16 - 1);
             let matcher = matcher_url.clone().unwrap_or_default();
             let mut args = vec![
                 "--order-svc".into(),
@@ -325,6 +359,8 @@ impl Plan {
                 // The market-data feed (`GET /ws`) reads the matcher's events.
                 "--brokers".into(),
                 kafka.clone(),
+                "--watch".into(),
+                watch.join(","),
             ];
             let mut deps = broker_dep.clone();
             deps.extend(order_names.iter().cloned());
@@ -337,12 +373,9 @@ impl Plan {
             } else {
                 args.push("--no-auth".into());
             }
-            let p = service(&name, Kind::Gateway, "gateway", port, args, deps);
-            gateway_ports.push(port);
-            procs.push(p);
+            procs.push(service(&name, Kind::Gateway, "gateway", port, args, deps));
         }
-        if o.nginx_front {
-            let port = o.ports.pick(fixed::NGINX);
+        if let Some(port) = nginx_port {
             let conf = o.dir.join("nginx").join("nginx.conf");
             let args = vec![
                 "-c".into(),
@@ -355,6 +388,18 @@ impl Plan {
             let deps = vec!["gateway-1".into(), "gateway-2".into(), "matcher".into()];
             let mut p = common("nginx".into(), Kind::Nginx, o.nginx.clone(), args, port, deps);
             p.live = Probe::Http("/healthz".into());
+            p.ready = Probe::Http("/healthz".into());
+            procs.push(p);
+        }
+        if let (Some(port), Some(nginx)) = (sim_port, nginx_port) {
+            let args = vec![
+                "--url".into(),
+                format!("http://127.0.0.1:{nginx}"),
+                "--password-file".into(),
+                sim_secret_path(&o.dir).display().to_string(),
+            ];
+            let mut p = service("market-sim", Kind::Sim, "market-sim", port, args, vec!["nginx".into()]);
+            // Alive is enough: the stack is up whether or not the market has started quoting.
             p.ready = Probe::Http("/healthz".into());
             procs.push(p);
         }
@@ -380,6 +425,10 @@ impl Plan {
         let wants_secret = self.procs.iter().any(|p| p.flag("--jwt-secret-file").is_some());
         if wants_secret && !secret.exists() {
             write_secret(&secret)?;
+        }
+        let sim_secret = sim_secret_path(&self.dir);
+        if self.procs.iter().any(|p| p.kind == Kind::Sim) && !sim_secret.exists() {
+            write_secret(&sim_secret)?;
         }
         if let Some(nginx) = self.procs.iter().find(|p| p.kind == Kind::Nginx) {
             let run = self.dir.join("nginx");
@@ -411,6 +460,12 @@ impl Plan {
 /// and reused, so sessions survive a restart of the stack.
 pub fn secret_path(dir: &Path) -> PathBuf {
     dir.join("jwt.secret")
+}
+
+/// The simulated market maker's password (its accounts `sim-maker` and `sim-taker`), generated
+/// like the token secret.
+pub fn sim_secret_path(dir: &Path) -> PathBuf {
+    dir.join("sim.secret")
 }
 
 fn write_secret(path: &Path) -> anyhow::Result<()> {

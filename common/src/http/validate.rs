@@ -5,8 +5,8 @@
 //! was, plus optional `side` and `account`.
 
 use crate::{
-    Account, ClientOrderId, Decimal, DecimalError, FieldError, NewOrder, OrderType, ShortStr, Side,
-    SymbolTable, TimeInForce,
+    Account, ClientOrderId, CommandKind, Decimal, DecimalError, FieldError, NewOrder, OrderId, OrderType,
+    Qty, Replace, ShortStr, Side, SymbolId, SymbolSpec, SymbolTable, TimeInForce,
 };
 use serde::Deserialize;
 
@@ -93,6 +93,16 @@ struct Draft {
     post_only: bool,
 }
 
+/// A configured symbol, or the 400 that lists the known ones.
+fn known_symbol<'t>(table: &'t SymbolTable, symbol: &str) -> Result<(SymbolId, &'t SymbolSpec), ApiError> {
+    let unknown = || ApiError::BadRequest {
+        code: "unknown_symbol",
+        message: format!("unknown symbol {symbol:?}; known symbols: {}", table.names()),
+    };
+    let id = table.lookup(symbol).ok_or_else(unknown)?;
+    Ok((id, table.get(id).ok_or_else(unknown)?))
+}
+
 /// Checks a new order against its symbol: tick, lot, static limits.
 fn finish(
     table: &SymbolTable,
@@ -101,13 +111,7 @@ fn finish(
     price: Option<Decimal>,
     qty: Decimal,
 ) -> Result<NewOrder, ApiError> {
-    let Some(id) = table.lookup(symbol) else {
-        return Err(ApiError::BadRequest {
-            code: "unknown_symbol",
-            message: format!("unknown symbol {symbol:?}; known symbols: {}", table.names()),
-        });
-    };
-    let spec = table.get(id).ok_or_else(|| ApiError::field("symbol is not configured"))?;
+    let (id, spec) = known_symbol(table, symbol)?;
     let price = price.map(|p| spec.price("price", p)).transpose().map_err(decimal_error)?;
     let qty = spec.qty("qty", qty).map_err(decimal_error)?;
     spec.check_static(price, qty).map_err(|e| ApiError::Rule(e.to_string()))?;
@@ -163,6 +167,79 @@ pub fn lab(table: &SymbolTable, body: &LabOrder) -> Result<NewOrder, ApiError> {
         post_only: false,
     };
     finish(table, &body.symbol, draft, Some(body.price), body.qty)
+}
+
+/// `PATCH /api/v1/orders/{order_id}` as order-svc gets it: the public body (`price`, `qty`) with
+/// the order's symbol (and, from a signed-in caller, account) added by the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1Replace {
+    /// The order's symbol (the gateway fills it in from the order).
+    pub symbol: String,
+    /// The new limit price.
+    pub price: Decimal,
+    /// The new open (unfilled) quantity.
+    pub qty: Decimal,
+    /// Who asks; absent means `anonymous`.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+/// Validates a cancel-replace of `order_id`: the new price and open quantity on the symbol's tick
+/// and lot, within its static limits.
+pub fn replace(table: &SymbolTable, order_id: OrderId, body: &V1Replace) -> Result<Replace, ApiError> {
+    let account = account(body.account.as_deref())?;
+    let (symbol, spec) = known_symbol(table, &body.symbol)?;
+    let price = spec.price("price", body.price).map_err(decimal_error)?;
+    let qty = spec.qty("qty", body.qty).map_err(decimal_error)?;
+    spec.check_static(Some(price), qty).map_err(|e| ApiError::Rule(e.to_string()))?;
+    Ok(Replace { symbol, order_id, account, price, qty })
+}
+
+/// `POST /api/v1/admin/...` as order-svc gets it: what the gateway's admin routes send.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1Admin {
+    /// `halt`, `resume`, `set_reference` or `mass_cancel`.
+    pub action: String,
+    /// The symbol (all but `mass_cancel`).
+    #[serde(default)]
+    pub symbol: Option<String>,
+    /// The new reference price (`set_reference`).
+    #[serde(default)]
+    pub price: Option<Decimal>,
+    /// Whose orders (`mass_cancel`).
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+/// Validates an admin command.
+pub fn admin(table: &SymbolTable, body: &V1Admin) -> Result<CommandKind, ApiError> {
+    let symbol = || {
+        let name = body.symbol.as_deref().ok_or_else(|| ApiError::field("symbol is required"))?;
+        known_symbol(table, name)
+    };
+    match body.action.as_str() {
+        "halt" => Ok(CommandKind::Halt { symbol: symbol()?.0 }),
+        "resume" => Ok(CommandKind::Resume { symbol: symbol()?.0 }),
+        "set_reference" => {
+            let (id, spec) = symbol()?;
+            let price = body.price.ok_or_else(|| ApiError::field("price is required"))?;
+            let price = spec.price("price", price).map_err(decimal_error)?;
+            if price.0 <= 0 {
+                return Err(ApiError::field("price must be positive"));
+            }
+            spec.check_static(Some(price), Qty(1)).map_err(|e| ApiError::Rule(e.to_string()))?;
+            Ok(CommandKind::SetReference { symbol: id, price })
+        }
+        "mass_cancel" => {
+            let name = body.account.as_deref().ok_or_else(|| ApiError::field("account is required"))?;
+            Ok(CommandKind::MassCancel { account: short("account", name)? })
+        }
+        other => Err(ApiError::field(format!(
+            "action must be \"halt\", \"resume\", \"set_reference\" or \"mass_cancel\", not {other:?}"
+        ))),
+    }
 }
 
 /// Parses a JSON body, mapping serde's complaints to 400s that name the field.
@@ -281,5 +358,74 @@ mod tests {
         let body: LabOrder =
             parse(br#"{"id":"x","symbol":"ABC","price":100,"qty":5,"side":"hold"}"#).unwrap();
         assert_eq!(lab(&table, &body).unwrap_err().status_code().as_u16(), 400);
+    }
+
+    #[test]
+    fn a_replace_is_checked_like_an_order() {
+        let table = SymbolTable::default();
+        let check = |json: &str| {
+            let body: V1Replace = parse(json.as_bytes())?;
+            replace(&table, OrderId(7), &body)
+        };
+        let r = check(r#"{"symbol":"ABC","price":"100.05","qty":"3","account":"al"}"#).unwrap();
+        assert_eq!(
+            (r.order_id, r.price, r.qty, r.account.as_str()),
+            (OrderId(7), Price(10_005), Qty(3), "al")
+        );
+        let cases = [
+            (r#"{"symbol":"ABC","price":"100.001","qty":"3"}"#, 422, "not a multiple of 0.01"),
+            (r#"{"symbol":"ABC","price":"100","qty":"0"}"#, 400, "qty must be positive"),
+            (r#"{"symbol":"NOPE","price":"100","qty":"1"}"#, 400, "known symbols"),
+            (r#"{"symbol":"ABC","qty":"1"}"#, 400, "missing field `price`"),
+            (r#"{"symbol":"ABC","price":"1","qty":"1","side":"buy"}"#, 400, "unknown field `side`"),
+        ];
+        for (json, want_status, want_text) in cases {
+            let (got, text) = match check(json) {
+                Ok(_) => (202, String::new()),
+                Err(e) => (e.status_code().as_u16(), e.to_string()),
+            };
+            assert_eq!(got, want_status, "{json} -> {text}");
+            assert!(text.contains(want_text), "{json}: {text:?} lacks {want_text:?}");
+        }
+    }
+
+    #[test]
+    fn admin_commands_name_what_they_need() {
+        let table = SymbolTable::default();
+        let check = |json: &str| {
+            let body: V1Admin = parse(json.as_bytes())?;
+            admin(&table, &body)
+        };
+        let abc = table.lookup("ABC").unwrap();
+        assert_eq!(check(r#"{"action":"halt","symbol":"ABC"}"#).unwrap(), CommandKind::Halt { symbol: abc });
+        assert_eq!(
+            check(r#"{"action":"resume","symbol":"ABC"}"#).unwrap(),
+            CommandKind::Resume { symbol: abc }
+        );
+        assert_eq!(
+            check(r#"{"action":"set_reference","symbol":"ABC","price":"101.5"}"#).unwrap(),
+            CommandKind::SetReference { symbol: abc, price: Price(10_150) }
+        );
+        assert!(matches!(
+            check(r#"{"action":"mass_cancel","account":"bob"}"#).unwrap(),
+            CommandKind::MassCancel { account } if account.as_str() == "bob"
+        ));
+        let cases = [
+            (r#"{"action":"halt"}"#, 400, "symbol is required"),
+            (r#"{"action":"halt","symbol":"NOPE"}"#, 400, "known symbols"),
+            (r#"{"action":"set_reference","symbol":"ABC"}"#, 400, "price is required"),
+            (r#"{"action":"set_reference","symbol":"ABC","price":"-1"}"#, 400, "price must be positive"),
+            (r#"{"action":"set_reference","symbol":"ABC","price":"1.001"}"#, 422, "not a multiple"),
+            (r#"{"action":"mass_cancel"}"#, 400, "account is required"),
+            (r#"{"action":"explode","symbol":"ABC"}"#, 400, "action must be"),
+        ];
+        for (json, want_status, want_text) in cases {
+            let (got, text) = match check(json) {
+                Ok(_) => (202, String::new()),
+                Err(e) => (e.status_code().as_u16(), e.to_string()),
+            };
+            assert_eq!(got, want_status, "{json} -> {text}");
+            assert!(text.contains(want_text), "{json}: {text:?} lacks {want_text:?}");
+        }
     }
 }

@@ -5,6 +5,8 @@
 //!   granted with a `./lab` command).
 //! - `apikey:<id>`: a hash — `user`, `uid`, `sha256` (of the key's secret), `label`, `created_ms`.
 //! - `apikeys:<name>`: the set of a user's key ids.
+//! - `admin:log`: a stream of operator actions (`ts_ms`, `operator`, `action`, `target`, `detail`,
+//!   `status`), the newest ~[`ADMIN_LOG_KEPT`] kept.
 //!
 //! An API key is `tlk_<id>_<secret>` (8 and 24 random bytes, hex): shown once, stored as the
 //! SHA-256 of its secret. A fast hash is right here, unlike for passwords: the secret is 192
@@ -41,6 +43,9 @@ pub struct KeyInfo {
     /// When it was made, ms since the epoch.
     pub created_ms: u64,
 }
+
+/// About how many operator actions `admin:log` keeps.
+pub const ADMIN_LOG_KEPT: usize = 10_000;
 
 /// The users and keys.
 #[derive(Clone)]
@@ -142,6 +147,47 @@ impl Store {
         let mut r = self.redis.clone();
         let fields: HashMap<String, String> = r.hgetall(format!("user:{name}")).await?;
         Ok((!fields.is_empty()).then(|| fields.get("role").cloned().unwrap_or_else(|| "trader".into())))
+    }
+
+    /// Sets a user's role: false if there is no such user.
+    pub async fn set_role(&self, name: &str, role: &str) -> Result<bool, StoreError> {
+        let mut r = self.redis.clone();
+        let key = format!("user:{name}");
+        if !r.exists::<_, bool>(&key).await? {
+            return Ok(false);
+        }
+        let _: () = r.hset(&key, "role", role).await?;
+        Ok(true)
+    }
+
+    /// Appends an operator action to `admin:log`.
+    pub async fn log_admin(&self, entry: &[(&str, String)]) -> Result<(), StoreError> {
+        let mut r = self.redis.clone();
+        let mut fields = vec![("ts_ms", now_ms().to_string())];
+        fields.extend(entry.iter().map(|(k, v)| (*k, v.clone())));
+        let opts =
+            redis::streams::StreamAddOptions::default().trim(redis::streams::StreamTrimStrategy::maxlen(
+                redis::streams::StreamTrimmingMode::Approx,
+                ADMIN_LOG_KEPT,
+            ));
+        let _: Option<String> = r.xadd_options("admin:log", "*", &fields, &opts).await?;
+        Ok(())
+    }
+
+    /// The newest `limit` operator actions, newest first.
+    pub async fn admin_log(&self, limit: usize) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        let mut r = self.redis.clone();
+        let reply: redis::streams::StreamRangeReply = r.xrevrange_count("admin:log", "+", "-", limit).await?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|e| {
+                e.map
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), redis::from_redis_value(v.clone()).ok()?)))
+                    .collect()
+            })
+            .collect())
     }
 
     /// Deletes a user and every key of theirs.

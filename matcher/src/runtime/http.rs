@@ -87,7 +87,7 @@ fn unknown_symbol(table: &SymbolTable, symbol: &str) -> ApiError {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/trade/{id}", web::get().to(trade))
         .route("/api/v1/orders/{order_id}", web::get().to(order))
-        .route("/api/v1/orders", web::get().to(order_by_client))
+        .route("/api/v1/orders", web::get().to(orders))
         .route("/api/v1/book/{symbol}", web::get().to(book))
         .route("/api/v1/trades", web::get().to(trades))
         .route("/api/v1/symbols", web::get().to(symbols));
@@ -118,20 +118,54 @@ async fn trade(
     })
 }
 
+/// Type alias for one Redis hash as read.
+type Fields = std::collections::HashMap<String, String>;
+
+/// Reads orders `ids` (hash and fills each) in one pipelined round trip: each `None` if absent.
+async fn orders_json(
+    redis: &mut redis::aio::ConnectionManager,
+    table: &SymbolTable,
+    ids: &[String],
+) -> Result<Vec<Option<Value>>, redis::RedisError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.hgetall(keys::order(id)).hgetall(keys::fills(id));
+    }
+    let replies: Vec<Fields> = pipe.query_async(redis).await?;
+    Ok(ids.iter().zip(replies.chunks(2)).map(|(id, r)| order_value(table, id, &r[0], &r[1])).collect())
+}
+
+/// One order.
 async fn order_json(
     redis: &mut redis::aio::ConnectionManager,
+    table: &SymbolTable,
     id: &str,
 ) -> Result<Option<Value>, redis::RedisError> {
-    let fields: std::collections::HashMap<String, String> = redis.hgetall(keys::order(id)).await?;
+    Ok(orders_json(redis, table, &[id.to_owned()]).await?.pop().flatten())
+}
+
+/// An order's JSON from its `order:` and `fills:` hashes (`None`: no such order). `open_qty` is
+/// what still rests: ordered minus filled while the order is open, else 0.
+fn order_value(table: &SymbolTable, id: &str, fields: &Fields, fills: &Fields) -> Option<Value> {
     if fields.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let fills: std::collections::HashMap<String, String> = redis.hgetall(keys::fills(id)).await?;
     let mut fills: Vec<Value> = fills.values().filter_map(|f| serde_json::from_str(f).ok()).collect();
     in_trade_order(&mut fills);
     let get = |k: &str| fields.get(k).cloned().map_or(Value::Null, Value::String);
     let hop = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok()).map_or(Value::Null, Value::from);
-    Ok(Some(json!({
+    let status = fields.get("status").map_or("", String::as_str);
+    let open = matches!(status, "accepted" | "resting" | "partially_filled");
+    let open_qty = table.lookup(fields.get("symbol").map_or("", String::as_str)).and_then(|sym| {
+        let spec = table.get(sym)?;
+        let lots = |k: &str| common::Decimal::parse(fields.get(k)?).ok()?.units_of(spec.lot).ok();
+        let left = if open { (lots("qty")? - lots("filled_qty")?).max(0) } else { 0 };
+        Some(common::Decimal::from_units(left, spec.lot)?.to_string())
+    });
+    Some(json!({
         "order_id": id,
         "client_order_id": get("client_order_id"),
         "account": get("account"),
@@ -143,8 +177,11 @@ async fn order_json(
         "price": get("price"),
         "qty": get("qty"),
         "filled_qty": get("filled_qty"),
+        "open_qty": open_qty,
         "status": get("status"),
         "reject_reason": get("reject_reason"),
+        "cancel_reason": get("cancel_reason"),
+        "last_request_rejected": get("last_request_rejected"),
         "fills": fills,
         "hops": {
             "gateway_ns": hop("hop_gateway_ns"),
@@ -153,7 +190,7 @@ async fn order_json(
             "matched_ns": hop("hop_matched_ns"),
             "persisted_ns": hop("hop_persisted_ns"),
         },
-    })))
+    }))
 }
 
 /// Sorts an order's fills as they happened: by trade id as numbers — (command, fill index) — so
@@ -169,9 +206,10 @@ fn in_trade_order(fills: &mut [Value]) {
 /// An order as JSON, or 404 / 503.
 async fn order_response(
     redis: &mut redis::aio::ConnectionManager,
+    table: &SymbolTable,
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    match order_json(redis, id).await.map_err(redis_down)? {
+    match order_json(redis, table, id).await.map_err(redis_down)? {
         Some(v) => Ok(HttpResponse::Ok().json(v)),
         None => Err(ApiError::NotFound(format!("no order {id}"))),
     }
@@ -183,25 +221,76 @@ async fn order(state: web::Data<Front>, id: web::Path<String>) -> Result<HttpRes
         return Err(ApiError::field("order_id must be a decimal u64"));
     }
     let mut redis = state.redis.clone();
-    order_response(&mut redis, &id).await
+    order_response(&mut redis, &state.table, &id).await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ByClient {
-    symbol: String,
-    client_order_id: String,
+struct OrdersQuery {
+    symbol: Option<String>,
+    client_order_id: Option<String>,
     account: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
 }
 
-/// `GET /api/v1/orders?symbol=…&client_order_id=…[&account=…]`.
-async fn order_by_client(state: web::Data<Front>, q: web::Query<ByClient>) -> Result<HttpResponse, ApiError> {
+/// Most orders one list answer holds.
+const LIST_MAX: usize = 500;
+
+/// `GET /api/v1/orders?symbol=…&client_order_id=…[&account=…]`: one order by its client id; or,
+/// without `client_order_id`, the account's orders, newest first:
+/// `?status=open|all&symbol=…&limit=N` (`all` and 50 by default; `all` is the open orders and the
+/// newest of the rest, as `orders:<account>` keeps them).
+async fn orders(state: web::Data<Front>, q: web::Query<OrdersQuery>) -> Result<HttpResponse, ApiError> {
     let account = q.account.clone().unwrap_or_else(|| common::ids::ANONYMOUS.to_owned());
+    if let Some(symbol) = q.symbol.as_deref() {
+        if state.table.lookup(symbol).is_none() {
+            return Err(unknown_symbol(&state.table, symbol));
+        }
+    }
     let mut redis = state.redis.clone();
-    let id: Option<String> =
-        redis.get(keys::client(&account, &q.symbol, &q.client_order_id)).await.map_err(redis_down)?;
-    let id = id.ok_or_else(|| ApiError::NotFound("no order with that client_order_id".into()))?;
-    order_response(&mut redis, &id).await
+    if let Some(cid) = q.client_order_id.as_deref() {
+        let symbol =
+            q.symbol.as_deref().ok_or_else(|| ApiError::field("symbol is required with client_order_id"))?;
+        let id: Option<String> = redis.get(keys::client(&account, symbol, cid)).await.map_err(redis_down)?;
+        let id = id.ok_or_else(|| ApiError::NotFound("no order with that client_order_id".into()))?;
+        return order_response(&mut redis, &state.table, &id).await;
+    }
+    let open_only = match q.status.as_deref() {
+        None | Some("all") => false,
+        Some("open") => true,
+        Some(other) => {
+            return Err(ApiError::field(format!("status must be \"open\" or \"all\", not {other:?}")))
+        }
+    };
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > LIST_MAX {
+        return Err(ApiError::field(format!("limit must be 1 to {LIST_MAX}")));
+    }
+    let mut ids: Vec<String> = redis.smembers(keys::open(&account)).await.map_err(redis_down)?;
+    if !open_only {
+        let recent: Vec<String> =
+            redis.zrevrange(keys::recent(&account), 0, LIST_MAX as isize - 1).await.map_err(redis_down)?;
+        ids.extend(recent);
+    }
+    let mut ids: Vec<(u64, String)> = ids.into_iter().filter_map(|id| Some((id.parse().ok()?, id))).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    let ids: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+    let mut list: Vec<Value> = orders_json(&mut redis, &state.table, &ids)
+        .await
+        .map_err(redis_down)?
+        .into_iter()
+        .flatten()
+        .filter(|o| q.symbol.as_deref().is_none_or(|s| o["symbol"] == s))
+        .filter(|o| {
+            !open_only || matches!(o["status"].as_str(), Some("accepted" | "resting" | "partially_filled"))
+        })
+        .collect();
+    // Newest first by when each entered the exchange (ids of two partitions do not compare).
+    list.sort_by_key(|o| std::cmp::Reverse(o["hops"]["published_ns"].as_u64().unwrap_or(0)));
+    list.truncate(limit);
+    Ok(HttpResponse::Ok().json(json!({"orders": list})))
 }
 
 #[derive(Deserialize)]
@@ -266,23 +355,34 @@ async fn trades(state: web::Data<Front>, q: web::Query<TradesQuery>) -> Result<H
     Ok(HttpResponse::Ok().json(json!({"symbol": q.symbol, "trades": rows})))
 }
 
-/// `GET /api/v1/symbols`.
-async fn symbols(state: web::Data<Front>) -> HttpResponse {
+/// `GET /api/v1/symbols`: each configured symbol with its state as the book last reported it
+/// (`symbol:<symbol>`: halted, reference price).
+async fn symbols(state: web::Data<Front>) -> Result<HttpResponse, ApiError> {
+    let mut pipe = redis::pipe();
+    for (_, s) in state.table.iter() {
+        pipe.hgetall(keys::symbol(&s.name));
+    }
+    let mut redis = state.redis.clone();
+    let states: Vec<Fields> = pipe.query_async(&mut redis).await.map_err(redis_down)?;
     let list: Vec<Value> = state
         .table
         .iter()
-        .map(|(_, s)| {
+        .zip(states)
+        .map(|((_, s), now)| {
+            let reference =
+                now.get("reference").cloned().unwrap_or_else(|| s.price_decimal(s.reference).to_string());
             json!({
                 "symbol": s.name,
                 "tick": s.tick.to_string(),
                 "lot": s.lot.to_string(),
                 "band_bps": s.band_bps,
-                "reference": s.price_decimal(s.reference).to_string(),
+                "reference": reference,
                 "max_qty": s.qty_decimal(s.max_qty).to_string(),
+                "halted": now.get("halted").is_some_and(|h| h == "true"),
             })
         })
         .collect();
-    HttpResponse::Ok().json(json!({"symbols": list}))
+    Ok(HttpResponse::Ok().json(json!({"symbols": list})))
 }
 
 /// Serves the front on `config.listen` until `shutdown` fires. Needs an actix system.

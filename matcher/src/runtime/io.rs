@@ -21,7 +21,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use common::envelope::encode_event;
 use common::{
-    Event, EventKind, OrderId, OrderStatus, Price, Qty, SymbolId, SymbolSpec, SymbolTable, TradeId,
+    Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, SymbolId, SymbolSpec, SymbolTable,
+    TimeInForce, Timestamp, TradeId,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -190,6 +191,13 @@ fn qty(spec: Option<&SymbolSpec>, q: Qty) -> String {
     spec.map_or_else(|| q.0.to_string(), |s| s.qty_decimal(q).to_string())
 }
 
+/// Adds order `id` to its account's recent orders, keeping the newest [`keys::RECENT_KEPT`].
+fn recent(account: &str, id: OrderId, at: Timestamp, b: &mut Batch) {
+    let key = keys::recent(account);
+    b.pipe.zadd(&key, id.to_string(), at.0 / 1_000_000).ignore();
+    b.pipe.zremrangebyrank(key, 0, -(keys::RECENT_KEPT + 1)).ignore();
+}
+
 impl Sink<'_> {
     /// Applies one event to the projection and, unless replayed, queues its writes.
     fn event(&mut self, e: &Event, replay: bool, b: &mut Batch) {
@@ -232,6 +240,10 @@ impl Sink<'_> {
                     .ignore();
                 let client = keys::client(account.as_str(), symbol, client_order_id.as_str());
                 b.pipe.set_nx(client, order_id.to_string()).ignore();
+                recent(account.as_str(), order_id, e.ts, b);
+                if order_type == OrderType::Limit && tif == TimeInForce::Gtc {
+                    b.pipe.sadd(keys::open(account.as_str()), order_id.to_string()).ignore();
+                }
             }
             EventKind::Rejected { order_id, account, client_order_id, reason, qty: refused } => {
                 match client_order_id {
@@ -254,6 +266,7 @@ impl Sink<'_> {
                             .ignore();
                         let client = keys::client(account.as_str(), symbol, cid.as_str());
                         b.pipe.set_nx(client, order_id.to_string()).ignore();
+                        recent(account.as_str(), order_id, e.ts, b);
                     }
                     // A refused cancel or replace: noted on the order it named.
                     _ => {
@@ -293,12 +306,20 @@ impl Sink<'_> {
                         ],
                     )
                     .ignore();
+                if let Change::Canceled(account) = change {
+                    b.pipe.srem(keys::open(account.as_str()), order_id.to_string()).ignore();
+                }
             }
             EventKind::Replaced { order_id, price: limit, qty: open, .. } => {
                 b.pipe
                     .hset_multiple(
                         keys::order(order_id),
-                        &[("price", price(spec, limit)), ("open_qty", qty(spec, open))],
+                        &[
+                            ("price", price(spec, limit)),
+                            ("open_qty", qty(spec, open)),
+                            // The order's quantity is now what it filled plus its new open quantity.
+                            ("qty", qty(spec, self.projection.order(order_id).map_or(open, |o| o.qty))),
+                        ],
                     )
                     .ignore();
             }
@@ -343,6 +364,9 @@ impl Sink<'_> {
                 &[("filled_qty", qty(spec, side.filled)), ("status", side.status.as_str().to_owned())],
             )
             .ignore();
+        if side.status == OrderStatus::Filled {
+            b.pipe.srem(keys::open(side.account.as_str()), side.order_id.to_string()).ignore();
+        }
         if side.first {
             let cid = side.client_order_id.as_str();
             let lab = json!({

@@ -3,13 +3,15 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `order:<exchange id>` | hash | the order: `order_id`, `symbol`, `account`, `client_order_id`, `side`, `type`, `time_in_force`, `post_only`, `price`, `qty`, `filled_qty`, `status`, `reject_reason`, `cancel_reason`, `canceled_qty`, `open_qty`, `last_request_rejected`, and the `hop_*_ns` timestamps |
+//! | `order:<exchange id>` | hash | the order: `order_id`, `symbol`, `account`, `client_order_id`, `side`, `type`, `time_in_force`, `post_only`, `price`, `qty` (after a replace: filled plus the new open quantity), `filled_qty`, `status`, `reject_reason`, `cancel_reason`, `canceled_qty`, `open_qty` (set by a replace), `last_request_rejected` (`<command id>:<reason>` of a refused cancel or replace), and the `hop_*_ns` timestamps |
 //! | `fills:<exchange id>` | hash | trade id → the fill's JSON (`trade_id`, `price`, `qty`, `ts`) |
 //! | `trade:<account>:<client order id>` | string | the original lab's shape of the order's first fill (`SET NX`) |
 //! | `client:<account>:<symbol>:<client order id>` | string | the exchange id (`SET NX`) |
 //! | `book:<symbol>` | string | the depth snapshot JSON with its sequence number |
 //! | `trades:<symbol>` | stream | recent trades; entry id `<sequence>-0`, so a re-add is refused |
 //! | `symbol:<symbol>` | hash | `halted`, `reference` |
+//! | `orders:<account>` | sorted set | the account's newest orders (score: entry time, ms), at most [`RECENT_KEPT`] |
+//! | `open:<account>` | set | the account's open orders (resting or partially filled GTC limit orders) |
 
 use std::fmt::Display;
 
@@ -47,6 +49,19 @@ pub fn trades(symbol: &str) -> String {
 pub fn symbol(symbol: &str) -> String {
     format!("symbol:{symbol}")
 }
+
+/// `orders:<account>`: the account's recent orders.
+pub fn recent(account: &str) -> String {
+    format!("orders:{account}")
+}
+
+/// `open:<account>`: the account's open orders.
+pub fn open(account: &str) -> String {
+    format!("open:{account}")
+}
+
+/// How many of an account's newest orders `orders:<account>` keeps.
+pub const RECENT_KEPT: isize = 500;
 
 /// About how many entries a `trades:<symbol>` stream keeps (`MAXLEN ~`).
 pub const TRADES_KEPT: usize = 10_000;

@@ -30,6 +30,8 @@ pub struct OrderState {
     pub status: OrderStatus,
     /// A GTC limit order: if nothing else happened to it, it rests once its command is done.
     pub can_rest: bool,
+    /// Whose it is (the sink keeps each account's set of open orders).
+    pub account: Account,
 }
 
 /// One symbol's price levels, from `level` events.
@@ -86,6 +88,8 @@ pub enum Change {
     },
     /// This symbol's levels moved: its depth snapshot is out of date.
     Levels(SymbolId),
+    /// An order held here was canceled: whose it was.
+    Canceled(Account),
 }
 
 /// Open orders and price levels, from the event stream.
@@ -101,9 +105,10 @@ impl Projection {
     /// Applies one event.
     pub fn apply(&mut self, e: &Event) -> Change {
         match e.kind {
-            EventKind::Accepted { order_id, order_type, tif, qty, .. } => {
+            EventKind::Accepted { order_id, account, order_type, tif, qty, .. } => {
                 let can_rest = order_type == OrderType::Limit && tif == TimeInForce::Gtc;
-                let order = OrderState { qty, filled: Qty::ZERO, status: OrderStatus::Accepted, can_rest };
+                let order =
+                    OrderState { qty, filled: Qty::ZERO, status: OrderStatus::Accepted, can_rest, account };
                 self.orders.insert(order_id, order);
                 Change::Nothing
             }
@@ -121,12 +126,13 @@ impl Projection {
                 taker: self.fill(e.cmd, taker, qty, taker_account, taker_client_order_id),
             },
             EventKind::Canceled { order_id, .. } => {
-                if let Some(order) = self.orders.get_mut(&order_id) {
+                let account = self.orders.get_mut(&order_id).map(|order| {
                     order.status = OrderStatus::Canceled;
                     order.can_rest = false;
-                }
+                    order.account
+                });
                 self.forget_if_ended(e.cmd, order_id);
-                Change::Nothing
+                account.map_or(Change::Nothing, Change::Canceled)
             }
             EventKind::Replaced { order_id, qty, .. } => {
                 if let Some(order) = self.orders.get_mut(&order_id) {
