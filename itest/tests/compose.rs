@@ -83,11 +83,12 @@ fn check_service(plan: &Plan, p: &Proc, s: &Value, usage: &str) {
         let want = match flag.as_str() {
             "--listen" => format!("0.0.0.0:{}", p.port),
             // Natively a file in the run directory; in compose, a compose secret.
-            "--jwt-secret-file" => {
+            "--jwt-secret-file" | "--password-file" => {
+                let secret = if flag == "--jwt-secret-file" { "jwt" } else { "sim" };
                 let secrets =
                     s["secrets"].as_sequence().map(|v| v.iter().filter_map(Value::as_str).collect());
-                assert_eq!(secrets, Some(vec!["jwt"]), "{name} mounts the jwt secret");
-                "/run/secrets/jwt".to_owned()
+                assert_eq!(secrets, Some(vec![secret]), "{name} mounts the {secret} secret");
+                format!("/run/secrets/{secret}")
             }
             _ => in_compose(plan, value),
         };
@@ -106,7 +107,8 @@ fn the_compose_file_agrees_with_the_stack_crate() {
     let names: BTreeSet<String> = services.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
     let mut want: BTreeSet<String> = plan.procs.iter().map(compose_name).collect();
     want.insert("kafka-init".into());
-    assert_eq!(names, want, "compose's services are the plan's processes (and kafka-init)");
+    want.insert("frontend-build".into());
+    assert_eq!(names, want, "compose's services are the plan's processes (and kafka-init, frontend-build)");
     assert!(c["services"]["kafka"]["image"].as_str().is_some_and(|i| i.starts_with("apache/kafka")));
 
     let nginx = plan.get("nginx").expect("nginx in the plan");
@@ -128,7 +130,8 @@ fn the_compose_file_agrees_with_the_stack_crate() {
             let deps: BTreeSet<String> = s["depends_on"]
                 .as_mapping()
                 .map(|m| {
-                    m.keys().filter_map(Value::as_str).map(|d| d.replace("kafka-init", "kafka")).collect()
+                    let deps = m.keys().filter_map(Value::as_str).filter(|d| *d != "frontend-build");
+                    deps.map(|d| d.replace("kafka-init", "kafka")).collect()
                 })
                 .unwrap_or_default();
             let want: BTreeSet<String> = p.deps.iter().map(|d| compose_name(plan.get(d).unwrap())).collect();
@@ -142,7 +145,7 @@ fn the_compose_file_agrees_with_the_stack_crate() {
             "{} has a healthcheck",
             p.name
         );
-        if matches!(p.kind, Kind::Matcher | Kind::OrderSvc | Kind::Gateway) {
+        if matches!(p.kind, Kind::Matcher | Kind::OrderSvc | Kind::Gateway | Kind::Sim) {
             let binary = p.program.file_name().unwrap().to_str().unwrap();
             check_service(&plan, p, s, &help(binary));
         }
@@ -153,6 +156,7 @@ fn the_compose_file_agrees_with_the_stack_crate() {
         Some("JWT_SECRET"),
         "the secret comes from JWT_SECRET"
     );
+    assert_eq!(c["secrets"]["sim"]["environment"].as_str(), Some("SIM_PASSWORD"), "the sim's password");
 
     // The topics, as kafka-init creates them.
     let init = c["services"]["kafka-init"]["entrypoint"].as_sequence().unwrap();
