@@ -83,10 +83,12 @@ pub struct Cancel {
     pub account: Account,
 }
 
-/// Replace a resting order's price and open quantity.
+/// Replace a resting order's price and/or open quantity.
 ///
 /// Quantity down at the same price keeps the order's place in the queue; a new price or a larger
-/// quantity sends it to the back (and it may trade at once if the new price crosses).
+/// quantity sends it to the back (and it may trade at once if the new price crosses). What is
+/// `None` keeps the order's value *when the book applies the command*: a price-only amend never
+/// gives back quantity that traded while the amend was on its way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Replace {
     /// The symbol the order trades: the wire form needs it to read the new price's decimals.
@@ -95,8 +97,8 @@ pub struct Replace {
     pub order_id: OrderId,
     /// Who asks: must own the order.
     pub account: Account,
-    /// The new limit price.
-    pub price: Price,
-    /// The new open (unfilled) quantity.
-    pub qty: Qty,
+    /// The new limit price (`None`: keep it).
+    pub price: Option<Price>,
+    /// The new open (unfilled) quantity (`None`: keep it).
+    pub qty: Option<Qty>,
 }

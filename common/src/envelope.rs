@@ -140,9 +140,11 @@ pub struct WireReplace {
     #[serde(default = "default_account")]
     pub account: Account,
     /// New price.
-    pub price: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Decimal>,
     /// New open quantity.
-    pub qty: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qty: Option<Decimal>,
 }
 
 /// `halt`, `resume` on the wire.
@@ -226,8 +228,8 @@ pub fn decode_command_traced(
                 symbol,
                 order_id: w.order_id,
                 account: w.account,
-                price: spec.price("price", w.price)?,
-                qty: spec.qty("qty", w.qty)?,
+                price: w.price.map(|p| spec.price("price", p)).transpose()?,
+                qty: w.qty.map(|q| spec.qty("qty", q)).transpose()?,
             };
             (w.ts, CommandKind::Replace(replace))
         }
@@ -300,8 +302,8 @@ pub fn encode_command_traced(cmd: &Command, trace: Trace, table: &SymbolTable) -
                 symbol: s.name.clone(),
                 order_id: r.order_id,
                 account: r.account,
-                price: s.price_decimal(r.price),
-                qty: s.qty_decimal(r.qty),
+                price: r.price.map(|p| s.price_decimal(p)),
+                qty: r.qty.map(|q| s.qty_decimal(q)),
             };
             to_json("replace", trace, body)
         }
@@ -562,8 +564,22 @@ mod tests {
                 symbol: abc,
                 order_id: id(3),
                 account: alice,
-                price: Price(9_999),
-                qty: Qty(2),
+                price: Some(Price(9_999)),
+                qty: Some(Qty(2)),
+            }),
+            CommandKind::Replace(Replace {
+                symbol: abc,
+                order_id: id(3),
+                account: alice,
+                price: None,
+                qty: Some(Qty(1)),
+            }),
+            CommandKind::Replace(Replace {
+                symbol: abc,
+                order_id: id(3),
+                account: alice,
+                price: Some(Price(1)),
+                qty: None,
             }),
             CommandKind::Halt { symbol: abc },
             CommandKind::Resume { symbol: abc },

@@ -41,20 +41,16 @@ async fn operator(state: &State, req: &HttpRequest) -> Result<String, ApiError> 
     }
 }
 
-/// One admin action: checks the caller, sends `command` to order-svc's `/api/v1/admin`, logs it
+/// One admin action by operator `who`: sends `command` to order-svc's `/api/v1/admin`, logs it
 /// with the outcome, and relays order-svc's answer.
-async fn act(state: &State, req: &HttpRequest, command: Value, target: String) -> HttpResponse {
-    let rid = request_id(state, req);
-    let who = match operator(state, req).await {
-        Ok(who) => who,
-        Err(e) => return with_id(e, &rid),
-    };
+async fn act(state: &State, rid: String, who: String, command: Value, target: String) -> HttpResponse {
+    let rid = &rid;
     let action = command["action"].as_str().unwrap_or_default().to_owned();
     let detail =
         command.get("price").map(|p| format!("price {}", p.as_str().unwrap_or_default())).unwrap_or_default();
     let answer = state
         .writes
-        .send(reqwest::Method::POST, "/api/v1/admin", Some(command.to_string().into_bytes()), &rid, None)
+        .send(reqwest::Method::POST, "/api/v1/admin", Some(command.to_string().into_bytes()), rid, None)
         .await;
     let status = answer.as_ref().map_or_else(|e| format!("{e:?}"), |a| a.status.to_string());
     tracing::info!(operator = %who, %action, %target, %detail, %status, request_id = %rid, "admin action");
@@ -65,32 +61,49 @@ async fn act(state: &State, req: &HttpRequest, command: Value, target: String) -
             ("target", target),
             ("detail", detail),
             ("status", status),
-            ("request_id", rid.clone()),
+            ("request_id", rid.to_owned()),
         ];
         if let Err(e) = store.log_admin(&entry).await {
             tracing::error!(error = %e, "the admin log could not be written");
         }
     }
-    relay(answer, Unavailable::OrderSvc, &rid)
+    relay(answer, Unavailable::OrderSvc, rid)
+}
+
+/// The operator calling, with the request id; or the answer that refuses the caller.
+async fn checked(state: &State, req: &HttpRequest) -> Result<(String, String), HttpResponse> {
+    let rid = request_id(state, req);
+    match operator(state, req).await {
+        Ok(who) => Ok((rid, who)),
+        Err(e) => Err(with_id(e, &rid)),
+    }
 }
 
 /// `POST /api/v1/admin/symbols/{symbol}/halt`: no new orders or replaces on it (cancels still work).
 async fn halt(state: web::Data<State>, req: HttpRequest, symbol: web::Path<String>) -> HttpResponse {
+    let (rid, who) = match checked(&state, &req).await {
+        Ok(ok) => ok,
+        Err(refused) => return refused,
+    };
     let target = symbol.into_inner();
-    act(&state, &req, json!({"action": "halt", "symbol": target}), target).await
+    act(&state, rid, who, json!({"action": "halt", "symbol": target}), target).await
 }
 
 /// `POST /api/v1/admin/symbols/{symbol}/resume`.
 async fn resume(state: web::Data<State>, req: HttpRequest, symbol: web::Path<String>) -> HttpResponse {
+    let (rid, who) = match checked(&state, &req).await {
+        Ok(ok) => ok,
+        Err(refused) => return refused,
+    };
     let target = symbol.into_inner();
-    act(&state, &req, json!({"action": "resume", "symbol": target}), target).await
+    act(&state, rid, who, json!({"action": "resume", "symbol": target}), target).await
 }
 
-/// `{"price": "100.00"}`.
+/// `{"price": "100.00"}` (a decimal string or number, read exactly).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reference {
-    price: Value,
+    price: common::Decimal,
 }
 
 /// `POST /api/v1/admin/symbols/{symbol}/reference` `{"price"}`: moves the price band's centre.
@@ -100,26 +113,32 @@ async fn reference(
     symbol: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
+    let (rid, who) = match checked(&state, &req).await {
+        Ok(ok) => ok,
+        Err(refused) => return refused,
+    };
     let body = match common::http::read_body(payload, state.body_limit).await {
         Ok(bytes) => validate::parse::<Reference>(&bytes),
         Err(e) => Err(e),
     };
     let price = match body {
-        Ok(r) => match r.price {
-            Value::Number(n) => Value::String(n.to_string()),
-            other => other,
-        },
-        Err(e) => return with_id(e, &request_id(&state, &req)),
+        Ok(r) => r.price.to_string(),
+        Err(e) => return with_id(e, &rid),
     };
     let target = symbol.into_inner();
-    act(&state, &req, json!({"action": "set_reference", "symbol": target, "price": price}), target).await
+    let command = json!({"action": "set_reference", "symbol": target, "price": price});
+    act(&state, rid, who, command, target).await
 }
 
 /// `POST /api/v1/admin/accounts/{account}/cancel-all`: every resting order of the account, on
 /// every symbol.
 async fn cancel_all(state: web::Data<State>, req: HttpRequest, account: web::Path<String>) -> HttpResponse {
+    let (rid, who) = match checked(&state, &req).await {
+        Ok(ok) => ok,
+        Err(refused) => return refused,
+    };
     let target = account.into_inner();
-    act(&state, &req, json!({"action": "mass_cancel", "account": target}), target).await
+    act(&state, rid, who, json!({"action": "mass_cancel", "account": target}), target).await
 }
 
 /// `?limit=N`.

@@ -278,9 +278,9 @@ async fn owned_order_body(
     (relay(answer, Unavailable::Matcher, rid), false, order)
 }
 
-/// How long a cancel waits, at most, for its order to be written by the matcher: 10 + 20 + … +
-/// 640 ms, doubling.
-const CANCEL_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(640);
+/// How long a cancel or an amend waits, at most, for its order to be written by the matcher:
+/// 10 + 20 + … + 640 ms, doubling.
+const OWN_ORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(640);
 
 /// The caller's own order `id`, as the matcher front has it (in development mode anyone's), or
 /// the answer to give instead: someone else's order is a `404`, as for a read. An order the matcher has not written yet — a cancel
@@ -290,7 +290,7 @@ async fn wait_for_own_order(state: &State, who: &Caller, id: &str, rid: &str) ->
     let mut wait = std::time::Duration::from_millis(10);
     let (found, body) = loop {
         let (found, theirs, body) = owned_order_body(state, who, id, rid).await;
-        if found.status() != StatusCode::NOT_FOUND || theirs || wait > CANCEL_LOOKUP_WAIT {
+        if found.status() != StatusCode::NOT_FOUND || theirs || wait > OWN_ORDER_WAIT {
             break (found, body);
         }
         actix_web::rt::time::sleep(wait).await;
@@ -302,12 +302,10 @@ async fn wait_for_own_order(state: &State, who: &Caller, id: &str, rid: &str) ->
     }
 }
 
-/// The fields a `PATCH /api/v1/orders/{order_id}` body may have: both optional (an absent one
-/// keeps the order's current value); `qty` is the new *open* quantity.
-const AMEND_FIELDS: [&str; 2] = ["price", "qty"];
-
 /// `PATCH /api/v1/orders/{order_id}` `{"price"?, "qty"?}`: cancel-replace of the caller's own open
-/// limit order, sent to order-svc with the order's symbol and the caller's account. A new price
+/// limit order, sent to order-svc with the order's symbol and the caller's account. What the body
+/// leaves out, the book keeps as the order has it when it applies the amend (so a price-only amend
+/// never gives back quantity that traded meanwhile); `qty` is the new *open* quantity. A new price
 /// or a larger quantity loses the order's place in the queue; a smaller one keeps it.
 async fn amend(
     state: web::Data<State>,
@@ -321,19 +319,25 @@ async fn amend(
         let who = caller(&state, &req).await?;
         state.limits.order(who.account(), client_ip(&req))?;
         let bytes = common::http::read_body(payload, state.body_limit).await?;
-        let fields: Map<String, Value> = validate::parse(&bytes)?;
-        let dev_account = matches!(who, Caller::Anyone).then_some("account");
-        if let Some(k) =
-            fields.keys().find(|k| !AMEND_FIELDS.contains(&k.as_str()) && Some(k.as_str()) != dev_account)
-        {
-            return Err(ApiError::field(format!("unknown field `{k}`: an amend takes `price` and/or `qty`")));
-        }
-        if !AMEND_FIELDS.iter().any(|k| fields.contains_key(*k)) {
+        let body: validate::V1Amend = validate::parse(&bytes)?;
+        if body.price.is_none() && body.qty.is_none() {
             return Err(ApiError::field("give `price` and/or `qty` (the new open quantity)"));
         }
-        Ok::<_, ApiError>((who, fields))
+        let account = match (&who, body.account) {
+            (Caller::User(_), Some(_)) => {
+                return Err(ApiError::field(
+                    "account: leave it out; you amend as the account you signed in as",
+                ))
+            }
+            (Caller::User(user), None) => Some(user.clone()),
+            (Caller::Anyone, account) => account,
+        };
+        Ok::<_, ApiError>((
+            who,
+            validate::V1Replace { symbol: String::new(), price: body.price, qty: body.qty, account },
+        ))
     };
-    let (who, mut fields) = match body.await {
+    let (who, mut replace) = match body.await {
         Ok(v) => v,
         Err(e) => return with_id(e, &rid),
     };
@@ -346,20 +350,17 @@ async fn amend(
         let e = ApiError::Rule(format!("order {path} is {status}: only an open order can be amended"));
         return with_id(e, &rid);
     }
-    for (field, current) in [("price", "price"), ("qty", "open_qty"), ("symbol", "symbol")] {
-        if !fields.contains_key(field) {
-            fields.insert(field.into(), order[current].clone());
-        }
-    }
-    if let Caller::User(user) = &who {
-        fields.insert("account".into(), Value::String(user.clone()));
-    }
-    let bytes = match serde_json::to_vec(&fields) {
+    order["symbol"].as_str().unwrap_or_default().clone_into(&mut replace.symbol);
+    let bytes = match serde_json::to_vec(&replace) {
         Ok(b) => b,
         Err(e) => return with_id(ApiError::field(e.to_string()), &rid),
     };
+    let started = Instant::now();
     let target = format!("/api/v1/orders/{path}");
     let answer = state.writes.send(reqwest::Method::PATCH, &target, Some(bytes), &rid, Some(received)).await;
+    if answer.as_ref().is_ok_and(|a| a.status == 202) {
+        state.metrics.ack.observe(started.elapsed().as_secs_f64());
+    }
     relay(answer, Unavailable::OrderSvc, &rid)
 }
 

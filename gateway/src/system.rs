@@ -7,8 +7,9 @@
 //! `http://host:port` is one of our services (`/healthz`, `/readyz`, `/whoami`, `/metrics`); an
 //! `http://host:port/path` is nginx's `stub_status`; `redis://host:port` is asked `PING`;
 //! `tcp://host:port` (the broker) must accept a connection. A background task polls them all
-//! every [`INTERVAL`]; the route serves the last round. Each gateway polls on its own, and says
-//! which one answered.
+//! every [`INTERVAL`] while someone looks (the route was asked in the last [`WATCHED_FOR`]; a
+//! stack nobody watches is not polled), and the route serves the last round. Each gateway polls on
+//! its own, and says which one answered.
 //!
 //! The rate and the p99 are over the last interval, from the differences of the counters
 //! (`http_requests_total`, and the `http_request_duration_seconds` buckets: the p99 is the upper
@@ -28,8 +29,14 @@ use crate::routes::State;
 /// How often the stack is polled.
 pub const INTERVAL: Duration = Duration::from_secs(2);
 
-/// How long one probe may take.
+/// How long one request of a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How long one process's probe (up to four requests) may take in all.
+const ROUND_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long after the route was last asked the stack is still polled.
+pub const WATCHED_FOR: Duration = Duration::from_secs(30);
 
 /// Routes the probes themselves call: not counted as traffic.
 const PROBE_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/whoami", "/metrics"];
@@ -50,8 +57,10 @@ pub enum Target {
 impl Target {
     /// Reads `redis://h:p`, `tcp://h:p`, `http://h:p` (a service) or `http://h:p/path` (nginx).
     pub fn parse(url: &str) -> Result<Target, String> {
-        if let Some(addr) = url.strip_prefix("redis://") {
-            Ok(Target::Redis(addr.trim_end_matches('/').to_owned()))
+        if let Some(rest) = url.strip_prefix("redis://") {
+            // `redis://[user:password@]host:port[/db]`: the address only (the probe sends no AUTH).
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            Ok(Target::Redis(host.split('/').next().unwrap_or_default().to_owned()))
         } else if let Some(addr) = url.strip_prefix("tcp://") {
             Ok(Target::Tcp(addr.trim_end_matches('/').to_owned()))
         } else if let Some(rest) = url.strip_prefix("http://") {
@@ -228,6 +237,8 @@ pub struct Watch {
     edges: Vec<(String, String)>,
     client: reqwest::Client,
     last: Mutex<(Vec<Counters>, Round)>,
+    /// When the route was last asked (ms since the epoch).
+    asked_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Watch {
@@ -241,14 +252,20 @@ impl Watch {
             targets,
             client,
             last: Mutex::new((vec![Counters::default(); n], Round::default())),
+            asked_ms: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
-    /// Polls every target every [`INTERVAL`], forever.
+    /// Polls every target every [`INTERVAL`] while someone looks, forever.
     pub async fn run(self: Arc<Watch>) {
         loop {
-            self.round().await;
-            tokio::time::sleep(INTERVAL).await;
+            let asked = self.asked_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if now_ms().saturating_sub(asked) <= WATCHED_FOR.as_millis() as u64 {
+                self.round().await;
+                tokio::time::sleep(INTERVAL).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
 
@@ -257,16 +274,39 @@ impl Watch {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (name, target)) in self.targets.iter().enumerate() {
             let (name, target, client) = (name.clone(), target.clone(), self.client.clone());
-            tasks.spawn(async move { (i, probe(&client, name, &target).await) });
+            tasks.spawn(async move {
+                let kind = kind(&name);
+                let timed_out = || Node {
+                    name: name.clone(),
+                    kind,
+                    error: Some("the probe timed out".into()),
+                    ..Node::default()
+                };
+                let seen = tokio::time::timeout(ROUND_TIMEOUT, probe(&client, name.clone(), &target)).await;
+                (i, seen.unwrap_or_else(|_| (timed_out(), Counters::default())))
+            });
         }
         let mut seen: Vec<Option<(Node, Counters)>> = vec![None; self.targets.len()];
-        while let Some(Ok((i, result))) = tasks.join_next().await {
-            seen[i] = Some(result);
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, result)) = joined {
+                seen[i] = Some(result);
+            }
         }
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut nodes = Vec::with_capacity(seen.len());
         for (i, s) in seen.into_iter().enumerate() {
-            let Some((mut node, now)) = s else { continue };
+            let (mut node, now) = s.unwrap_or_else(|| {
+                let name = self.targets[i].0.clone();
+                (
+                    Node {
+                        kind: kind(&name),
+                        name,
+                        error: Some("the probe failed".into()),
+                        ..Node::default()
+                    },
+                    Counters::default(),
+                )
+            });
             let (rps, p99, commands) = between(&last.0[i], &now);
             if node.up {
                 node.rps = node.rps.or(rps);
@@ -279,8 +319,9 @@ impl Watch {
         last.1 = Round { checked_ms: now_ms(), nodes };
     }
 
-    /// `GET /api/v1/system`'s body.
+    /// `GET /api/v1/system`'s body (and, from now on, a reason to keep polling).
     fn answer(&self, served_by: &str) -> serde_json::Value {
+        self.asked_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         let last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         serde_json::json!({
             "served_by": served_by,
@@ -296,6 +337,11 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A request's failure without the URL (internal addresses stay internal).
+fn failed(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
 /// Probes one target: the node as seen, and its counters.
 async fn probe(client: &reqwest::Client, name: String, target: &Target) -> (Node, Counters) {
     let mut node = Node { kind: kind(&name), name, ..Node::default() };
@@ -304,12 +350,12 @@ async fn probe(client: &reqwest::Client, name: String, target: &Target) -> (Node
         match target {
             Target::Service(base) => {
                 let get = |path: &str| client.get(format!("{base}{path}")).send();
-                let health = get("/healthz").await.map_err(|e| e.to_string())?;
+                let health = get("/healthz").await.map_err(failed)?;
                 node.up = health.status().is_success();
                 if !node.up {
                     return Err(format!("/healthz answered {}", health.status()));
                 }
-                let ready = get("/readyz").await.map_err(|e| e.to_string())?;
+                let ready = get("/readyz").await.map_err(failed)?;
                 node.ready = ready.status().is_success();
                 let why = (!node.ready).then_some(ready.text().await.unwrap_or_default());
                 if let Ok(r) = get("/whoami").await {
@@ -325,11 +371,13 @@ async fn probe(client: &reqwest::Client, name: String, target: &Target) -> (Node
                 }
             }
             Target::Nginx(url) => {
-                let r = client.get(url).send().await.map_err(|e| e.to_string())?;
-                node.up = r.status().is_success();
-                node.ready = node.up;
+                let r = client.get(url).send().await.map_err(failed)?;
+                let status = r.status();
                 let text = r.text().await.unwrap_or_default();
-                counters.requests = stub_requests(&text).ok_or("no stub_status at that URL")?;
+                counters.requests =
+                    stub_requests(&text).ok_or_else(|| format!("no stub_status at its URL ({status})"))?;
+                node.up = true;
+                node.ready = true;
                 counters.at = Some(Instant::now());
                 Ok(())
             }
@@ -337,9 +385,14 @@ async fn probe(client: &reqwest::Client, name: String, target: &Target) -> (Node
                 let pong = tokio::time::timeout(PROBE_TIMEOUT, ping(addr))
                     .await
                     .map_err(|_| "timed out".to_owned())?;
-                node.up = pong.map_err(|e| e.to_string())?;
-                node.ready = node.up;
-                Ok(())
+                let answer = pong.map_err(|e| e.to_string())?;
+                node.up = true;
+                node.ready = answer.starts_with("+PONG");
+                if node.ready {
+                    Ok(())
+                } else {
+                    Err(format!("PING answered {:?}", answer.trim()))
+                }
             }
             Target::Tcp(addr) => {
                 tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr.as_str()))
@@ -370,13 +423,13 @@ fn not_ready(body: &str) -> String {
         .unwrap_or_else(|| body.chars().take(200).collect())
 }
 
-/// Redis answers `PING` with `+PONG`.
-async fn ping(addr: &str) -> std::io::Result<bool> {
+/// Redis's answer to `PING` (`+PONG`; `-NOAUTH …` from a Redis that wants a password).
+async fn ping(addr: &str) -> std::io::Result<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(b"PING\r\n").await?;
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 128];
     let n = s.read(&mut buf).await?;
-    Ok(buf[..n].starts_with(b"+PONG"))
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// `GET /api/v1/system`: the last round (public: names, health and rates, no addresses).
@@ -444,6 +497,7 @@ matcher_commands_total{service="matcher"} 7
         assert_eq!(w[0].1, Target::Service("http://127.0.0.1:9001".into()));
         assert_eq!(w[1].1, Target::Nginx("http://127.0.0.1:8080/_status".into()));
         assert_eq!(w[2].1, Target::Redis("127.0.0.1:16379".into()));
+        assert_eq!(Target::parse("redis://:pw@h:1/0"), Ok(Target::Redis("h:1".into())));
         assert_eq!(w[3].1, Target::Tcp("127.0.0.1:19092".into()));
         assert!(parse_watch(&["gateway-1".into()]).unwrap_err().contains("name=url"));
         assert!(parse_watch(&["x=ftp://h".into()]).unwrap_err().contains("expected"));

@@ -16,6 +16,19 @@ use serde_json::Value;
 /// The script stops itself well within this; past it, the test kills it.
 const LIMIT: Duration = Duration::from_secs(360);
 
+/// The script's process, killed (with its Chromium, which dies with its pipe) if the test ends
+/// early.
+struct Script(std::process::Child);
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn handle(stack: &mut Stack, request: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(request) else { return format!("error: not JSON: {request}") };
     let name = v["name"].as_str().unwrap_or_default();
@@ -30,7 +43,8 @@ fn handle(stack: &mut Stack, request: &str) -> String {
             "ok".into()
         }
         Some("grant") => {
-            let (user, role) = (v["user"].as_str().unwrap_or_default(), v["role"].as_str().unwrap_or_default());
+            let (user, role) =
+                (v["user"].as_str().unwrap_or_default(), v["role"].as_str().unwrap_or_default());
             match stack.grant(user, role) {
                 Ok(()) => "ok".into(),
                 Err(e) => format!("error: {e:#}"),
@@ -55,7 +69,7 @@ fn the_desk_in_chromium() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let mut stack = Stack::start(2, 2, true);
     let url = stack.svc("nginx").url("");
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(&script)
         .env("LAB_URL", &url)
         .env("LAB_ARTIFACTS", &artifacts)
@@ -64,6 +78,8 @@ fn the_desk_in_chromium() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("node runs (apt-get install nodejs)");
+    let mut child = Script(child);
+    let child = &mut child.0;
     let mut stdin = child.stdin.take().unwrap();
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();

@@ -65,8 +65,22 @@ fn amend_list_admin_and_the_system_map() {
     let (status, v) = patch(&alice, &a1, json!({"price": "98", "side": "sell"}));
     assert!(status == 400 && v["error"]["message"].as_str().unwrap().contains("side"), "{v}");
     assert_eq!(patch(&alice, &a1, json!({})).0, 400);
+    let (status, v) = patch(&alice, &a1, json!({"price": "98", "account": "bob"}));
+    assert!(status == 400 && v["error"]["message"].as_str().unwrap().contains("account"), "{v}");
     assert_eq!(patch(&alice, "nope", json!({"qty": "1"})).0, 400);
     assert_eq!(send(alice.client().patch(alice.url(&format!("/api/v1/orders/{a1}"))).body("{")).0, 400);
+
+    // A price-only amend keeps the open quantity the order has when the book applies it: what
+    // traded meanwhile is not given back.
+    let a3 = place(&alice, "a3", "sell", "105.00", "5");
+    order_when(&alice, &a3, "a3 rests", |o| o["status"] == "resting");
+    place(&bob, "b0", "buy", "105.00", "3");
+    order_when(&alice, &a3, "a3 partly filled", |o| o["status"] == "partially_filled");
+    assert_eq!(patch(&alice, &a3, json!({"price": "105.50"})).0, 202);
+    let o = order_when(&alice, &a3, "a3 repriced", |o| o["price"] == "105.50");
+    assert_eq!((&o["open_qty"], &o["filled_qty"], &o["qty"]), (&"2".into(), &"3".into(), &"5".into()), "{o}");
+    assert_eq!(send(alice.client().delete(alice.url(&format!("/api/v1/orders/{a3}")))).0, 202);
+    order_when(&alice, &a3, "a3 canceled", |o| o["status"] == "canceled");
 
     // Lists: open orders, then all of them, each user's own only.
     let a2 = place(&alice, "a2", "buy", "97.00", "1");
@@ -75,9 +89,10 @@ fn amend_list_admin_and_the_system_map() {
     assert_eq!(send(alice.client().delete(alice.url(&format!("/api/v1/orders/{a2}")))).0, 202);
     order_when(&alice, &a2, "a2 canceled", |o| o["status"] == "canceled");
     assert_eq!(ids(&list(&alice, "status=open")), [a1.as_str()]);
-    assert_eq!(ids(&list(&alice, "status=all&symbol=ABC")), [a2.as_str(), a1.as_str()]);
+    assert_eq!(ids(&list(&alice, "status=all&symbol=ABC")), [a2.as_str(), a3.as_str(), a1.as_str()]);
     assert!(list(&alice, "symbol=XYZ").is_empty());
-    assert!(list(&bob, "status=all").is_empty(), "bob sees none of alice's orders");
+    let bobs = list(&bob, "status=all");
+    assert!(bobs.iter().all(|o| o["account"] == "bob") && !bobs.is_empty(), "bob sees only his: {bobs:?}");
     let (status, v) = send(alice.client().get(alice.url("/api/v1/orders?status=maybe")));
     assert_eq!(status, 400, "{v}");
     assert_eq!(send(alice.client().get(alice.url("/api/v1/orders?limit=0"))).0, 400);
@@ -90,8 +105,8 @@ fn amend_list_admin_and_the_system_map() {
     assert_eq!(send(itest::http().post(alice.url(halt))).0, 401);
     let (status, v) = send(bob.client().post(bob.url(halt)));
     assert_eq!((status, &v["error"]["code"]), (403, &"forbidden".into()), "{v}");
-    assert!(s.grant("nobody-here", "operator").is_err(), "an unknown user cannot be made operator");
-    s.grant("carol-op", "operator").expect_err("carol has not signed up yet");
+    let unknown = s.grant("carol-op", "operator").expect_err("carol has not signed up yet");
+    assert!(unknown.to_string().contains("no user"), "{unknown:#}");
     let carol = s.as_user("nginx", "carol-op");
     s.grant("carol-op", "operator").expect("granted");
     let (status, v) = send(carol.client().post(carol.url(halt)));
@@ -109,6 +124,11 @@ fn amend_list_admin_and_the_system_map() {
     let b1 = place(&bob, "b1", "sell", "101.00", "1");
     let o = order_when(&bob, &b1, "b1 refused", |o| o["status"] == "rejected");
     assert_eq!(o["reject_reason"], "halted", "{o}");
+    assert_eq!(
+        ids(&list(&bob, "status=all&limit=1")),
+        [b1.as_str()],
+        "a refused order lists by when it came"
+    );
     let (status, v) = send(
         carol
             .client()
@@ -136,7 +156,9 @@ fn amend_list_admin_and_the_system_map() {
     assert_eq!(status, 200, "{v}");
     let entries = v["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions[..3], ["mass_cancel", "resume", "halt"], "{v}");
+    let want = ["mass_cancel", "resume", "halt", "set_reference", "halt"];
+    assert_eq!(actions, want, "every action, the one order-svc refused too (NOPE), newest first: {v}");
+    assert_eq!(entries[2]["status"], "400", "{v}");
     assert!(entries.iter().all(|e| e["operator"] == "carol-op"), "{v}");
     assert_eq!(send(bob.client().get(bob.url("/api/v1/admin/log"))).0, 403);
     // Taken away, the role stops working at once.
@@ -157,7 +179,9 @@ fn amend_list_admin_and_the_system_map() {
         names.iter().all(|n| node(n)["up"] == true && node(n)["ready"] == true)
     })
     .unwrap_or_else(|e| panic!("{e:#}: {}", send(itest::http().get(alice.url("/api/v1/system"))).1));
-    assert!(node("gateway-1")["rps"].as_f64().is_some(), "{}", node("gateway-1"));
+    // Rates come from two rounds' counters.
+    wait_until("a request rate", Duration::from_secs(10), || node("gateway-1")["rps"].as_f64().is_some())
+        .unwrap_or_else(|e| panic!("{e:#}: {}", node("gateway-1")));
     assert_eq!(node("order-svc-1")["instance"], "order-svc-1");
     s.kill("order-svc-2");
     wait_until("order-svc-2 down on the map", Duration::from_secs(10), || node("order-svc-2")["up"] == false)

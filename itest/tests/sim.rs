@@ -34,10 +34,14 @@ fn the_simulated_market_quotes_every_symbol_and_trades() {
         let side = |k: &str| book[k].as_array().is_some_and(|l| !l.is_empty());
         side("bids") && side("asks")
     };
-    wait_until("both sides quoted on every symbol", Duration::from_secs(40), || symbols.iter().all(|x| quoted(x)))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", s.tail("market-sim")));
+    wait_until("both sides quoted on every symbol", Duration::from_secs(40), || {
+        symbols.iter().all(|x| quoted(x))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.tail("market-sim")));
     let traded = |sym: &str| {
-        get(&nginx.url(&format!("/api/v1/trades?symbol={sym}&limit=1")))["trades"].as_array().is_some_and(|t| !t.is_empty())
+        get(&nginx.url(&format!("/api/v1/trades?symbol={sym}&limit=1")))["trades"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
     };
     wait_until("a trade", Duration::from_secs(40), || symbols.iter().any(|x| traded(x)))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", s.tail("market-sim")));

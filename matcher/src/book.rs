@@ -614,13 +614,15 @@ impl Book {
     /// Changes the price and/or open quantity of the order in `slot`.
     pub fn replace(&mut self, slot: u32, r: &Replace, index: &mut OrderIndex, em: &mut Emitter<'_>) {
         let node = self.slab[slot];
+        // What the command leaves out is what the order has now.
+        let (price, qty) = (r.price.unwrap_or(node.price), r.qty.unwrap_or(node.leaves));
         let reason = if !self.owns(slot, &r.account) {
             Some(RejectReason::NotOwner)
         } else if self.halted {
             Some(RejectReason::Halted)
-        } else if r.qty.is_zero() || r.qty > MAX_ORDER_QTY || r.price.0 <= 0 {
+        } else if qty.is_zero() || qty > MAX_ORDER_QTY || price.0 <= 0 {
             Some(RejectReason::InvalidOrder)
-        } else if r.price != node.price && !self.in_band(r.price) {
+        } else if price != node.price && !self.in_band(price) {
             Some(RejectReason::PriceBand)
         } else {
             None
@@ -628,33 +630,32 @@ impl Book {
         if let Some(reason) = reason {
             return self.reject(em, node.id, r.account, reason);
         }
-        if r.price == node.price && r.qty <= node.leaves {
+        if price == node.price && qty <= node.leaves {
             // Smaller (or equal) at the same price: keeps its place in the queue.
-            let kind =
-                EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: true };
+            let kind = EventKind::Replaced { order_id: node.id, price, qty, priority_kept: true };
             self.tape.emit(em, kind);
-            if r.qty != node.leaves {
+            if qty != node.leaves {
                 let ladder = match node.side {
                     Side::Buy => &mut self.bids,
                     Side::Sell => &mut self.asks,
                 };
                 let i = ladder.level_of(node.price);
                 let level = &mut ladder.levels[i];
-                // `r.qty <= node.leaves` (this branch's condition): no underflow.
-                level.remove(Qty(node.leaves.0 - r.qty.0));
-                let (qty, orders) = (level.qty, level.count);
-                self.slab[slot].leaves = r.qty;
-                self.tape.emit(em, EventKind::Level { side: node.side, price: node.price, qty, orders });
+                // `qty <= node.leaves` (this branch's condition): no underflow.
+                level.remove(Qty(node.leaves.0 - qty.0));
+                let (level_qty, orders) = (level.qty, level.count);
+                self.slab[slot].leaves = qty;
+                let level = EventKind::Level { side: node.side, price: node.price, qty: level_qty, orders };
+                self.tape.emit(em, level);
             }
             return;
         }
         let crossing =
-            self.ladder(node.side.opposite()).best().is_some_and(|l| crosses(node.side, r.price, l.price));
+            self.ladder(node.side.opposite()).best().is_some_and(|l| crosses(node.side, price, l.price));
         if node.post_only && crossing {
             return self.reject(em, node.id, r.account, RejectReason::PostOnlyWouldTake);
         }
-        let kind =
-            EventKind::Replaced { order_id: node.id, price: r.price, qty: r.qty, priority_kept: false };
+        let kind = EventKind::Replaced { order_id: node.id, price, qty, priority_kept: false };
         self.tape.emit(em, kind);
         self.unlink(slot, em);
         let account = self.accounts.name(node.account);
@@ -665,8 +666,8 @@ impl Book {
             account,
             account_id: node.account,
             client_order_id,
-            limit: r.price,
-            leaves: r.qty,
+            limit: price,
+            leaves: qty,
         };
         if crossing {
             self.take(&mut taker, index, em);
@@ -674,7 +675,7 @@ impl Book {
         if taker.leaves.is_zero() {
             self.forget(slot, index);
         } else {
-            self.slab[slot].price = r.price;
+            self.slab[slot].price = price;
             self.slab[slot].leaves = taker.leaves;
             self.link(slot, em);
         }
@@ -820,8 +821,8 @@ mod tests {
             symbol: SymbolId(0),
             order_id: OrderId(1),
             account: Account::new("a").unwrap(),
-            price,
-            qty: Qty(2),
+            price: Some(price),
+            qty: Some(Qty(2)),
         };
         book.replace(slot, &replace, &mut index, &mut em);
     }

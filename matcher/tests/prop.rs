@@ -45,6 +45,8 @@ enum Op {
         account: usize,
         offset: i64,
         qty: u64,
+        /// 1: keep the price, 2: keep the quantity, else give both.
+        keep: u8,
     },
     Halt {
         symbol: u32,
@@ -82,8 +84,9 @@ fn op() -> impl Strategy<Value = Op> {
         60 => new,
         25 => (any::<usize>(), prop::bool::weighted(0.9), 0usize..3)
             .prop_map(|(target, own, account)| Op::Cancel { target, own, account }),
-        10 => (any::<usize>(), prop::bool::weighted(0.9), 0usize..3, offset, 0u64..8)
-            .prop_map(|(target, own, account, offset, qty)| Op::Replace { target, own, account, offset, qty }),
+        10 => (any::<usize>(), prop::bool::weighted(0.9), 0usize..3, offset, 0u64..8, 0u8..5).prop_map(
+            |(target, own, account, offset, qty, keep)| Op::Replace { target, own, account, offset, qty, keep }
+        ),
         1 => (0u32..3, any::<bool>()).prop_map(|(symbol, halt)| Op::Halt { symbol, halt }),
         1 => (0usize..3).prop_map(|account| Op::MassCancel { account }),
         1 => (0u32..3, -15i64..=15).prop_map(|(symbol, offset)| Op::SetReference { symbol, offset }),
@@ -128,15 +131,15 @@ fn commands(ops: &[Op]) -> Vec<Command> {
                 let (order_id, _, owner) = pick(target).unwrap_or((OrderId(12345), SymbolId(0), account(a)));
                 CommandKind::Cancel(Cancel { order_id, account: if own { owner } else { account(a) } })
             }
-            Op::Replace { target, own, account: a, offset, qty } => {
+            Op::Replace { target, own, account: a, offset, qty, keep } => {
                 let (order_id, symbol, owner) =
                     pick(target).unwrap_or((OrderId(12345), SymbolId(0), account(a)));
                 CommandKind::Replace(Replace {
                     symbol,
                     order_id,
                     account: if own { owner } else { account(a) },
-                    price: Price(REFERENCE[symbol.0 as usize] + offset),
-                    qty: Qty(qty),
+                    price: (keep != 1).then(|| Price(REFERENCE[symbol.0 as usize] + offset)),
+                    qty: (keep != 2).then_some(Qty(qty)),
                 })
             }
             Op::Halt { symbol, halt: true } => CommandKind::Halt { symbol: SymbolId(symbol) },

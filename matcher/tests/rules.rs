@@ -236,6 +236,25 @@ fn replace_down_keeps_priority_and_up_or_repriced_loses_it() {
 }
 
 #[test]
+fn what_a_replace_leaves_out_is_what_the_order_has_when_the_book_applies_it() {
+    for mut f in both(16) {
+        let a = f.order(limit(Sell, 10_000, 5));
+        f.order(limit(Buy, 10_000, 3)); // 3 of a's 5 trade: 2 open
+        f.amend(a, Some(10_001), None);
+        assert_eq!(
+            f.said(),
+            lines(&["replaced 1 2x10001 kept=false", "level sell 10000 0/0", "level sell 10001 2/1"]),
+            "a price-only amend keeps the open quantity as it is now, not as it was when sent"
+        );
+        f.amend(a, None, Some(1));
+        assert_eq!(f.said(), lines(&["replaced 1 1x10001 kept=true", "level sell 10001 1/1"]));
+        f.amend(a, None, None);
+        assert_eq!(f.said(), lines(&["replaced 1 1x10001 kept=true"]), "nothing to change");
+        assert_eq!(f.book(Sell), vec![(1, 10_001, 1)]);
+    }
+}
+
+#[test]
 fn a_replace_that_crosses_trades_and_a_post_only_one_is_refused() {
     for mut f in both(16) {
         let s = f.order(limit(Sell, 10_000, 2));
@@ -272,16 +291,16 @@ fn replace_is_refused_outside_the_band_when_halted_for_others_and_for_unknown_or
             symbol: ABC,
             order_id: a,
             account: acct("mallory"),
-            price: Price(9_990),
-            qty: Qty(1),
+            price: Some(Price(9_990)),
+            qty: Some(Qty(1)),
         }));
         assert_eq!(f.said(), lines(&["rejected 1 not_owner"]));
         f.send(CommandKind::Replace(common::Replace {
             symbol: DEF,
             order_id: a,
             account: common::Account::anonymous(),
-            price: Price(9_990),
-            qty: Qty(1),
+            price: Some(Price(9_990)),
+            qty: Some(Qty(1)),
         }));
         assert_eq!(f.said(), lines(&["rejected 1 unknown_order"]), "wrong symbol for that order");
         f.send(CommandKind::Halt { symbol: ABC });

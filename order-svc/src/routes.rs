@@ -224,7 +224,16 @@ async fn v1_admin(
             let mut ids = Vec::with_capacity(partitions);
             for p in 0..partitions {
                 let p = i32::try_from(p).map_err(|_| ApiError::field("too many partitions"))?;
-                ids.push(publish(&state, command(kind), trace(&req), None, Some(p)).await?);
+                match publish(&state, command(kind), trace(&req), None, Some(p)).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) if p > 0 => {
+                        return Err(ApiError::unavailable(Unavailable::Broker, format!(
+                            "the mass-cancel reached partitions 0 to {} of {partitions}, then: {e}; sending it again is safe",
+                            p - 1
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             ids
         }

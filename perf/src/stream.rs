@@ -193,7 +193,13 @@ pub fn generate(spec: &StreamSpec) -> (Vec<Command>, StreamStats) {
             } else {
                 (o.price, Qty(o.leaves.0.div_ceil(2)))
             };
-            CommandKind::Replace(Replace { symbol: sym, order_id: target, account: o.account, price, qty })
+            CommandKind::Replace(Replace {
+                symbol: sym,
+                order_id: target,
+                account: o.account,
+                price: Some(price),
+                qty: Some(qty),
+            })
         } else if full && roll < 48 {
             stats.other += 1;
             let price = Price(mid.0 + if side == Side::Buy { 1 } else { -1 });

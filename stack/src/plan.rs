@@ -334,7 +334,8 @@ impl Plan {
             })
             .collect();
         if o.kafka.is_some() {
-            watch.push(format!("broker=tcp://{kafka}"));
+            // The first of a list of brokers (`--watch` is comma-separated too).
+            watch.push(format!("broker=tcp://{}", kafka.split(',').next().unwrap_or_default()));
         }
         if let Some(r) = &o.redis {
             watch.push(format!("redis={r}"));

@@ -169,30 +169,52 @@ pub fn lab(table: &SymbolTable, body: &LabOrder) -> Result<NewOrder, ApiError> {
     finish(table, &body.symbol, draft, Some(body.price), body.qty)
 }
 
-/// `PATCH /api/v1/orders/{order_id}` as order-svc gets it: the public body (`price`, `qty`) with
-/// the order's symbol (and, from a signed-in caller, account) added by the gateway.
+/// `PATCH /api/v1/orders/{order_id}`, the public body: a new price and/or a new open quantity
+/// (what is left out, the book keeps as the order has it when it applies the amend); `account`
+/// only in development mode.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct V1Replace {
-    /// The order's symbol (the gateway fills it in from the order).
-    pub symbol: String,
+pub struct V1Amend {
     /// The new limit price.
-    pub price: Decimal,
+    #[serde(default)]
+    pub price: Option<Decimal>,
     /// The new open (unfilled) quantity.
-    pub qty: Decimal,
-    /// Who asks; absent means `anonymous`.
+    #[serde(default)]
+    pub qty: Option<Decimal>,
+    /// Who asks (development mode); absent means `anonymous`.
     #[serde(default)]
     pub account: Option<String>,
 }
 
-/// Validates a cancel-replace of `order_id`: the new price and open quantity on the symbol's tick
-/// and lot, within its static limits.
+/// The amend as order-svc gets it: the public body with the order's symbol added by the gateway
+/// (and, for a signed-in caller, the caller's account).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1Replace {
+    /// The order's symbol (the gateway fills it in from the order).
+    pub symbol: String,
+    /// The new limit price (absent: keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Decimal>,
+    /// The new open (unfilled) quantity (absent: keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qty: Option<Decimal>,
+    /// Who asks; absent means `anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+/// Validates a cancel-replace of `order_id`: a new price and/or open quantity (at least one), on
+/// the symbol's tick and lot, within its static limits.
 pub fn replace(table: &SymbolTable, order_id: OrderId, body: &V1Replace) -> Result<Replace, ApiError> {
     let account = account(body.account.as_deref())?;
     let (symbol, spec) = known_symbol(table, &body.symbol)?;
-    let price = spec.price("price", body.price).map_err(decimal_error)?;
-    let qty = spec.qty("qty", body.qty).map_err(decimal_error)?;
-    spec.check_static(Some(price), qty).map_err(|e| ApiError::Rule(e.to_string()))?;
+    if body.price.is_none() && body.qty.is_none() {
+        return Err(ApiError::field("give price and/or qty (the new open quantity)"));
+    }
+    let price = body.price.map(|p| spec.price("price", p)).transpose().map_err(decimal_error)?;
+    let qty = body.qty.map(|q| spec.qty("qty", q)).transpose().map_err(decimal_error)?;
+    spec.check_static(price, qty.unwrap_or(Qty(1))).map_err(|e| ApiError::Rule(e.to_string()))?;
     Ok(Replace { symbol, order_id, account, price, qty })
 }
 
@@ -360,6 +382,18 @@ mod tests {
         assert_eq!(lab(&table, &body).unwrap_err().status_code().as_u16(), 400);
     }
 
+    /// Each case's JSON gets the status (`202` for accepted) and a message containing the text.
+    fn refusals<T>(cases: &[(&str, u16, &str)], check: impl Fn(&str) -> Result<T, ApiError>) {
+        for &(json, want_status, want_text) in cases {
+            let (got, text) = match check(json) {
+                Ok(_) => (202, String::new()),
+                Err(e) => (e.status_code().as_u16(), e.to_string()),
+            };
+            assert_eq!(got, want_status, "{json} -> {text}");
+            assert!(text.contains(want_text), "{json}: {text:?} lacks {want_text:?}");
+        }
+    }
+
     #[test]
     fn a_replace_is_checked_like_an_order() {
         let table = SymbolTable::default();
@@ -370,23 +404,30 @@ mod tests {
         let r = check(r#"{"symbol":"ABC","price":"100.05","qty":"3","account":"al"}"#).unwrap();
         assert_eq!(
             (r.order_id, r.price, r.qty, r.account.as_str()),
-            (OrderId(7), Price(10_005), Qty(3), "al")
+            (OrderId(7), Some(Price(10_005)), Some(Qty(3)), "al")
         );
-        let cases = [
-            (r#"{"symbol":"ABC","price":"100.001","qty":"3"}"#, 422, "not a multiple of 0.01"),
-            (r#"{"symbol":"ABC","price":"100","qty":"0"}"#, 400, "qty must be positive"),
-            (r#"{"symbol":"NOPE","price":"100","qty":"1"}"#, 400, "known symbols"),
-            (r#"{"symbol":"ABC","qty":"1"}"#, 400, "missing field `price`"),
-            (r#"{"symbol":"ABC","price":"1","qty":"1","side":"buy"}"#, 400, "unknown field `side`"),
-        ];
-        for (json, want_status, want_text) in cases {
-            let (got, text) = match check(json) {
-                Ok(_) => (202, String::new()),
-                Err(e) => (e.status_code().as_u16(), e.to_string()),
-            };
-            assert_eq!(got, want_status, "{json} -> {text}");
-            assert!(text.contains(want_text), "{json}: {text:?} lacks {want_text:?}");
-        }
+        let keep = check(r#"{"symbol":"ABC","qty":2}"#).unwrap();
+        assert_eq!((keep.price, keep.qty), (None, Some(Qty(2))));
+        // Through the JSON order-svc gets and back, exactly (no f64 on the way).
+        let body = V1Replace {
+            symbol: "ABC".into(),
+            price: Some(Decimal::parse("100.05").unwrap()),
+            qty: None,
+            account: None,
+        };
+        let text = serde_json::to_string(&body).unwrap();
+        assert_eq!(check(&text).unwrap().price, Some(Price(10_005)), "{text}");
+        refusals(
+            &[
+                (r#"{"symbol":"ABC","price":"100.001","qty":"3"}"#, 422, "not a multiple of 0.01"),
+                (r#"{"symbol":"ABC","price":100.0000000000000001}"#, 422, "not a multiple of 0.01"),
+                (r#"{"symbol":"ABC","price":"100","qty":"0"}"#, 400, "qty must be positive"),
+                (r#"{"symbol":"NOPE","price":"100","qty":"1"}"#, 400, "known symbols"),
+                (r#"{"symbol":"ABC"}"#, 400, "give price and/or qty"),
+                (r#"{"symbol":"ABC","price":"1","qty":"1","side":"buy"}"#, 400, "unknown field `side`"),
+            ],
+            check,
+        );
     }
 
     #[test]
@@ -410,22 +451,17 @@ mod tests {
             check(r#"{"action":"mass_cancel","account":"bob"}"#).unwrap(),
             CommandKind::MassCancel { account } if account.as_str() == "bob"
         ));
-        let cases = [
-            (r#"{"action":"halt"}"#, 400, "symbol is required"),
-            (r#"{"action":"halt","symbol":"NOPE"}"#, 400, "known symbols"),
-            (r#"{"action":"set_reference","symbol":"ABC"}"#, 400, "price is required"),
-            (r#"{"action":"set_reference","symbol":"ABC","price":"-1"}"#, 400, "price must be positive"),
-            (r#"{"action":"set_reference","symbol":"ABC","price":"1.001"}"#, 422, "not a multiple"),
-            (r#"{"action":"mass_cancel"}"#, 400, "account is required"),
-            (r#"{"action":"explode","symbol":"ABC"}"#, 400, "action must be"),
-        ];
-        for (json, want_status, want_text) in cases {
-            let (got, text) = match check(json) {
-                Ok(_) => (202, String::new()),
-                Err(e) => (e.status_code().as_u16(), e.to_string()),
-            };
-            assert_eq!(got, want_status, "{json} -> {text}");
-            assert!(text.contains(want_text), "{json}: {text:?} lacks {want_text:?}");
-        }
+        refusals(
+            &[
+                (r#"{"action":"halt"}"#, 400, "symbol is required"),
+                (r#"{"action":"halt","symbol":"NOPE"}"#, 400, "known symbols"),
+                (r#"{"action":"set_reference","symbol":"ABC"}"#, 400, "price is required"),
+                (r#"{"action":"set_reference","symbol":"ABC","price":"-1"}"#, 400, "price must be positive"),
+                (r#"{"action":"set_reference","symbol":"ABC","price":"1.001"}"#, 422, "not a multiple"),
+                (r#"{"action":"mass_cancel"}"#, 400, "account is required"),
+                (r#"{"action":"explode","symbol":"ABC"}"#, 400, "action must be"),
+            ],
+            check,
+        );
     }
 }

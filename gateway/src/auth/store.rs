@@ -6,7 +6,7 @@
 //! - `apikey:<id>`: a hash — `user`, `uid`, `sha256` (of the key's secret), `label`, `created_ms`.
 //! - `apikeys:<name>`: the set of a user's key ids.
 //! - `admin:log`: a stream of operator actions (`ts_ms`, `operator`, `action`, `target`, `detail`,
-//!   `status`), the newest ~[`ADMIN_LOG_KEPT`] kept.
+//!   `status`, `request_id`), the newest ~[`ADMIN_LOG_KEPT`] kept.
 //!
 //! An API key is `tlk_<id>_<secret>` (8 and 24 random bytes, hex): shown once, stored as the
 //! SHA-256 of its secret. A fast hash is right here, unlike for passwords: the secret is 192
@@ -147,17 +147,6 @@ impl Store {
         let mut r = self.redis.clone();
         let fields: HashMap<String, String> = r.hgetall(format!("user:{name}")).await?;
         Ok((!fields.is_empty()).then(|| fields.get("role").cloned().unwrap_or_else(|| "trader".into())))
-    }
-
-    /// Sets a user's role: false if there is no such user.
-    pub async fn set_role(&self, name: &str, role: &str) -> Result<bool, StoreError> {
-        let mut r = self.redis.clone();
-        let key = format!("user:{name}");
-        if !r.exists::<_, bool>(&key).await? {
-            return Ok(false);
-        }
-        let _: () = r.hset(&key, "role", role).await?;
-        Ok(true)
     }
 
     /// Appends an operator action to `admin:log`.

@@ -179,6 +179,7 @@ fn order_value(table: &SymbolTable, id: &str, fields: &Fields, fills: &Fields) -
         "filled_qty": get("filled_qty"),
         "open_qty": open_qty,
         "status": get("status"),
+        "entered_ns": fields.get("entered_ns").and_then(|v| v.parse::<u64>().ok()),
         "reject_reason": get("reject_reason"),
         "cancel_reason": get("cancel_reason"),
         "last_request_rejected": get("last_request_rejected"),
@@ -276,6 +277,8 @@ async fn orders(state: web::Data<Front>, q: web::Query<OrdersQuery>) -> Result<H
     let mut ids: Vec<(u64, String)> = ids.into_iter().filter_map(|id| Some((id.parse().ok()?, id))).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids.dedup();
+    // A bounded read: the newest ids (by log position) of a market maker's many.
+    ids.truncate(2 * LIST_MAX);
     let ids: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
     let mut list: Vec<Value> = orders_json(&mut redis, &state.table, &ids)
         .await
@@ -288,7 +291,7 @@ async fn orders(state: web::Data<Front>, q: web::Query<OrdersQuery>) -> Result<H
         })
         .collect();
     // Newest first by when each entered the exchange (ids of two partitions do not compare).
-    list.sort_by_key(|o| std::cmp::Reverse(o["hops"]["published_ns"].as_u64().unwrap_or(0)));
+    list.sort_by_key(|o| std::cmp::Reverse(o["entered_ns"].as_u64().unwrap_or(0)));
     list.truncate(limit);
     Ok(HttpResponse::Ok().json(json!({"orders": list})))
 }

@@ -235,6 +235,7 @@ impl Sink<'_> {
                             ("qty", qty(spec, ordered)),
                             ("filled_qty", qty(spec, Qty::ZERO)),
                             ("status", OrderStatus::Accepted.as_str().to_owned()),
+                            ("entered_ns", e.ts.0.to_string()),
                         ],
                     )
                     .ignore();
@@ -261,6 +262,7 @@ impl Sink<'_> {
                                     ("filled_qty", "0".to_owned()),
                                     ("status", OrderStatus::Rejected.as_str().to_owned()),
                                     ("reject_reason", reason.as_str().to_owned()),
+                                    ("entered_ns", e.ts.0.to_string()),
                                 ],
                             )
                             .ignore();
@@ -704,6 +706,65 @@ mod tests {
             assert!(tx.contains(needle), "the transaction lacks {needle}: {tx}");
         }
         assert!(!tx.contains("partially_filled"), "{tx}");
+    }
+
+    /// The batch's commands that touch `key`, each as `COMMAND member`.
+    fn touching(b: &Batch, key: &str) -> Vec<String> {
+        b.pipe
+            .cmd_iter()
+            .filter_map(|c| {
+                let packed = String::from_utf8_lossy(&c.get_packed_command()).into_owned();
+                let words: Vec<&str> = packed.split("\r\n").filter(|w| !w.starts_with(['*', '$'])).collect();
+                (words.get(1) == Some(&key)).then(|| format!("{} {}", words[0], words.get(2).unwrap_or(&"")))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_account_s_open_orders_are_those_that_rest_until_they_end() {
+        let table = SymbolTable::default();
+        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        // Both orders of the trade were open for a moment (in order), and both end filled.
+        let b = a_trade(&mut sink);
+        assert_eq!(touching(&b, "open:a"), ["SADD 1", "SADD 2", "SREM 1", "SREM 2"]);
+        assert_eq!(touching(&b, "orders:a").iter().filter(|c| c.starts_with("ZADD")).count(), 2);
+        // A resting order that is canceled leaves the set.
+        let mut b = Batch::default();
+        let accepted = EventKind::Accepted {
+            order_id: OrderId(3),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new("c3").unwrap(),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            post_only: false,
+            price: Some(Price(10_100)),
+            qty: Qty(5),
+        };
+        sink.event(&event(3, 6, accepted), false, &mut b);
+        sink.done(OrderId(3), false, Hops::default(), &mut b);
+        let canceled = EventKind::Canceled {
+            order_id: OrderId(3),
+            qty: Qty(5),
+            reason: common::CancelReason::Requested,
+        };
+        sink.event(&event(4, 7, canceled), false, &mut b);
+        assert_eq!(touching(&b, "open:a"), ["SADD 3", "SREM 3"]);
+        // An IOC order never rests: never in the set.
+        let mut b = Batch::default();
+        let ioc = EventKind::Accepted {
+            order_id: OrderId(5),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new("c5").unwrap(),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Ioc,
+            post_only: false,
+            price: Some(Price(10_100)),
+            qty: Qty(5),
+        };
+        sink.event(&event(5, 8, ioc), false, &mut b);
+        assert!(touching(&b, "open:a").is_empty());
     }
 
     #[test]

@@ -125,12 +125,17 @@ impl Fixture {
     }
 
     pub fn replace(&mut self, order_id: OrderId, price: i64, qty: u64) -> OrderId {
+        self.amend(order_id, Some(price), Some(qty))
+    }
+
+    /// A replace that may leave the price or the quantity as the order has it (`None`).
+    pub fn amend(&mut self, order_id: OrderId, price: Option<i64>, qty: Option<u64>) -> OrderId {
         let r = Replace {
             symbol: ABC,
             order_id,
             account: Account::anonymous(),
-            price: Price(price),
-            qty: Qty(qty),
+            price: price.map(Price),
+            qty: qty.map(Qty),
         };
         self.send(CommandKind::Replace(r))
     }

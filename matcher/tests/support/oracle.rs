@@ -457,17 +457,18 @@ impl Oracle {
         let book = &mut self.books[r.symbol.0 as usize];
         let i = book.pos(r.order_id);
         let old = book.orders[i].clone();
+        let (price, qty) = (r.price.unwrap_or(old.price), r.qty.unwrap_or(old.leaves));
         let reason = if old.account != r.account {
             Some(RejectReason::NotOwner)
         } else if book.halted {
             Some(RejectReason::Halted)
-        } else if r.qty.0 == 0 || r.qty > MAX_ORDER_QTY || r.price.0 <= 0 {
+        } else if qty.0 == 0 || qty > MAX_ORDER_QTY || price.0 <= 0 {
             Some(RejectReason::InvalidOrder)
-        } else if r.price != old.price && !book.in_band(r.price) {
+        } else if price != old.price && !book.in_band(price) {
             Some(RejectReason::PriceBand)
-        } else if (r.price != old.price || r.qty > old.leaves)
+        } else if (price != old.price || qty > old.leaves)
             && old.post_only
-            && book.best(old.side.opposite()).is_some_and(|p| crosses(old.side, r.price, p))
+            && book.best(old.side.opposite()).is_some_and(|p| crosses(old.side, price, p))
         {
             Some(RejectReason::PostOnlyWouldTake)
         } else {
@@ -483,27 +484,24 @@ impl Oracle {
             };
             return out.emit(book, kind);
         }
-        let kept = r.price == old.price && r.qty <= old.leaves;
-        out.emit(
-            book,
-            EventKind::Replaced { order_id: old.id, price: r.price, qty: r.qty, priority_kept: kept },
-        );
+        let kept = price == old.price && qty <= old.leaves;
+        out.emit(book, EventKind::Replaced { order_id: old.id, price, qty, priority_kept: kept });
         if kept {
-            if r.qty != old.leaves {
-                book.orders[i].leaves = r.qty;
+            if qty != old.leaves {
+                book.orders[i].leaves = qty;
                 book.emit_level(out, old.side, old.price);
             }
             return;
         }
         book.orders.remove(i);
         book.emit_level(out, old.side, old.price);
-        let leaves = book.take(out, window, old.id, old.side, old.account, old.client, r.price, r.qty);
+        let leaves = book.take(out, window, old.id, old.side, old.account, old.client, price, qty);
         if leaves.0 == 0 {
             book.end((old.account, old.client), window);
         } else {
             self.clock += 1;
-            book.orders.push(Order { price: r.price, leaves, prio: self.clock, ..old });
-            book.emit_level(out, old.side, r.price);
+            book.orders.push(Order { price, leaves, prio: self.clock, ..old });
+            book.emit_level(out, old.side, price);
         }
     }
 }
