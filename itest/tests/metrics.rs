@@ -1,0 +1,61 @@
+//! Every service's `/metrics` follows Prometheus's conventions as Prometheus's own linter reads
+//! them (`promtool check metrics`, from Debian's `prometheus` package): counters end in `_total`,
+//! histograms are in base units, every metric has help text — on a running stack, after traffic,
+//! so the per-route and per-kind series exist.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use itest::Stack;
+use stack::Probe;
+
+/// `promtool check metrics` on `text`: its complaints, if any.
+fn lint(text: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[test]
+fn every_service_s_metrics_pass_promtool() {
+    // The linter catches what it should: this check can fail.
+    assert!(lint("# HELP orders x\n# TYPE orders counter\norders 1\n").unwrap_err().contains("_total"));
+
+    let s = Stack::with(|o| o.sim = true, |_| {});
+    // Some traffic first: orders, a trade, reads, a refusal.
+    let alice = s.as_user("nginx", "alice");
+    for (side, cid) in [("sell", "m-1"), ("buy", "m-2")] {
+        let body = serde_json::json!({"client_order_id": cid, "symbol": "ABC", "side": side, "type": "limit", "price": "100", "qty": "1"});
+        let r = alice.client().post(alice.url("/api/v1/orders")).json(&body).send().unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let _ = alice.client().get(alice.url("/api/v1/book/NOPE")).send();
+    let _ = alice.client().get(alice.url("/api/v1/system")).send();
+    let ours: Vec<_> = s
+        .sup
+        .plan()
+        .procs
+        .iter()
+        .filter(|p| p.live == Probe::Http("/healthz".into()) && p.name != "nginx")
+        .collect();
+    assert_eq!(ours.len(), 6, "matcher, two order-svc, two gateways, market-sim");
+    for p in ours {
+        let text = itest::http().get(p.url("/metrics")).send().unwrap().text().unwrap();
+        assert!(text.contains("# TYPE"), "{}: {text}", p.name);
+        if let Err(said) = lint(&text) {
+            panic!("{}'s /metrics fails promtool:\n{said}", p.name);
+        }
+    }
+}
