@@ -37,10 +37,17 @@ state.on("symbols", (symbols) => {
   );
 });
 
+// Who is signed in, as last shown: the same user announced again (the session is re-read now and
+// then) must not wipe the answer to an action out of the message line.
+let shownUser = null;
 state.on("user", (user) => {
-  if (!user) say(message, "Log in with an operator account to use these controls.");
-  else if (user.role !== "operator") say(message, `Signed in as ${user.username}, a trader: the exchange will refuse these actions.`);
-  else say(message, "");
+  const who = user ? `${user.username}:${user.role}` : "";
+  if (who !== shownUser) {
+    shownUser = who;
+    if (!user) say(message, "Log in with an operator account to use these controls.");
+    else if (user.role !== "operator") say(message, `Signed in as ${user.username}, a trader: the exchange will refuse these actions.`);
+    else say(message, "");
+  }
   loadLog();
 });
 

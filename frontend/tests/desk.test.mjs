@@ -408,7 +408,9 @@ await check("a trader calling an admin action is refused with the API's 403 mess
   await form.getByLabel("Username").fill(bob);
   await form.getByLabel("Password").fill(password);
   await form.getByRole("button", { name: "Log in" }).click();
-  await t.getByRole("button", { name: "Log out" }).waitFor({ timeout: CHECK_MS });
+  // Logged in *in this tab* (its token saved): the cookie alone already shows "Log out", and a
+  // write from a tab without its token is refused before it is sent.
+  await untilText("bob is logged in in this tab", t.locator("#signed-in-text"), /^Signed in as \S+ \(trader\)\.$/);
   // The page warns a trader first (and the layout settles before the click).
   await untilText("the page tells bob he is a trader", t.locator("#op-message"), /a trader/);
   await t.getByLabel("Symbol to halt or resume").selectOption(SYM);

@@ -107,8 +107,11 @@ fn the_compose_file_agrees_with_the_stack_crate() {
     let names: BTreeSet<String> = services.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
     let mut want: BTreeSet<String> = plan.procs.iter().map(compose_name).collect();
     want.insert("kafka-init".into());
-    want.insert("frontend-build".into());
-    assert_eq!(names, want, "compose's services are the plan's processes (and kafka-init, frontend-build)");
+    want.extend(["frontend-build".into(), "grafana".into()]);
+    assert_eq!(
+        names, want,
+        "compose's services are the plan's processes (and kafka-init, frontend-build, grafana)"
+    );
     assert!(c["services"]["kafka"]["image"].as_str().is_some_and(|i| i.starts_with("apache/kafka")));
 
     let nginx = plan.get("nginx").expect("nginx in the plan");
@@ -118,8 +121,17 @@ fn the_compose_file_agrees_with_the_stack_crate() {
         if name == "nginx" {
             let port = format!("{0}:{0}", nginx.port);
             assert_eq!(s["ports"][0].as_str(), Some(port.as_str()), "nginx is published on {port}");
+        } else if name == "grafana" {
+            assert_eq!(
+                s["ports"][0].as_str(),
+                Some("127.0.0.1:3000:3000"),
+                "Grafana on the host's loopback only"
+            );
         } else {
-            assert_eq!(published, 0, "{name} must not publish a port: only nginx does");
+            assert_eq!(
+                published, 0,
+                "{name} must not publish a port: only nginx (and Grafana, on loopback) do"
+            );
         }
     }
 
@@ -157,6 +169,29 @@ fn the_compose_file_agrees_with_the_stack_crate() {
         "the secret comes from JWT_SECRET"
     );
     assert_eq!(c["secrets"]["sim"]["environment"].as_str(), Some("SIM_PASSWORD"), "the sim's password");
+
+    // Prometheus scrapes the plan's services at their compose addresses.
+    let prometheus = &c["services"]["prometheus"];
+    let mounts: Vec<&str> =
+        prometheus["volumes"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(mounts.contains(&"./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"), "{mounts:?}");
+    let targets: Vec<(String, String)> =
+        plan.scraped().iter().map(|p| (p.name.clone(), in_compose(&plan, &p.address()))).collect();
+    let config = std::fs::read_to_string(plan.root.join("prometheus/prometheus.yml")).unwrap();
+    assert_eq!(
+        config,
+        stack::plan::prometheus_config(&targets),
+        "prometheus/prometheus.yml is the plan's, in compose terms"
+    );
+    assert_eq!(
+        c["services"]["grafana"]["depends_on"]["prometheus"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(plan.root.join("grafana/dashboards/trading-lab.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 6), "the dashboard has its panels");
 
     // The topics, as kafka-init creates them.
     let init = c["services"]["kafka-init"]["entrypoint"].as_sequence().unwrap();

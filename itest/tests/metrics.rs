@@ -1,12 +1,15 @@
 //! Every service's `/metrics` follows Prometheus's conventions as Prometheus's own linter reads
 //! them (`promtool check metrics`, from Debian's `prometheus` package): counters end in `_total`,
 //! histograms are in base units, every metric has help text — on a running stack, after traffic,
-//! so the per-route and per-kind series exist.
+//! so the per-route and per-kind series exist. And the stack's real Prometheus scrapes them all.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use itest::Stack;
+use std::time::Duration;
+
+use itest::{wait_until, Stack};
+use serde_json::Value;
 use stack::Probe;
 
 /// `promtool check metrics` on `text`: its complaints, if any.
@@ -33,7 +36,13 @@ fn every_service_s_metrics_pass_promtool() {
     // The linter catches what it should: this check can fail.
     assert!(lint("# HELP orders x\n# TYPE orders counter\norders 1\n").unwrap_err().contains("_total"));
 
-    let s = Stack::with(|o| o.sim = true, |_| {});
+    let s = Stack::with(
+        |o| {
+            o.sim = true;
+            o.prometheus = true;
+        },
+        |_| {},
+    );
     // Some traffic first: orders, a trade, reads, a refusal.
     let alice = s.as_user("nginx", "alice");
     for (side, cid) in [("sell", "m-1"), ("buy", "m-2")] {
@@ -58,4 +67,25 @@ fn every_service_s_metrics_pass_promtool() {
             panic!("{}'s /metrics fails promtool:\n{said}", p.name);
         }
     }
+
+    // Prometheus scrapes every one of them, each labelled with its process.
+    let prometheus = s.svc("prometheus");
+    let get = |path: &str| {
+        itest::http().get(prometheus.url(path)).send().and_then(|r| r.json::<Value>()).unwrap_or(Value::Null)
+    };
+    let mut targets = Value::Null;
+    wait_until("every target up in Prometheus", Duration::from_secs(30), || {
+        targets = get("/api/v1/targets");
+        let active = targets["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        active.len() == 6 && active.iter().all(|t| t["health"] == "up")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {targets}\n{}", s.tail("prometheus")));
+    let query = get("/api/v1/query?query=sum%20by%20(process)%20(http_requests_total)");
+    let processes: Vec<&str> = query["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["metric"]["process"].as_str())
+        .collect();
+    assert_eq!(processes.len(), 6, "{query}");
 }

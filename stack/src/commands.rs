@@ -138,7 +138,7 @@ fn banner(plan: &Plan, took: Duration) -> String {
   order entry   {}  {}   (POST /order, /api/v1/orders)
   matcher front {}                          (GET /trade/<id>, /api/v1/...)
   broker        {}      redis {}
-  metrics       /metrics on each service          logs  {}/<process>.log, ./lab logs <process>
+  metrics       /metrics on each service; Prometheus {}   logs  {}/<process>.log, ./lab logs <process>
   market        {}
   operators     ./lab role <user> operator   (then the desk's Operator page: halt, resume, reference, mass-cancel)
 
@@ -161,6 +161,7 @@ Two traders sign up and log in, cross, and the buyer looks the trade up:
         url("matcher"),
         plan.kafka,
         plan.redis,
+        url("prometheus"),
         plan.dir.display(),
         if plan.get("market-sim").is_some() {
             "market-sim quotes every symbol (sim-maker) and crosses now and then (sim-taker); --no-sim leaves it out"

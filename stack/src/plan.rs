@@ -31,6 +31,8 @@ pub enum Kind {
     Nginx,
     /// The simulated market maker (`market-sim`): quotes through nginx like any client.
     Sim,
+    /// Prometheus, scraping every service's `/metrics`.
+    Prometheus,
 }
 
 /// How the supervisor tells that a process has got somewhere.
@@ -172,6 +174,8 @@ pub struct Options {
     /// Run the simulated market maker (`lab up`: unless `--no-sim`; tests: no). Needs nginx and
     /// accounts.
     pub sim: bool,
+    /// Run Prometheus, scraping every service (`lab up`: yes; tests: only the one about it).
+    pub prometheus: bool,
 }
 
 impl Options {
@@ -196,6 +200,7 @@ impl Options {
             cors_origin: None,
             auth: true,
             sim: true,
+            prometheus: true,
         }
     }
 }
@@ -233,6 +238,8 @@ pub mod fixed {
     pub const REDIS: u16 = 16379;
     /// The simulated market maker's health and metrics.
     pub const SIM: u16 = 9301;
+    /// Prometheus.
+    pub const PROMETHEUS: u16 = 9090;
 }
 
 impl Plan {
@@ -404,8 +411,30 @@ impl Plan {
             p.ready = Probe::Http("/healthz".into());
             procs.push(p);
         }
+        if o.prometheus {
+            let port = o.ports.pick(fixed::PROMETHEUS);
+            let dir = o.dir.join("prometheus");
+            let args = vec![
+                format!("--config.file={}", dir.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                "--storage.tsdb.retention.time=2d".into(),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn".into(),
+            ];
+            let mut p =
+                common("prometheus".into(), Kind::Prometheus, "prometheus".into(), args, port, vec![]);
+            p.live = Probe::Http("/-/healthy".into());
+            p.ready = Probe::Http("/-/ready".into());
+            procs.push(p);
+        }
         let cors_origin = o.cors_origin.clone();
         Ok(Plan { dir: o.dir.clone(), procs, kafka, redis, root: o.root.clone(), cors_origin })
+    }
+
+    /// The processes Prometheus scrapes: ours (each serves `/metrics`).
+    pub fn scraped(&self) -> Vec<&Proc> {
+        let ours = [Kind::Matcher, Kind::OrderSvc, Kind::Gateway, Kind::Sim];
+        self.procs.iter().filter(|p| ours.contains(&p.kind)).collect()
     }
 
     /// A process by name.
@@ -431,6 +460,13 @@ impl Plan {
         if self.procs.iter().any(|p| p.kind == Kind::Sim) && !sim_secret.exists() {
             write_secret(&sim_secret)?;
         }
+        if self.procs.iter().any(|p| p.kind == Kind::Prometheus) {
+            let dir = self.dir.join("prometheus");
+            std::fs::create_dir_all(dir.join("data"))?;
+            let targets: Vec<(String, String)> =
+                self.scraped().iter().map(|p| (p.name.clone(), p.address())).collect();
+            std::fs::write(dir.join("prometheus.yml"), prometheus_config(&targets))?;
+        }
         if let Some(nginx) = self.procs.iter().find(|p| p.kind == Kind::Nginx) {
             let run = self.dir.join("nginx");
             for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
@@ -455,6 +491,20 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Prometheus's configuration: every 5 s, each of `targets` (`(process, host:port)`), labelled
+/// with its process name. `docker-compose.yml`'s `prometheus/prometheus.yml` is this with compose's
+/// addresses (a test checks).
+pub fn prometheus_config(targets: &[(String, String)]) -> String {
+    let mut out = String::from(
+        "# Generated from the stack's plan (stack/src/plan.rs): every service's /metrics.\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nscrape_configs:\n  - job_name: trading-lab\n    static_configs:\n",
+    );
+    for (name, address) in targets {
+        out.push_str(&format!("      - targets: [\"{address}\"]\n        labels: {{process: \"{name}\"}}\n"));
+    }
+    out
 }
 
 /// The session-token secret of a run directory: generated once (32 random bytes, hex, mode 0600)
