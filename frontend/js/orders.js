@@ -185,6 +185,8 @@ export function createOrders({ openBody, historyBody, message, onChange }) {
       const json = JSON.stringify(o) + amending.has(o.order_id);
       const was = drawn.get(o.order_id);
       if (was && was.json === json && was.open === open) return was.tr;
+      // A row opened a moment ago whose toggle event has not run yet stays open when redrawn.
+      if (was?.tr.querySelector("details")?.open) expanded.add(o.order_id);
       const tr = row(o, open);
       drawn.set(o.order_id, { json, tr, open });
       return tr;
@@ -222,12 +224,15 @@ export function createOrders({ openBody, historyBody, message, onChange }) {
         draw();
       }
       schedule(250);
+      // Read again a little later: the first read may come before the matcher wrote the order.
+      setTimeout(() => schedule(0), 1500);
     },
     /** An event on the private channel. */
     event(frame) {
       if (frame.order_id) remember(frame.order_id);
       ended.delete(frame.order_id);
       schedule();
+      setTimeout(() => schedule(0), 1500);
     },
     refresh: () => schedule(0),
     list: () => orders,

@@ -162,7 +162,6 @@ impl Stack {
         let mut o = Options::native(dir.path(), Ports::Free);
         o.durable_redis = false;
         o.sim = false;
-        o.prometheus = false;
         options(&mut o);
         let mut p = Plan::build(&o).expect("a plan");
         for proc in p.procs.iter_mut().filter(|p| p.kind != Kind::Broker) {

@@ -21,8 +21,11 @@ fn compose() -> Value {
     v
 }
 
+/// The fixed plan with everything in it (compose always runs Prometheus).
 fn plan() -> Plan {
-    Plan::build(&Options::native("/run", Ports::Fixed)).expect("the fixed plan")
+    let mut o = Options::native("/run", Ports::Fixed);
+    o.prometheus = true;
+    Plan::build(&o).expect("the fixed plan")
 }
 
 /// A plan process's compose service: the broker is `kafka` (the official image), the rest keep

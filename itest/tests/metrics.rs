@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use itest::{wait_until, Stack};
 use serde_json::Value;
-use stack::Probe;
 
 /// `promtool check metrics` on `text`: its complaints, if any.
 fn lint(text: &str) -> Result<(), String> {
@@ -52,20 +51,17 @@ fn every_service_s_metrics_pass_promtool() {
     }
     let _ = alice.client().get(alice.url("/api/v1/book/NOPE")).send();
     let _ = alice.client().get(alice.url("/api/v1/system")).send();
-    let ours: Vec<_> = s
-        .sup
-        .plan()
-        .procs
-        .iter()
-        .filter(|p| p.live == Probe::Http("/healthz".into()) && p.name != "nginx")
-        .collect();
+    let ours = s.sup.plan().scraped();
     assert_eq!(ours.len(), 6, "matcher, two order-svc, two gateways, market-sim");
+    let mut exported = std::collections::BTreeSet::new();
     for p in ours {
         let text = itest::http().get(p.url("/metrics")).send().unwrap().text().unwrap();
         assert!(text.contains("# TYPE"), "{}: {text}", p.name);
         if let Err(said) = lint(&text) {
             panic!("{}'s /metrics fails promtool:\n{said}", p.name);
         }
+        let series = text.lines().filter(|l| !l.starts_with('#'));
+        exported.extend(series.filter_map(|l| l.split(['{', ' ']).next()).map(str::to_owned));
     }
 
     // Prometheus scrapes every one of them, each labelled with its process.
@@ -88,4 +84,34 @@ fn every_service_s_metrics_pass_promtool() {
         .filter_map(|r| r["metric"]["process"].as_str())
         .collect();
     assert_eq!(processes.len(), 6, "{query}");
+
+    // The Grafana dashboard's queries: each parses in this Prometheus, and names only metrics the
+    // services really export.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.sup.plan().root.join("grafana/dashboards/trading-lab.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let words = ["histogram_quantile"];
+    for expr in &exprs {
+        let url =
+            reqwest::Url::parse_with_params(&prometheus.url("/api/v1/query"), [("query", expr)]).unwrap();
+        let answer: Value = itest::http().get(url).send().unwrap().json().unwrap();
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        // Metric names: the snake_case words outside label matchers and strings.
+        let outside: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+        let names = outside
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.contains('_') && !words.contains(w));
+        for name in names {
+            assert!(exported.contains(name), "{expr}: no service exports {name}");
+        }
+    }
 }

@@ -38,13 +38,16 @@ pub struct Up {
     pub supervise: bool,
     /// Leave the simulated market maker out.
     pub no_sim: bool,
+    /// Run Prometheus too.
+    pub with_prometheus: bool,
 }
 
 /// The stack `lab up` runs: DESIGN.md §1, with an existing broker or Redis from `KAFKA_BROKERS` /
 /// `REDIS_URL`.
-pub fn plan(dir: &Path, ports: Ports, sim: bool) -> anyhow::Result<Plan> {
+pub fn plan(dir: &Path, ports: Ports, sim: bool, prometheus: bool) -> anyhow::Result<Plan> {
     let mut o = Options::native(dir, ports);
     o.sim = sim;
+    o.prometheus = prometheus;
     o.kafka = std::env::var("KAFKA_BROKERS").ok().filter(|v| !v.is_empty());
     o.redis = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
     o.cors_origin = std::env::var("CORS_ORIGIN").ok().filter(|v| !v.is_empty());
@@ -95,7 +98,7 @@ pub fn up(args: &Up) -> anyhow::Result<()> {
     let hangup = if args.supervise { Arc::new(AtomicBool::new(false)) } else { cancel.clone() };
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup)?;
     let restart = (!args.no_restart).then(Restart::default);
-    let mut sup = Supervisor::new(plan(&dir, args.ports, !args.no_sim)?, restart)
+    let mut sup = Supervisor::new(plan(&dir, args.ports, !args.no_sim, args.with_prometheus)?, restart)
         .with_output(|line| println!("{line}"));
     sup.persist("starting");
     println!("==> starting the stack (logs in {}/)", dir.display());
@@ -138,7 +141,7 @@ fn banner(plan: &Plan, took: Duration) -> String {
   order entry   {}  {}   (POST /order, /api/v1/orders)
   matcher front {}                          (GET /trade/<id>, /api/v1/...)
   broker        {}      redis {}
-  metrics       /metrics on each service; Prometheus {}   logs  {}/<process>.log, ./lab logs <process>
+  metrics       /metrics on each service; Prometheus {} (--with-prometheus)   logs  {}/<process>.log
   market        {}
   operators     ./lab role <user> operator   (then the desk's Operator page: halt, resume, reference, mass-cancel)
 
@@ -183,6 +186,9 @@ fn detach(args: &Up, dir: &Path) -> anyhow::Result<()> {
     }
     if args.no_sim {
         cmd.arg("--no-sim");
+    }
+    if args.with_prometheus {
+        cmd.arg("--with-prometheus");
     }
     if args.ports == Ports::Free {
         cmd.arg("--ports").arg("free");
@@ -301,7 +307,7 @@ pub struct Row {
 pub fn status_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let Some(state) = State::read(dir) else {
-        let plan = plan(dir, Ports::Fixed, true)?;
+        let plan = plan(dir, Ports::Fixed, true, false)?;
         return Ok(plan
             .procs
             .iter()
@@ -364,7 +370,7 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
 pub fn logs(dir: &Path, name: &str, follow: bool) -> anyhow::Result<()> {
     let names: Vec<String> = match State::read(dir) {
         Some(s) => s.procs.into_iter().map(|p| p.name).collect(),
-        None => plan(dir, Ports::Fixed, true)?.procs.into_iter().map(|p| p.name).collect(),
+        None => plan(dir, Ports::Fixed, true, false)?.procs.into_iter().map(|p| p.name).collect(),
     };
     if !names.iter().any(|n| n == name) && name != "lab" {
         bail!(

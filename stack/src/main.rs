@@ -48,6 +48,9 @@ enum Cmd {
         /// Leave out the simulated market maker (market-sim).
         #[arg(long)]
         no_sim: bool,
+        /// Also run Prometheus (Debian's), scraping every service every 5 s, on :9090.
+        #[arg(long)]
+        with_prometheus: bool,
     },
     /// Make a user an operator (halt/resume a symbol, set its reference price, mass-cancel an
     /// account: the desk's Operator page and /api/v1/admin/*), or a trader again.
@@ -88,7 +91,7 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let result = match args.command {
-        Cmd::Up { detach, no_restart, ports, supervise, no_sim } => commands::up(&Up {
+        Cmd::Up { detach, no_restart, ports, supervise, no_sim, with_prometheus } => commands::up(&Up {
             dir: args.run_dir,
             ports: match ports {
                 PortPlan::Fixed => Ports::Fixed,
@@ -98,6 +101,7 @@ fn main() {
             no_restart,
             supervise,
             no_sim,
+            with_prometheus,
         }),
         Cmd::Role { user, role } => commands::role(&args.run_dir, &user, &role),
         Cmd::Down => commands::down(&args.run_dir),

@@ -174,7 +174,8 @@ pub struct Options {
     /// Run the simulated market maker (`lab up`: unless `--no-sim`; tests: no). Needs nginx and
     /// accounts.
     pub sim: bool,
-    /// Run Prometheus, scraping every service (`lab up`: yes; tests: only the one about it).
+    /// Run Prometheus, scraping every service (`lab up --with-prometheus`; tests: only the one
+    /// about it). Off by default: a stack at rest should leave the machine idle.
     pub prometheus: bool,
 }
 
@@ -200,7 +201,7 @@ impl Options {
             cors_origin: None,
             auth: true,
             sim: true,
-            prometheus: true,
+            prometheus: false,
         }
     }
 }
