@@ -337,9 +337,20 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A request's failure without the URL (internal addresses stay internal).
+/// A request's failure and its root cause, without the URL (internal addresses stay internal):
+/// `error sending request: Connection refused (os error 111)`.
 fn failed(e: reqwest::Error) -> String {
-    e.without_url().to_string()
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let (what, why) = (e.to_string(), cause.to_string());
+    if why == what {
+        what
+    } else {
+        format!("{what}: {why}")
+    }
 }
 
 /// Probes one target: the node as seen, and its counters.

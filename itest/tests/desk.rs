@@ -184,9 +184,12 @@ fn amend_list_admin_and_the_system_map() {
         .unwrap_or_else(|e| panic!("{e:#}: {}", node("gateway-1")));
     assert_eq!(node("order-svc-1")["instance"], "order-svc-1");
     s.kill("order-svc-2");
-    wait_until("order-svc-2 down on the map", Duration::from_secs(10), || node("order-svc-2")["up"] == false)
-        .unwrap();
-    assert!(node("order-svc-2")["error"].as_str().is_some(), "{}", node("order-svc-2"));
+    // Each gateway watches on its own and nginx takes turns: judge one answer at a time.
+    wait_until("order-svc-2 down on the map, saying why", Duration::from_secs(10), || {
+        let n = node("order-svc-2");
+        n["up"] == false && n["error"].as_str().is_some_and(|e| e.contains("refused"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", node("order-svc-2")));
     s.start_again("order-svc-2");
     wait_until("order-svc-2 back", Duration::from_secs(10), || node("order-svc-2")["up"] == true).unwrap();
 }

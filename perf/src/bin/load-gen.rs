@@ -5,7 +5,8 @@
 //! (coordinated omission corrected, as wrk2 does). At most `--in-flight` requests are out at once
 //! over keep-alive connections; when all are out, the next order waits for one — and that wait is
 //! in its latency. The run is bounded (`--duration`), its first `--warmup` seconds are sent but
-//! not recorded, and a line of progress is printed every second.
+//! not recorded, and it shows its progress: a bar on a terminal (`indicatif`), a line every 5 s
+//! into a log.
 //!
 //! The flow, over `--users` accounts (signed up and logged in first, so the gateway's per-account
 //! limits apply to each; raise them for a big run) on one symbol, deterministic by `--seed`:
@@ -200,6 +201,13 @@ async fn run(f: Flags) -> Result<(), String> {
     let trades = f.brokers.as_deref().map(|b| TradeWatch::start(b, &format!("g{run_id}-"))).transpose()?;
     let record_from = start + Duration::from_secs_f64(f.warmup);
     let mut next_report = start + Duration::from_secs(1);
+    // A progress bar on a terminal; a line every 5 s into a log.
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  {elapsed:>4} [{wide_bar}] {pos}/{len} sent  {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
     let price = |ticks: f64| format!("{:.2}", f.mid + ticks * f.tick);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
@@ -281,17 +289,25 @@ async fn run(f: Flags) -> Result<(), String> {
             next_report += Duration::from_secs(1);
             let t = tally.lock().unwrap_or_else(|p| p.into_inner());
             let errors: u64 = t.errors.values().sum();
-            eprint!(
-                "\r  {:>5.0} s  sent {:>8}/{total}  done {:>8}  in flight {:>4}  errors {errors:>6}   ",
-                start.elapsed().as_secs_f64(),
-                i + 1,
+            let phase = if Instant::now() < record_from { "warm-up" } else { "measuring" };
+            let status = format!(
+                "{phase}  done {}  in flight {}  errors {errors}",
                 t.done,
                 f.in_flight - permits.available_permits()
             );
+            bar.set_position(i + 1);
+            if bar.is_hidden() {
+                let secs = start.elapsed().as_secs();
+                if secs.is_multiple_of(5) {
+                    eprintln!("  {secs:>4} s  sent {}/{total}  {status}", i + 1);
+                }
+            } else {
+                bar.set_message(status);
+            }
         }
     }
     while tasks.join_next().await.is_some() {}
-    eprintln!();
+    bar.finish_and_clear();
     if let Some(trades) = trades {
         // The takers' first fills, from their intended send time (those sent after the warm-up).
         tokio::time::sleep(Duration::from_secs(2)).await;
