@@ -638,7 +638,9 @@ mod tests {
 
     #[test]
     fn the_fixed_plan_is_design_section_one() {
-        let plan = Plan::build(&Options::native("/tmp/x", Ports::Fixed)).unwrap();
+        let mut o = Options::native("/tmp/x", Ports::Fixed);
+        o.prometheus = true;
+        let plan = Plan::build(&o).unwrap();
         let ports: Vec<(&str, u16)> = plan.procs.iter().map(|p| (p.name.as_str(), p.port)).collect();
         assert_eq!(
             ports,
@@ -650,9 +652,17 @@ mod tests {
                 ("order-svc-2", 9102),
                 ("gateway-1", 9001),
                 ("gateway-2", 9002),
-                ("nginx", 8080)
+                ("nginx", 8080),
+                ("market-sim", 9301),
+                ("prometheus", 9090)
             ]
         );
+        let watched = plan.get("gateway-1").and_then(|g| g.flag("--watch")).unwrap_or_default();
+        for name in ["broker=tcp://", "redis=redis://", "nginx=http://127.0.0.1:8080/_status", "market-sim="]
+        {
+            assert!(watched.contains(name), "the system map watches {name}: {watched}");
+        }
+        assert_eq!(plan.scraped().len(), 6, "Prometheus scrapes our six services");
         let g = plan.get("gateway-2").unwrap();
         assert_eq!(g.flag("--order-svc"), Some("http://127.0.0.1:9101,http://127.0.0.1:9102"));
         assert_eq!(g.flag("--matcher"), Some("http://127.0.0.1:9201"));

@@ -359,21 +359,30 @@ async fn trades(state: web::Data<Front>, q: web::Query<TradesQuery>) -> Result<H
 }
 
 /// `GET /api/v1/symbols`: each configured symbol with its state as the book last reported it
-/// (`symbol:<symbol>`: halted, reference price).
-async fn symbols(state: web::Data<Front>) -> Result<HttpResponse, ApiError> {
+/// (`symbol:<symbol>`: halted, reference price as last set by an operator). The symbols are
+/// configuration: with Redis unreachable they are still listed, their state `null` (unknown).
+async fn symbols(state: web::Data<Front>) -> HttpResponse {
     let mut pipe = redis::pipe();
     for (_, s) in state.table.iter() {
         pipe.hgetall(keys::symbol(&s.name));
     }
     let mut redis = state.redis.clone();
-    let states: Vec<Fields> = pipe.query_async(&mut redis).await.map_err(redis_down)?;
+    let states: Option<Vec<Fields>> = match pipe.query_async(&mut redis).await {
+        Ok(states) => Some(states),
+        Err(e) => {
+            tracing::warn!(error = %e, "symbols: no state from Redis");
+            None
+        }
+    };
     let list: Vec<Value> = state
         .table
         .iter()
-        .zip(states)
-        .map(|((_, s), now)| {
-            let reference =
-                now.get("reference").cloned().unwrap_or_else(|| s.price_decimal(s.reference).to_string());
+        .enumerate()
+        .map(|(i, (_, s))| {
+            let now = states.as_ref().and_then(|all| all.get(i));
+            let reference = now
+                .and_then(|f| f.get("reference").cloned())
+                .unwrap_or_else(|| s.price_decimal(s.reference).to_string());
             json!({
                 "symbol": s.name,
                 "tick": s.tick.to_string(),
@@ -381,11 +390,11 @@ async fn symbols(state: web::Data<Front>) -> Result<HttpResponse, ApiError> {
                 "band_bps": s.band_bps,
                 "reference": reference,
                 "max_qty": s.qty_decimal(s.max_qty).to_string(),
-                "halted": now.get("halted").is_some_and(|h| h == "true"),
+                "halted": now.map(|f| f.get("halted").is_some_and(|h| h == "true")),
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"symbols": list})))
+    HttpResponse::Ok().json(json!({"symbols": list}))
 }
 
 /// Serves the front on `config.listen` until `shutdown` fires. Needs an actix system.
@@ -468,8 +477,10 @@ mod tests {
         assert_eq!((status, &v["status"]), (200, &"ok".into()));
         let (status, v) = get(format!("{base}/whoami")).await;
         assert_eq!((status, &v["service"], &v["instance"]), (200, &"matcher".into(), &"matcher-t".into()));
+        // The symbols are configuration: listed without Redis, their state unknown.
         let (status, v) = get(format!("{base}/api/v1/symbols")).await;
         assert_eq!((status, &v["symbols"][0]["symbol"]), (200, &"ABC".into()), "{v}");
+        assert_eq!(v["symbols"][0]["halted"], Value::Null, "{v}");
         let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
         for needle in [r#"matcher_caught_up{service="matcher"} 0"#, r#"route="/api/v1/trades",status="400""#]
         {
