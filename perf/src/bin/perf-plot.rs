@@ -100,7 +100,7 @@ fn plot_spectrum(all: &[Spectrum], title: &str, out: &Path) -> Result<(), String
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

@@ -1,0 +1,57 @@
+//! A smoke run of the measuring tools on the real stack, no timing asserted: `load-gen` sends a
+//! short open-loop flow through nginx and reports its table, order → trade from the `trades`
+//! topic, and `.hgrm` files; `perf-plot` draws them. (The numbers are `./lab perf`'s business.)
+
+use std::process::Command;
+
+use itest::{our_binary, Stack, TempDir};
+
+#[test]
+fn load_gen_and_perf_plot_run_end_to_end() {
+    let s = Stack::start(2, 2, true);
+    let out_dir = TempDir::new();
+    let url = s.svc("nginx").url("");
+    let run = |rate: &str| {
+        let out = Command::new(our_binary("load-gen"))
+            .args(["--url", &url, "--rate", rate, "--duration", "2", "--warmup", "1", "--users", "2"])
+            .args(["--brokers", &s.kafka(), "--hgrm"])
+            .arg(out_dir.path())
+            .output()
+            .expect("load-gen runs");
+        let (table, log) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "load-gen at {rate}/s failed:\n{table}\n{log}");
+        (table, log)
+    };
+    for rate in ["20", "40"] {
+        let (table, log) = run(rate);
+        let row = table.lines().last().unwrap_or_default();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells.get(1), Some(&rate), "the row is for {rate}/s: {table}");
+        assert!(
+            cells.get(2).and_then(|c| c.parse::<f64>().ok()).is_some_and(|r| r > 0.0),
+            "achieved: {table}"
+        );
+        assert!(table.contains("order → trade"), "order → trade measured:\n{table}\n{log}");
+        assert!(log.contains("users logged in"), "{log}");
+        for file in [format!("ack-{rate}.hgrm"), format!("trade-{rate}.hgrm")] {
+            assert!(out_dir.path().join(&file).is_file(), "{file} written");
+        }
+    }
+    let plot = Command::new(our_binary("perf-plot")).arg(out_dir.path()).output().expect("perf-plot runs");
+    assert!(plot.status.success(), "{}", String::from_utf8_lossy(&plot.stderr));
+    for svg in ["spectrum-ack.svg", "spectrum-trade.svg", "latency-vs-rate.svg"] {
+        let text = std::fs::read_to_string(out_dir.path().join(svg)).unwrap_or_default();
+        assert!(
+            text.starts_with("<svg") && text.contains("polyline"),
+            "{svg} is a plot: {}",
+            &text[..text.len().min(200)]
+        );
+    }
+    // A directory without histograms is an error that says so.
+    let empty = TempDir::new();
+    let plot = Command::new(our_binary("perf-plot")).arg(empty.path()).output().unwrap();
+    assert!(!plot.status.success() && String::from_utf8_lossy(&plot.stderr).contains("no ack-"));
+}
