@@ -1,6 +1,6 @@
 //! A smoke run of the measuring tools on the real stack, no timing asserted: `load-gen` sends a
 //! short open-loop flow through nginx and reports its table, order → trade from the `trades`
-//! topic, and `.hgrm` files; `perf-plot` draws them. (The numbers are `./lab perf`'s business.)
+//! topic, where each order's time went hop by hop, and `.hgrm` files; `perf-plot` draws them. (The numbers are `./lab perf`'s business.)
 
 use std::process::Command;
 
@@ -36,16 +36,20 @@ fn load_gen_and_perf_plot_run_end_to_end() {
         );
         assert!(table.contains("order → trade"), "order → trade measured:\n{table}\n{log}");
         assert!(log.contains("users logged in"), "{log}");
-        for file in [format!("ack-{rate}.hgrm"), format!("trade-{rate}.hgrm")] {
+        // Where the time went: the four hops of a sample of the accepted orders, each measured.
+        let hops: Vec<&str> = table.lines().filter(|l| l.starts_with("hop ")).collect();
+        assert_eq!(hops.len(), 4, "{table}");
+        assert!(hops.iter().all(|h| !h.contains("(0 orders)")), "every hop measured: {hops:?}");
+        for file in [format!("ack-{rate}.hgrm"), format!("trade-{rate}.hgrm"), format!("hops-{rate}.tsv")] {
             assert!(out_dir.path().join(&file).is_file(), "{file} written");
         }
     }
     let plot = Command::new(our_binary("perf-plot")).arg(out_dir.path()).output().expect("perf-plot runs");
     assert!(plot.status.success(), "{}", String::from_utf8_lossy(&plot.stderr));
-    for svg in ["spectrum-ack.svg", "spectrum-trade.svg", "latency-vs-rate.svg"] {
+    for svg in ["spectrum-ack.svg", "spectrum-trade.svg", "latency-vs-rate.svg", "hops.svg"] {
         let text = std::fs::read_to_string(out_dir.path().join(svg)).unwrap_or_default();
         assert!(
-            text.starts_with("<svg") && text.contains("polyline"),
+            text.starts_with("<svg") && (text.contains("polyline") || text.contains("<rect")),
             "{svg} is a plot: {}",
             &text[..text.len().min(200)]
         );

@@ -18,7 +18,10 @@
 //! HTTP answer through nginx — and errors by kind), and with `--hgrm DIR` the ack histogram as
 //! an `.hgrm` percentile file. With `--brokers HOST:PORT` it also reads the `trades` topic and
 //! reports order → trade: from each taker's intended send time to its first fill seen there (by
-//! client order id), with its own `.hgrm`.
+//! client order id), with its own `.hgrm`. Afterwards it reads back an even sample of the accepted
+//! orders (up to 300) and prints where their time went, hop by hop (gateway → published →
+//! consumed → matched → persisted, from each order's `hops`), with `--hgrm DIR` also as
+//! `hops-<rate>.tsv`.
 //!
 //! Flags: `--url` (`http://127.0.0.1:8080`), `--rate N` (500), `--duration S` (20), `--warmup S`
 //! (3), `--in-flight N` (64), `--users N` (4), `--symbol S` (`ABC`), `--mid P` (`100.00`), `--tick
@@ -130,6 +133,47 @@ struct Tally {
     /// When the last recorded answer came: achieved rate = answers / (this − end of warm-up), so
     /// a backlog that drains after the schedule ends lowers it.
     last: Option<Instant>,
+    /// The recorded new orders the exchange accepted: (user, exchange id), for the hop sample.
+    accepted: Vec<(usize, String)>,
+}
+
+/// The hops of an order's path (DESIGN.md §2 "Time"), as the order's `hops` names their ends.
+const HOPS: [(&str, &str, &str); 4] = [
+    ("gateway → published", "gateway_ns", "published_ns"),
+    ("published → consumed", "published_ns", "consumed_ns"),
+    ("consumed → matched", "consumed_ns", "matched_ns"),
+    ("matched → persisted", "matched_ns", "persisted_ns"),
+];
+
+/// How many accepted orders the hop breakdown reads back, at most.
+const HOP_SAMPLE: usize = 300;
+
+/// Reads back an even sample of the accepted orders (after the run: it does not disturb it) and
+/// gives each hop's durations in ms.
+async fn hop_sample(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    accepted: &[(usize, String)],
+) -> Vec<Vec<f64>> {
+    let step = accepted.len().div_ceil(HOP_SAMPLE).max(1);
+    let mut per_hop = vec![Vec::new(); HOPS.len()];
+    for (user, id) in accepted.iter().step_by(step) {
+        let order = client.get(format!("{url}/api/v1/orders/{id}")).bearer_auth(&tokens[*user]).send().await;
+        let Ok(order) = order else { continue };
+        let Ok(v) = order.json::<Value>().await else { continue };
+        for (i, (_, from, to)) in HOPS.iter().enumerate() {
+            if let (Some(a), Some(b)) = (v["hops"][from].as_u64(), v["hops"][to].as_u64()) {
+                per_hop[i].push(b.saturating_sub(a) as f64 / 1e6);
+            }
+        }
+    }
+    per_hop
+}
+
+/// The value at quantile `q` of sorted `xs`.
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    xs.get(((xs.len() as f64 * q) as usize).min(xs.len().saturating_sub(1))).copied().unwrap_or(0.0)
 }
 
 fn histogram() -> Histogram<u64> {
@@ -252,6 +296,13 @@ async fn run(f: Flags) -> Result<(), String> {
             let outcome = match answer {
                 Ok(r) if r.status().as_u16() == 202 => {
                     if let (Action::New(body), Ok(v)) = (&action, r.json::<Value>().await) {
+                        if let (true, Some(id)) = (due >= record_from, v["order_id"].as_str()) {
+                            shared
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .accepted
+                                .push((user, id.to_owned()));
+                        }
                         if body["time_in_force"] == "gtc" {
                             if let Some(id) = v["order_id"].as_str() {
                                 resting
@@ -333,6 +384,20 @@ async fn run(f: Flags) -> Result<(), String> {
             let path = dir.join(format!("trade-{:.0}.hgrm", f.rate));
             perf::report::write_hgrm(&path, &h, 1e6, "Value(ms)").map_err(|e| e.to_string())?;
         }
+    }
+    // Where the time goes: each hop of a sample of the accepted orders, as the matcher stored it.
+    let accepted = std::mem::take(&mut tally.lock().unwrap_or_else(|p| p.into_inner()).accepted);
+    let mut per_hop = hop_sample(&client, &f.url, &tokens, &accepted).await;
+    let mut rows = String::new();
+    for ((name, _, _), xs) in HOPS.iter().zip(per_hop.iter_mut()) {
+        xs.sort_by(f64::total_cmp);
+        let (p50, p90, p99) = (quantile(xs, 0.5), quantile(xs, 0.9), quantile(xs, 0.99));
+        println!("hop {name} ({} orders): p50 {p50:.3} ms, p90 {p90:.3}, p99 {p99:.3}", xs.len());
+        rows.push_str(&format!("{name}\t{p50:.4}\t{p90:.4}\t{p99:.4}\n"));
+    }
+    if let Some(dir) = &f.hgrm {
+        let path = dir.join(format!("hops-{:.0}.tsv", f.rate));
+        std::fs::write(&path, format!("hop\tp50_ms\tp90_ms\tp99_ms\n{rows}")).map_err(|e| e.to_string())?;
     }
     let t = tally.lock().unwrap_or_else(|p| p.into_inner());
     let h = t.ack.as_ref().ok_or("no histogram")?;

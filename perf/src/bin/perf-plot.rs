@@ -2,7 +2,9 @@
 //! into `DIR` (`ack-<rate>.hgrm`, `trade-<rate>.hgrm`):
 //! - `spectrum-ack.svg`, `spectrum-trade.svg`: latency by percentile (HdrHistogram's percentile
 //!   spectrum: the x axis stretches the tail, 90 %, 99 %, 99.9 %, …), one line per offered rate;
-//! - `latency-vs-rate.svg`: p50, p99 and p99.9 of the ack against the offered rate.
+//! - `latency-vs-rate.svg`: p50, p99 and p99.9 of the ack against the offered rate;
+//! - `hops.svg`, from `hops-<rate>.tsv`: each rate's median order path as stacked bars, one
+//!   segment per hop (gateway → published → consumed → matched → persisted).
 //!
 //! SVG, drawn with `plotters`; the report embeds them.
 
@@ -160,6 +162,88 @@ fn plot_vs_rate(all: &[Spectrum], out: &Path) -> Result<(), String> {
     root.present().map_err(draw_error)
 }
 
+/// One rate's path: the rate, and each hop's (name, p50 ms) in path order.
+type Path50 = (u64, Vec<(String, f64)>);
+
+/// Every rate's path, from `hops-<rate>.tsv`.
+fn read_hops(dir: &Path) -> Result<Vec<Path50>, String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(Ok(rate)) = name.strip_prefix("hops-").and_then(|r| r.strip_suffix(".tsv")).map(str::parse)
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let hops = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut cols = l.split('\t');
+                Some((cols.next()?.to_owned(), cols.next()?.parse().ok()?))
+            })
+            .collect();
+        out.push((rate, hops));
+    }
+    out.sort_by_key(|(rate, _)| *rate);
+    Ok(out)
+}
+
+/// Each rate's median path, one stacked bar per rate.
+fn plot_hops(all: &[Path50], out: &Path) -> Result<(), String> {
+    let top = all.iter().map(|(_, h)| h.iter().map(|x| x.1).sum::<f64>()).fold(1.0, f64::max);
+    let root = SVGBackend::new(out, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Where an order's time goes: median per hop, per offered rate", ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..all.len() as f64, 0f64..top * 1.35)
+        .map_err(draw_error)?;
+    let rates: Vec<u64> = all.iter().map(|(r, _)| *r).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(all.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 && i < rates.len() {
+                format!("{}/s", rates[i])
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("offered orders/s")
+        .y_desc("ms (median of each hop)")
+        .draw()
+        .map_err(draw_error)?;
+    let names: Vec<String> =
+        all.first().map(|(_, h)| h.iter().map(|x| x.0.clone()).collect()).unwrap_or_default();
+    for (k, name) in names.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let bars = all.iter().enumerate().map(move |(i, (_, hops))| {
+            let below: f64 = hops.iter().take(k).map(|x| x.1).sum();
+            let height = hops.get(k).map_or(0.0, |x| x.1);
+            Rectangle::new([(i as f64 + 0.2, below), (i as f64 + 0.8, below + height)], color.filled())
+        });
+        chart
+            .draw_series(bars)
+            .map_err(draw_error)?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
+}
+
 fn run(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut wrote = Vec::new();
     let ack = spectra(dir, "ack")?;
@@ -178,6 +262,12 @@ fn run(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let path = dir.join("latency-vs-rate.svg");
     plot_vs_rate(&ack, &path)?;
     wrote.push(path);
+    let hops = read_hops(dir)?;
+    if !hops.is_empty() {
+        let path = dir.join("hops.svg");
+        plot_hops(&hops, &path)?;
+        wrote.push(path);
+    }
     Ok(wrote)
 }
 
