@@ -192,6 +192,16 @@ impl OrderStatus {
     pub fn is_final(self) -> bool {
         matches!(self, OrderStatus::Filled | OrderStatus::Canceled | OrderStatus::Rejected)
     }
+
+    /// The status of a wire name ([`OrderStatus::as_str`]).
+    pub fn from_name(name: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// True for the wire name of a status an order can still trade or be canceled in.
+    pub fn is_open_name(name: &str) -> bool {
+        OrderStatus::from_name(name).is_some_and(|s| !s.is_final())
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +234,16 @@ mod tests {
         }
         for s in OrderStatus::ALL {
             assert_eq!(json(serde_json::to_value(s).unwrap()), s.as_str());
+            assert_eq!(OrderStatus::from_name(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn open_statuses_by_name() {
+        let open: Vec<&str> =
+            OrderStatus::ALL.iter().map(|s| s.as_str()).filter(|n| OrderStatus::is_open_name(n)).collect();
+        assert_eq!(open, ["accepted", "resting", "partially_filled"]);
+        assert!(!OrderStatus::is_open_name("sent") && OrderStatus::from_name("").is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::http::error::{ApiError, Unavailable};
 use common::http::validate;
 use common::http::{buckets, HttpMetrics, Service};
-use common::{NewOrder, OrderId, SymbolTable, Timestamp};
+use common::{NewOrder, SymbolTable, Timestamp};
 use prometheus::{Histogram, HistogramOpts};
 use serde_json::{Map, Value};
 
@@ -257,12 +257,8 @@ async fn owned_order_body(
     id: &str,
     rid: &str,
 ) -> (HttpResponse, bool, Option<Value>) {
-    if id.parse::<OrderId>().is_err() {
-        return (
-            with_id(ApiError::field(format!("order_id must be a decimal u64, not {id:?}")), rid),
-            false,
-            None,
-        );
+    if let Err(e) = validate::order_id(id) {
+        return (with_id(e, rid), false, None);
     }
     let answer =
         state.reads.send(reqwest::Method::GET, &format!("/api/v1/orders/{id}"), None, rid, None).await;
@@ -346,7 +342,7 @@ async fn amend(
         Err(r) => return r,
     };
     let status = order["status"].as_str().unwrap_or_default();
-    if !matches!(status, "accepted" | "resting" | "partially_filled") {
+    if !common::OrderStatus::is_open_name(status) {
         let e = ApiError::Rule(format!("order {path} is {status}: only an open order can be amended"));
         return with_id(e, &rid);
     }
@@ -384,8 +380,7 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
         if let Err(r) = wait_for_own_order(&state, &who, &path, &rid).await {
             return r;
         }
-    } else if path.parse::<OrderId>().is_err() {
-        let e = ApiError::field(format!("order_id must be a decimal u64, not {:?}", path.as_str()));
+    } else if let Err(e) = validate::order_id(&path) {
         return with_id(e, &rid);
     }
     let target = match query {

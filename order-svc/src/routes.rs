@@ -143,11 +143,6 @@ async fn v1_order(
     })))
 }
 
-/// An order id from the path, or the 400 that says what it must be.
-fn order_id(path: &str) -> Result<OrderId, ApiError> {
-    path.parse().map_err(|_| ApiError::field(format!("order_id must be a decimal u64, not {path:?}")))
-}
-
 /// Who asks to cancel (until authentication exists).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,7 +157,7 @@ async fn v1_cancel(
     path: web::Path<String>,
     query: web::Query<CancelQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let order_id = order_id(&path)?;
+    let order_id = validate::order_id(&path)?;
     let account = match query.account.as_deref() {
         Some(a) => Account::new(a).map_err(|e| ApiError::field(format!("account {e}")))?,
         None => Account::anonymous(),
@@ -188,7 +183,7 @@ async fn v1_replace(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let order_id = order_id(&path)?;
+    let order_id = validate::order_id(&path)?;
     let bytes = common::http::read_body(payload, state.body_limit).await?;
     let body: validate::V1Replace = validate::parse(&bytes)?;
     let replace = validate::replace(&state.table, order_id, &body)?;

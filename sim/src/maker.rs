@@ -160,6 +160,16 @@ impl Book {
     }
 }
 
+/// A new limit order of ours, before it is sent ([`Maker::new_order`]).
+struct Ticket {
+    side: Side,
+    /// A taker's cross (IOC); else a maker's quote (GTC, post-only).
+    ioc: bool,
+    /// In ticks.
+    price: i64,
+    lots: u64,
+}
+
 /// Client order ids unique across runs (the exchange remembers recent ones): `sim-<run>-<n>`,
 /// the run being the start time in hex milliseconds — at most 32 characters of the id alphabet.
 struct Ids {
@@ -631,29 +641,42 @@ impl Maker {
         Ok(())
     }
 
-    /// Places quote `slot` of symbol `i` at `price` ticks.
-    async fn place(&mut self, i: usize, slot: usize, price: i64) -> anyhow::Result<()> {
+    /// Sends a new limit order on symbol `i` as `who` (`what` names the action in metrics and
+    /// logs): a quote rests post-only (GTC), a cross is IOC. The answer if the exchange took it;
+    /// `None` after trouble or a refusal, both handled here.
+    async fn new_order(
+        &mut self,
+        i: usize,
+        who: Who,
+        what: &'static str,
+        t: &Ticket,
+    ) -> anyhow::Result<Option<Answer>> {
         let b = &self.books[i];
-        let lots = b.market.random_lots(&mut self.rng);
         let body = json!({
             "client_order_id": self.ids.next(),
             "symbol": b.market.symbol,
-            "side": Book::side(slot).as_str(),
+            "side": t.side.as_str(),
             "type": "limit",
-            "time_in_force": "gtc",
-            "post_only": true,
-            "price": b.market.price_text(price),
-            "qty": b.market.qty_text(lots),
+            "time_in_force": if t.ioc { "ioc" } else { "gtc" },
+            "post_only": !t.ioc,
+            "price": b.market.price_text(t.price),
+            "qty": b.market.qty_text(t.lots),
         });
-        let Some(a) =
-            self.order_call(Who::Maker, "place", Method::POST, "/api/v1/orders", Some(&body)).await?
-        else {
-            return Ok(());
+        let Some(a) = self.order_call(who, what, Method::POST, "/api/v1/orders", Some(&body)).await? else {
+            return Ok(None);
         };
         if !a.ok() {
-            self.refused(i, "place", &a);
-            return Ok(());
+            self.refused(i, what, &a);
+            return Ok(None);
         }
+        Ok(Some(a))
+    }
+
+    /// Places quote `slot` of symbol `i` at `price` ticks.
+    async fn place(&mut self, i: usize, slot: usize, price: i64) -> anyhow::Result<()> {
+        let lots = self.books[i].market.random_lots(&mut self.rng);
+        let ticket = Ticket { side: Book::side(slot), ioc: false, price, lots };
+        let Some(a) = self.new_order(i, Who::Maker, "place", &ticket).await? else { return Ok(()) };
         let Some(order_id) = a.body["order_id"].as_str() else {
             tracing::warn!(answer = %a.body, "a placed order's answer has no order_id");
             return Ok(());
@@ -735,24 +758,8 @@ impl Maker {
 
     /// The taker crosses quote `c.slot` of symbol `i` with an IOC.
     async fn cross(&mut self, i: usize, c: Cross) -> anyhow::Result<()> {
-        let b = &self.books[i];
-        let body = json!({
-            "client_order_id": self.ids.next(),
-            "symbol": b.market.symbol,
-            "side": c.side.as_str(),
-            "type": "limit",
-            "time_in_force": "ioc",
-            "post_only": false,
-            "price": b.market.price_text(c.price),
-            "qty": b.market.qty_text(c.lots),
-        });
-        let Some(a) =
-            self.order_call(Who::Taker, "cross", Method::POST, "/api/v1/orders", Some(&body)).await?
-        else {
-            return Ok(());
-        };
-        if !a.ok() {
-            self.refused(i, "cross", &a);
+        let ticket = Ticket { side: c.side, ioc: true, price: c.price, lots: c.lots };
+        if self.new_order(i, Who::Taker, "cross", &ticket).await?.is_none() {
             return Ok(());
         }
         let b = &mut self.books[i];

@@ -264,6 +264,11 @@ pub fn admin(table: &SymbolTable, body: &V1Admin) -> Result<CommandKind, ApiErro
     }
 }
 
+/// An exchange order id from a path, or the 400 that says what it must be.
+pub fn order_id(path: &str) -> Result<OrderId, ApiError> {
+    path.parse().map_err(|_| ApiError::field(format!("order_id must be a decimal u64, not {path:?}")))
+}
+
 /// Parses a JSON body, mapping serde's complaints to 400s that name the field.
 pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {

@@ -158,7 +158,7 @@ fn order_value(table: &SymbolTable, id: &str, fields: &Fields, fills: &Fields) -
     let get = |k: &str| fields.get(k).cloned().map_or(Value::Null, Value::String);
     let hop = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok()).map_or(Value::Null, Value::from);
     let status = fields.get("status").map_or("", String::as_str);
-    let open = matches!(status, "accepted" | "resting" | "partially_filled");
+    let open = common::OrderStatus::is_open_name(status);
     let open_qty = table.lookup(fields.get("symbol").map_or("", String::as_str)).and_then(|sym| {
         let spec = table.get(sym)?;
         let lots = |k: &str| common::Decimal::parse(fields.get(k)?).ok()?.units_of(spec.lot).ok();
@@ -286,9 +286,7 @@ async fn orders(state: web::Data<Front>, q: web::Query<OrdersQuery>) -> Result<H
         .into_iter()
         .flatten()
         .filter(|o| q.symbol.as_deref().is_none_or(|s| o["symbol"] == s))
-        .filter(|o| {
-            !open_only || matches!(o["status"].as_str(), Some("accepted" | "resting" | "partially_filled"))
-        })
+        .filter(|o| !open_only || o["status"].as_str().is_some_and(common::OrderStatus::is_open_name))
         .collect();
     // Newest first by when each entered the exchange (ids of two partitions do not compare).
     list.sort_by_key(|o| std::cmp::Reverse(o["entered_ns"].as_u64().unwrap_or(0)));

@@ -318,8 +318,8 @@ impl Sink<'_> {
                         keys::order(order_id),
                         &[
                             ("price", price(spec, limit)),
-                            ("open_qty", qty(spec, open)),
-                            // The order's quantity is now what it filled plus its new open quantity.
+                            // The order's quantity is now what it filled plus its new open quantity
+                            // (the front works the open quantity out from the two).
                             ("qty", qty(spec, self.projection.order(order_id).map_or(open, |o| o.qty))),
                         ],
                     )
@@ -628,20 +628,24 @@ mod tests {
         Event { cmd: OrderId(cmd), index: 0, symbol: Some(ABC), seq, ts: Timestamp(1_000_000_000), kind }
     }
 
-    /// A resting sell (command 1), then a buy (command 2) that takes all of it: one batch.
-    fn a_trade(sink: &mut Sink<'_>) -> Batch {
-        let account = Account::new("a").unwrap();
-        let accepted = |id: u64, side| EventKind::Accepted {
+    /// Account `a`'s order `id` (client id `c<id>`) accepted: 5 lots, limit at `price` ticks.
+    fn accepted(id: u64, side: Side, tif: TimeInForce, price: i64) -> EventKind {
+        EventKind::Accepted {
             order_id: OrderId(id),
-            account,
+            account: Account::new("a").unwrap(),
             client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
             side,
             order_type: OrderType::Limit,
-            tif: TimeInForce::Gtc,
+            tif,
             post_only: false,
-            price: Some(Price(10_000)),
+            price: Some(Price(price)),
             qty: Qty(5),
-        };
+        }
+    }
+
+    /// A resting sell (command 1), then a buy (command 2) that takes all of it: one batch.
+    fn a_trade(sink: &mut Sink<'_>) -> Batch {
+        let account = Account::new("a").unwrap();
         let fill = EventKind::Fill {
             fill: 0,
             maker: OrderId(1),
@@ -659,10 +663,10 @@ mod tests {
         let level =
             |qty| EventKind::Level { side: Side::Sell, price: Price(10_000), qty: Qty(qty), orders: 1 };
         let mut b = Batch::default();
-        sink.event(&event(1, 1, accepted(1, Side::Sell)), false, &mut b);
+        sink.event(&event(1, 1, accepted(1, Side::Sell, TimeInForce::Gtc, 10_000)), false, &mut b);
         sink.event(&event(1, 2, level(5)), false, &mut b);
         sink.done(OrderId(1), false, Hops::default(), &mut b);
-        sink.event(&event(2, 3, accepted(2, Side::Buy)), false, &mut b);
+        sink.event(&event(2, 3, accepted(2, Side::Buy, TimeInForce::Gtc, 10_000)), false, &mut b);
         sink.event(&event(2, 4, fill), false, &mut b);
         sink.event(&event(2, 5, level(0)), false, &mut b);
         sink.done(OrderId(2), false, Hops::default(), &mut b);
@@ -730,18 +734,7 @@ mod tests {
         assert_eq!(touching(&b, "orders:a").iter().filter(|c| c.starts_with("ZADD")).count(), 2);
         // A resting order that is canceled leaves the set.
         let mut b = Batch::default();
-        let accepted = EventKind::Accepted {
-            order_id: OrderId(3),
-            account: Account::new("a").unwrap(),
-            client_order_id: ClientOrderId::new("c3").unwrap(),
-            side: Side::Sell,
-            order_type: OrderType::Limit,
-            tif: TimeInForce::Gtc,
-            post_only: false,
-            price: Some(Price(10_100)),
-            qty: Qty(5),
-        };
-        sink.event(&event(3, 6, accepted), false, &mut b);
+        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
         sink.done(OrderId(3), false, Hops::default(), &mut b);
         let canceled = EventKind::Canceled {
             order_id: OrderId(3),
@@ -752,18 +745,7 @@ mod tests {
         assert_eq!(touching(&b, "open:a"), ["SADD 3", "SREM 3"]);
         // An IOC order never rests: never in the set.
         let mut b = Batch::default();
-        let ioc = EventKind::Accepted {
-            order_id: OrderId(5),
-            account: Account::new("a").unwrap(),
-            client_order_id: ClientOrderId::new("c5").unwrap(),
-            side: Side::Sell,
-            order_type: OrderType::Limit,
-            tif: TimeInForce::Ioc,
-            post_only: false,
-            price: Some(Price(10_100)),
-            qty: Qty(5),
-        };
-        sink.event(&event(5, 8, ioc), false, &mut b);
+        sink.event(&event(5, 8, accepted(5, Side::Sell, TimeInForce::Ioc, 10_100)), false, &mut b);
         assert!(touching(&b, "open:a").is_empty());
     }
 
@@ -772,18 +754,7 @@ mod tests {
         let table = SymbolTable::default();
         let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
         let mut b = Batch::default();
-        let accepted = EventKind::Accepted {
-            order_id: OrderId(1),
-            account: Account::new("a").unwrap(),
-            client_order_id: ClientOrderId::new("c1").unwrap(),
-            side: Side::Sell,
-            order_type: OrderType::Limit,
-            tif: TimeInForce::Gtc,
-            post_only: false,
-            price: Some(Price(10_000)),
-            qty: Qty(5),
-        };
-        sink.event(&event(1, 1, accepted), true, &mut b);
+        sink.event(&event(1, 1, accepted(1, Side::Sell, TimeInForce::Gtc, 10_000)), true, &mut b);
         sink.done(OrderId(1), true, Hops::default(), &mut b);
         assert!(b.kafka.is_empty() && b.commits.is_empty() && b.persisted.is_empty());
         assert_eq!(b.pipe.cmd_iter().count(), 0);

@@ -3,7 +3,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `order:<exchange id>` | hash | the order: `order_id`, `symbol`, `account`, `client_order_id`, `side`, `type`, `time_in_force`, `post_only`, `entered_ns` (when order entry published it), `price`, `qty` (after a replace: filled plus the new open quantity), `filled_qty`, `status`, `reject_reason`, `cancel_reason`, `canceled_qty`, `open_qty` (set by a replace), `last_request_rejected` (`<command id>:<reason>` of a refused cancel or replace), and the `hop_*_ns` timestamps |
+//! | `order:<exchange id>` | hash | the order: `order_id`, `symbol`, `account`, `client_order_id`, `side`, `type`, `time_in_force`, `post_only`, `entered_ns` (when order entry published it), `price`, `qty` (after a replace: filled plus the new open quantity), `filled_qty`, `status`, `reject_reason`, `cancel_reason`, `canceled_qty`, `last_request_rejected` (`<command id>:<reason>` of a refused cancel or replace), and the `hop_*_ns` timestamps |
 //! | `fills:<exchange id>` | hash | trade id → the fill's JSON (`trade_id`, `price`, `qty`, `ts`) |
 //! | `trade:<account>:<client order id>` | string | the original lab's shape of the order's first fill (`SET NX`) |
 //! | `client:<account>:<symbol>:<client order id>` | string | the exchange id (`SET NX`) |

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 /// One histogram's percentile spectrum: (1 / (1 − percentile), latency in ms).
@@ -67,18 +68,44 @@ fn draw_error<E: std::fmt::Debug>(e: E) -> String {
     format!("drawing: {e:?}")
 }
 
+/// A white 900 × 520 SVG page at `out`.
+fn canvas(out: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>, String> {
+    let root = SVGBackend::new(out, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    Ok(root)
+}
+
+/// Every plot's frame: its title, margins and axis label areas.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, ("sans-serif", 20)).margin(14).x_label_area_size(44).y_label_area_size(64);
+    builder
+}
+
+/// Every plot's legend, boxed at `at`.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    at: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)
+}
+
 /// Latency by percentile, one line per rate.
 fn plot_spectrum(all: &[Spectrum], title: &str, out: &Path) -> Result<(), String> {
     let max_x = all.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(10.0, f64::max);
     let max_y = all.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0, f64::max);
     let min_y = all.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(max_y, f64::min).max(0.01);
-    let root = SVGBackend::new(out, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
+    let root = canvas(out)?;
+    let mut chart = frame(&root, title)
         .build_cartesian_2d((1f64..max_x * 1.2).log_scale(), (min_y * 0.8..max_y * 1.3).log_scale())
         .map_err(draw_error)?;
     chart
@@ -100,13 +127,7 @@ fn plot_spectrum(all: &[Spectrum], title: &str, out: &Path) -> Result<(), String
             .label(format!("{} orders/s", s.rate))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(draw_error)
 }
 
@@ -123,13 +144,8 @@ fn plot_vs_rate(all: &[Spectrum], out: &Path) -> Result<(), String> {
         (rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(1.0, f64::max));
     let max_y = all.iter().map(|s| at(s, 99.9)).fold(1.0, f64::max);
     let min_y = all.iter().map(|s| at(s, 50.0)).fold(max_y, f64::min).max(0.01);
-    let root = SVGBackend::new(out, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Ack latency against offered rate", ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
+    let root = canvas(out)?;
+    let mut chart = frame(&root, "Ack latency against offered rate")
         .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), (min_y * 0.6..max_y * 1.5).log_scale())
         .map_err(draw_error)?;
     chart
@@ -152,13 +168,7 @@ fn plot_vs_rate(all: &[Spectrum], out: &Path) -> Result<(), String> {
             .draw_series(points.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))
             .map_err(draw_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(draw_error)
 }
 
@@ -193,13 +203,8 @@ fn read_hops(dir: &Path) -> Result<Vec<Path50>, String> {
 /// Each rate's median path, one stacked bar per rate.
 fn plot_hops(all: &[Path50], out: &Path) -> Result<(), String> {
     let top = all.iter().map(|(_, h)| h.iter().map(|x| x.1).sum::<f64>()).fold(1.0, f64::max);
-    let root = SVGBackend::new(out, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Where an order's time goes: median per hop, per offered rate", ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
+    let root = canvas(out)?;
+    let mut chart = frame(&root, "Where an order's time goes: median per hop, per offered rate")
         .build_cartesian_2d(0f64..all.len() as f64, 0f64..top * 1.35)
         .map_err(draw_error)?;
     let rates: Vec<u64> = all.iter().map(|(r, _)| *r).collect();
@@ -234,13 +239,7 @@ fn plot_hops(all: &[Path50], out: &Path) -> Result<(), String> {
             .label(name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(draw_error)
 }
 
