@@ -29,6 +29,7 @@ pub mod num;
 #[cfg(feature = "http")]
 pub mod shutdown;
 pub mod symbol;
+pub mod wake;
 
 pub use command::{Cancel, Command, CommandKind, NewOrder, Replace};
 pub use decimal::{Decimal, DecimalError, FieldError};

@@ -85,13 +85,14 @@ impl std::fmt::Debug for Accounts {
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
-    let writes = upstream::Pool::new(config.order_svcs.clone(), config.upstream_timeout)?;
-    let reads = upstream::Pool::new(vec![config.matcher.clone()], config.upstream_timeout)?;
+    let metrics = Arc::new(routes::Metrics::new()?);
+    let (timeout, pools) = (config.upstream_timeout, &metrics.upstream);
+    let writes = upstream::Pool::observed("order_svc", config.order_svcs.clone(), timeout, pools)?;
+    let reads = upstream::Pool::observed("matcher", vec![config.matcher.clone()], timeout, pools)?;
     let checks = [
         actix_web::rt::spawn(writes.clone().check_health(Duration::from_millis(500))),
         actix_web::rt::spawn(reads.clone().check_health(Duration::from_millis(500))),
     ];
-    let metrics = Arc::new(routes::Metrics::new()?);
     let watched = if config.watch.is_empty() {
         let own = config.order_svcs.iter().enumerate().map(|(i, url)| (format!("order-svc-{}", i + 1), url));
         own.chain([("matcher".to_owned(), &config.matcher)])

@@ -20,14 +20,17 @@ use serde_json::{Map, Value};
 use crate::accounts::{caller, client_ip};
 use crate::auth::{Auth, Caller};
 use crate::limits::Limits;
-use crate::upstream::{Failure, Pool};
+use crate::upstream::{Failure, Pool, UpstreamMetrics};
 
-/// The gateway's metrics: the shared request metrics plus the upstream write latency.
+/// The gateway's metrics: the shared request metrics, the upstream write latency, and the
+/// upstream pools' (the WebSocket feed registers its own in the same registry).
 pub struct Metrics {
     /// The registry and the request metrics (served by the middleware).
     pub http: Arc<HttpMetrics>,
     /// `upstream_write_seconds`: forward → order-svc's `202` (which waits for the broker's ack).
     pub ack: Histogram,
+    /// `gateway_upstream_*{pool}`: every pool's latency, failovers and failures.
+    pub upstream: UpstreamMetrics,
 }
 
 impl Metrics {
@@ -39,7 +42,8 @@ impl Metrics {
                 .buckets(buckets()),
         )?;
         http.registry.register(Box::new(ack.clone()))?;
-        Ok(Metrics { http: Arc::new(http), ack })
+        let upstream = UpstreamMetrics::new(&http.registry)?;
+        Ok(Metrics { http: Arc::new(http), ack, upstream })
     }
 }
 

@@ -14,7 +14,7 @@
 //! The rate and the p99 are over the last interval, from the differences of the counters
 //! (`http_requests_total`, and the `http_request_duration_seconds` buckets: the p99 is the upper
 //! bound of the bucket it falls in), leaving out the probes' own routes. The matcher also reports
-//! its commands per second (`matcher_commands_total`).
+//! its commands per second (`matcher_commands_total`, every `type` together).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -462,7 +462,8 @@ http_request_duration_seconds_bucket{route="/api/v1/orders",service="gateway",le
 http_request_duration_seconds_bucket{route="/api/v1/orders",service="gateway",le="0.01"} 90
 http_request_duration_seconds_bucket{route="/api/v1/orders",service="gateway",le="+Inf"} 90
 http_request_duration_seconds_bucket{route="/healthz",service="gateway",le="+Inf"} 1000
-matcher_commands_total{service="matcher"} 7
+matcher_commands_total{service="matcher",type="new"} 5
+matcher_commands_total{service="matcher",type="cancel"} 2
 "#;
 
     #[test]

@@ -4,10 +4,18 @@
 //! healthy instance in turn; if the connection cannot be made (the request was never sent), the
 //! next instance is tried, so one instance down costs no client error. A request that was sent
 //! but got no answer is not retried: the order may have been logged (`503`, outcome unknown).
+//!
+//! Each pool records, labelled with its name ([`UpstreamMetrics`]): how long answered requests
+//! took, failover included (`gateway_upstream_seconds{pool}`), each failover
+//! (`gateway_upstream_failovers_total{pool}`), and each failure
+//! (`gateway_upstream_errors_total{pool,kind}`, [`ErrorKind`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use common::http::buckets;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// An upstream's answer: status, body, content type.
 pub struct Answer {
@@ -26,6 +34,116 @@ pub enum Failure {
     NoAnswer(String),
 }
 
+/// What `gateway_upstream_errors_total{kind}` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// One instance could not be connected to (nothing sent): the next one is tried.
+    Connect,
+    /// No instance could be connected to: the request failed, nothing was sent.
+    NoneReachable,
+    /// Sent, and no answer within the timeout.
+    Timeout,
+    /// Sent, and the connection failed before the whole answer came.
+    NoAnswer,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order (`ALL[k as usize] == k`).
+    pub const ALL: [ErrorKind; 4] =
+        [ErrorKind::Connect, ErrorKind::NoneReachable, ErrorKind::Timeout, ErrorKind::NoAnswer];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::NoneReachable => "none_reachable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NoAnswer => "no_answer",
+        }
+    }
+
+    /// The kind of a failed request that was sent.
+    fn of(e: &reqwest::Error) -> ErrorKind {
+        if e.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::NoAnswer
+        }
+    }
+}
+
+/// The pools' metrics, labelled by pool: registered once, each pool resolves its own children.
+pub struct UpstreamMetrics {
+    /// `gateway_upstream_seconds{pool}`.
+    seconds: HistogramVec,
+    /// `gateway_upstream_failovers_total{pool}`.
+    failovers: IntCounterVec,
+    /// `gateway_upstream_errors_total{pool,kind}`.
+    errors: IntCounterVec,
+}
+
+impl UpstreamMetrics {
+    /// The metrics, registered in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<UpstreamMetrics> {
+        let m = UpstreamMetrics::unregistered()?;
+        registry.register(Box::new(m.seconds.clone()))?;
+        registry.register(Box::new(m.failovers.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        Ok(m)
+    }
+
+    /// The metrics, registered nowhere (a pool nobody scrapes).
+    fn unregistered() -> prometheus::Result<UpstreamMetrics> {
+        Ok(UpstreamMetrics {
+            seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "gateway_upstream_seconds",
+                    "Requests to an upstream pool until the answer, failovers included",
+                )
+                .buckets(buckets()),
+                &["pool"],
+            )?,
+            failovers: IntCounterVec::new(
+                Opts::new(
+                    "gateway_upstream_failovers_total",
+                    "Requests moved to another instance after a failed connect",
+                ),
+                &["pool"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new("gateway_upstream_errors_total", "Failed upstream requests and connects, by kind"),
+                &["pool", "kind"],
+            )?,
+        })
+    }
+
+    /// One pool's children (every series exists from then on, at zero).
+    fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            seconds: self.seconds.with_label_values(&[pool]),
+            failovers: self.failovers.with_label_values(&[pool]),
+            errors: ErrorKind::ALL.map(|k| self.errors.with_label_values(&[pool, k.as_str()])),
+        }
+    }
+}
+
+/// One pool's metrics, resolved.
+struct PoolMetrics {
+    /// `gateway_upstream_seconds{pool}`.
+    seconds: Histogram,
+    /// `gateway_upstream_failovers_total{pool}`.
+    failovers: IntCounter,
+    /// `gateway_upstream_errors_total{pool,kind}`, by [`ErrorKind`].
+    errors: [IntCounter; ErrorKind::ALL.len()],
+}
+
+impl PoolMetrics {
+    /// Counts a failure.
+    fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}
+
 /// A set of equivalent upstream instances.
 pub struct Pool {
     /// Base URLs (`http://127.0.0.1:9101`).
@@ -36,18 +154,31 @@ pub struct Pool {
     next: AtomicUsize,
     /// Keep-alive client.
     client: reqwest::Client,
+    /// Latency, failovers, failures.
+    metrics: PoolMetrics,
 }
 
 impl Pool {
-    /// A pool of `urls`; all are assumed healthy until checked.
+    /// A pool of `urls` whose metrics are registered nowhere; all are assumed healthy until checked.
     pub fn new(urls: Vec<String>, timeout: Duration) -> anyhow::Result<Arc<Pool>> {
+        Pool::observed("unobserved", urls, timeout, &UpstreamMetrics::unregistered()?)
+    }
+
+    /// A pool of `urls` recording in `metrics` as `pool`; all are assumed healthy until checked.
+    pub fn observed(
+        pool: &str,
+        urls: Vec<String>,
+        timeout: Duration,
+        metrics: &UpstreamMetrics,
+    ) -> anyhow::Result<Arc<Pool>> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         let healthy = urls.iter().map(|_| AtomicBool::new(true)).collect();
-        Ok(Arc::new(Pool { urls, healthy, next: AtomicUsize::new(0), client }))
+        let metrics = metrics.pool(pool);
+        Ok(Arc::new(Pool { urls, healthy, next: AtomicUsize::new(0), client, metrics }))
     }
 
     /// Checks every instance's `/healthz` every `every`, forever.
@@ -94,7 +225,9 @@ impl Pool {
         request_id: &str,
         gateway_in: Option<common::Timestamp>,
     ) -> Result<Answer, Failure> {
-        for i in self.order() {
+        let started = Instant::now();
+        let order = self.order();
+        for (tried, &i) in order.iter().enumerate() {
             let url = format!("{}{path_and_query}", self.urls[i]);
             let mut req = self.client.request(method.clone(), &url).header("x-request-id", request_id);
             if let Some(at) = gateway_in {
@@ -103,19 +236,106 @@ impl Pool {
             if let Some(body) = &body {
                 req = req.header("content-type", "application/json").body(body.clone());
             }
-            match req.send().await {
+            let failed = match req.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    let body = r.bytes().await.map_err(|e| Failure::NoAnswer(e.to_string()))?.to_vec();
-                    return Ok(Answer { status, body });
+                    match r.bytes().await {
+                        Ok(body) => {
+                            self.metrics.seconds.observe(started.elapsed().as_secs_f64());
+                            return Ok(Answer { status, body: body.to_vec() });
+                        }
+                        Err(e) => e,
+                    }
                 }
                 Err(e) if e.is_connect() => {
                     self.healthy[i].store(false, Ordering::Relaxed);
+                    self.metrics.error(ErrorKind::Connect);
+                    if tried + 1 < order.len() {
+                        self.metrics.failovers.inc();
+                    }
                     tracing::warn!(upstream = %self.urls[i], error = %e, "cannot connect; trying the next instance");
+                    continue;
                 }
-                Err(e) => return Err(Failure::NoAnswer(e.to_string())),
-            }
+                Err(e) => e,
+            };
+            self.metrics.error(ErrorKind::of(&failed));
+            return Err(Failure::NoAnswer(failed.to_string()));
         }
+        self.metrics.error(ErrorKind::NoneReachable);
         Err(Failure::NoneReachable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An address nothing listens on (a port just released).
+    fn dead() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    /// An instance that answers every request `202`.
+    async fn live() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+            }
+        });
+        url
+    }
+
+    fn value(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let families = registry.gather();
+        let family = families.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("no {name}"));
+        let metric = family.get_metric().iter().find(|m| {
+            labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
+        });
+        let metric = metric.unwrap_or_else(|| panic!("no {name}{labels:?}"));
+        match family.get_field_type() {
+            prometheus::proto::MetricType::HISTOGRAM => metric.get_histogram().get_sample_count() as f64,
+            _ => metric.get_counter().get_value(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failover_and_each_failure_are_counted_per_pool() {
+        let registry = Registry::new();
+        let metrics = UpstreamMetrics::new(&registry).unwrap();
+        let timeout = Duration::from_secs(2);
+        let writes = Pool::observed("order_svc", vec![dead(), live().await], timeout, &metrics).unwrap();
+        let reads = Pool::observed("matcher", vec![dead()], timeout, &metrics).unwrap();
+
+        // The first instance refuses: the second answers, and the caller sees no error.
+        let answer = writes.send(reqwest::Method::POST, "/api/v1/orders", None, "r-1", None).await;
+        assert_eq!(answer.map(|a| a.status).ok(), Some(202));
+        // The only instance refuses: nothing to fail over to.
+        let failed = reads.send(reqwest::Method::GET, "/api/v1/book/ABC", None, "r-2", None).await;
+        assert!(matches!(failed, Err(Failure::NoneReachable)), "{:?}", failed.err());
+
+        let get = |name, pool, kind: Option<&'static str>| {
+            let mut labels = vec![("pool", pool)];
+            labels.extend(kind.map(|k| ("kind", k)));
+            value(&registry, name, &labels)
+        };
+        let errors = "gateway_upstream_errors_total";
+        assert_eq!(get("gateway_upstream_failovers_total", "order_svc", None), 1.0);
+        assert_eq!(get("gateway_upstream_failovers_total", "matcher", None), 0.0);
+        assert_eq!(get("gateway_upstream_seconds", "order_svc", None), 1.0);
+        assert_eq!(get("gateway_upstream_seconds", "matcher", None), 0.0, "only answers are timed");
+        assert_eq!(get(errors, "order_svc", Some("connect")), 1.0);
+        assert_eq!(get(errors, "order_svc", Some("none_reachable")), 0.0);
+        assert_eq!(get(errors, "matcher", Some("connect")), 1.0);
+        assert_eq!(get(errors, "matcher", Some("none_reachable")), 1.0);
+        assert_eq!(get(errors, "matcher", Some("timeout")), 0.0);
     }
 }

@@ -84,7 +84,8 @@ fn check_service(plan: &Plan, p: &Proc, s: &Value, usage: &str) {
         let var =
             env_of(usage, flag).unwrap_or_else(|| panic!("{binary} --help names no env var for {flag}"));
         let want = match flag.as_str() {
-            "--listen" => format!("0.0.0.0:{}", p.port),
+            // Wake-ups arrive on the HTTP port's number, over UDP.
+            "--listen" | "--wake-listen" => format!("0.0.0.0:{}", p.port),
             // Natively a file in the run directory; in compose, a compose secret.
             "--jwt-secret-file" | "--password-file" => {
                 let secret = if flag == "--jwt-secret-file" { "jwt" } else { "sim" };

@@ -230,6 +230,32 @@ fn metric(matcher: &Service, name: &str) -> Option<i64> {
     })
 }
 
+/// The matcher's `/metrics` value of the `name{label…}` line.
+fn labelled(matcher: &Service, name: &str, label: &str) -> i64 {
+    let text = http().get(matcher.url("/metrics")).send().unwrap().text().unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} {label}"))
+}
+
+/// At rest the matcher's consumer stops fetching (`common::wake`), and order entry's wake-up
+/// brings it back: the order is read, and the resume is counted as a wake-up's, not the
+/// once-a-second recheck's.
+#[test]
+fn an_idle_matcher_stops_fetching_and_order_entry_wakes_it() {
+    let s = stack();
+    let m = s.svc("matcher");
+    for round in 0..2 {
+        let asleep = || metric(&m, "matcher_consumer_paused") == Some(1);
+        wait_until("the matcher's consumer to pause", Duration::from_secs(10), asleep).unwrap();
+        let woken = labelled(&m, "matcher_consumer_resumes_total", "cause=\"wake\"");
+        let id = post(&order_svc(&s), "/api/v1/orders", &v1(&format!("w-{round}"), "buy", "97.00", "1"));
+        order_when(&m, id["order_id"].as_str().unwrap(), |o| o["status"] == "resting");
+        let count = || labelled(&m, "matcher_consumer_resumes_total", "cause=\"wake\"") > woken;
+        wait_until("a wake-up to resume it", Duration::from_secs(5), count).unwrap();
+    }
+    assert!(metric(&m, "matcher_consumer_pauses_total").unwrap_or(0) >= 2);
+}
+
 #[test]
 fn the_matcher_is_ready_only_once_it_has_caught_up_with_the_log() {
     let mut s = stack();

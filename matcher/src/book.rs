@@ -244,6 +244,11 @@ impl Book {
         }
     }
 
+    /// Number of price levels on one side (O(1): the metrics read it after each command).
+    pub fn levels(&self, side: Side) -> usize {
+        self.ladder(side).levels.len()
+    }
+
     /// Best bid: (price, total open quantity there).
     pub fn best_bid(&self) -> Option<(Price, Qty)> {
         self.bids.best().map(|l| (l.price, l.qty))

@@ -44,6 +44,9 @@ pub struct Config {
     pub kafka_options: Vec<(String, String)>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Whom to wake once the broker has acknowledged a command (UDP `host:port` each: the
+    /// matcher, `common::wake`).
+    pub wake: Vec<String>,
 }
 
 /// Serves until `shutdown` fires (graceful: in-flight requests finish, the producer flushes).
@@ -56,7 +59,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         &config.topic,
         config.delivery_timeout,
         &config.kafka_options,
-    )?;
+    )?
+    .waking(&config.wake)
+    .context("opening the wake-up socket")?;
     let publisher = publisher.start();
     let metrics = Arc::new(metrics::Metrics::new("order-svc")?);
     let state = web::Data::new(routes::State {

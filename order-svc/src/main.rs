@@ -33,6 +33,10 @@ struct Args {
     /// Largest request body accepted, in bytes (larger: 413).
     #[arg(long, env = "ORDER_SVC_BODY_LIMIT", default_value_t = 4096)]
     body_limit: usize,
+    /// Whom to wake once the broker has acknowledged a command (UDP `host:port`, comma-separated:
+    /// the matcher's wake-up address), so that its consumer need not poll the broker while idle.
+    #[arg(long, env = "ORDER_SVC_WAKE", value_delimiter = ',')]
+    wake: Vec<String>,
 }
 
 #[actix_web::main]
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         kafka_options,
         body_limit: args.body_limit,
+        wake: args.wake,
     };
     let shutdown = common::shutdown::Shutdown::on_signals()?;
     order_svc::run(config, shutdown).await

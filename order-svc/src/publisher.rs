@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use common::wake::Waker;
 use common::OrderId;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
@@ -34,14 +36,16 @@ pub struct Publisher {
     topic: String,
     /// How long a delivery may take before it is reported as unknown.
     delivery_timeout: Duration,
+    /// Tells the consumers of the topic that there is something to read (`common::wake`).
+    waker: Option<Arc<Waker>>,
 }
 
 /// Why a publish did not get an acknowledgement.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The broker did not acknowledge in time, or refused: the outcome is unknown.
-    #[error("the broker did not acknowledge the order ({0}); the outcome is unknown: look the order up by client_order_id, or resubmit it with the same client_order_id (a second copy is rejected as a duplicate)")]
-    Unacknowledged(String),
+    #[error("the broker did not acknowledge the order ({1}); the outcome is unknown: look the order up by client_order_id, or resubmit it with the same client_order_id (a second copy is rejected as a duplicate)")]
+    Unacknowledged(BrokerError, String),
     /// The broker acknowledged a position that does not fit an exchange order id.
     #[error("the broker returned an unusable position {partition}/{offset}")]
     Position {
@@ -50,6 +54,67 @@ pub enum PublishError {
         /// Offset.
         offset: i64,
     },
+}
+
+/// What kind of failure left a publish unacknowledged (`order_svc_broker_errors_total{kind}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The producer's local queue was full: the message was not enqueued.
+    QueueFull,
+    /// No acknowledgement within the delivery timeout (the producer's, or the safety net's).
+    Timeout,
+    /// The producer gave the message up before a report (shut down, or replaced).
+    Canceled,
+    /// Any other failure to enqueue or deliver: the broker refused, or the client failed.
+    Refused,
+    /// Acknowledged at a position that does not fit an exchange order id.
+    Position,
+}
+
+impl BrokerError {
+    /// Every kind, in declaration order.
+    pub const ALL: [BrokerError; 5] = [
+        BrokerError::QueueFull,
+        BrokerError::Timeout,
+        BrokerError::Canceled,
+        BrokerError::Refused,
+        BrokerError::Position,
+    ];
+
+    /// The kind of a Kafka client error.
+    pub fn of(e: &KafkaError) -> BrokerError {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::QueueFull) => BrokerError::QueueFull,
+            Some(RDKafkaErrorCode::MessageTimedOut) => BrokerError::Timeout,
+            _ => BrokerError::Refused,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerError::QueueFull => "queue_full",
+            BrokerError::Timeout => "timeout",
+            BrokerError::Canceled => "canceled",
+            BrokerError::Refused => "refused",
+            BrokerError::Position => "bad_position",
+        }
+    }
+}
+
+impl PublishError {
+    /// Its kind, for the metrics.
+    pub fn kind(&self) -> BrokerError {
+        match self {
+            PublishError::Unacknowledged(kind, _) => *kind,
+            PublishError::Position { .. } => BrokerError::Position,
+        }
+    }
+
+    /// A Kafka client error as a publish error.
+    fn kafka(e: &KafkaError) -> PublishError {
+        PublishError::Unacknowledged(BrokerError::of(e), e.to_string())
+    }
 }
 
 impl Publisher {
@@ -65,9 +130,14 @@ impl Publisher {
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // One produce request in flight, sent at once: while one is out, what arrives queues
+            // and goes as the next batch (batching that grows with the load, none at rest).
+            // Measured on the whole stack at 1,000 orders/s: with 5 in flight librdkafka's broker
+            // thread spun waiting (each order-svc ~43 % of a core; ack p50 30 ms, p99 129 ms); with
+            // 1, 16 % and p50 14 ms, p99 73 ms; a 3 ms linger did about as well under load but
+            // added 3 ms at 100 orders/s, where this keeps p50 3.7 ms, p99 8.4 ms.
             .set("linger.ms", "0")
-            // Bounded in-flight load: an overloaded broker is worse than a slower client.
-            .set("max.in.flight.requests.per.connection", "5")
+            .set("max.in.flight.requests.per.connection", "1")
             .set("queue.buffering.max.messages", "10000")
             .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
             .set("socket.timeout.ms", "3000");
@@ -81,7 +151,14 @@ impl Publisher {
             failed: Arc::new(AtomicBool::new(false)),
             topic: topic.to_owned(),
             delivery_timeout,
+            waker: None,
         })
+    }
+
+    /// Wakes `targets` (UDP `host:port` each) after every acknowledged publish.
+    pub fn waking(mut self, targets: &[String]) -> std::io::Result<Publisher> {
+        self.waker = Waker::new(targets)?.map(Arc::new);
+        Ok(self)
     }
 
     /// Replaces the producer after a failed delivery.
@@ -162,15 +239,17 @@ impl Handler<Publish> for Publisher {
         if let Some(partition) = msg.partition {
             record = record.partition(partition);
         }
-        let enqueued =
-            self.producer.send_result(record).map_err(|(e, _)| PublishError::Unacknowledged(e.to_string()));
+        let enqueued = self.producer.send_result(record).map_err(|(e, _)| PublishError::kafka(&e));
         // A safety net past the producer's own delivery timeout.
         let limit = self.delivery_timeout + Duration::from_secs(1);
         let failed = self.failed.clone();
+        let waker = self.waker.clone();
         Box::pin(async move {
             let outcome = deliver(enqueued, limit).await;
-            if outcome.is_err() {
-                failed.store(true, Ordering::Relaxed);
+            match (&outcome, waker) {
+                (Err(_), _) => failed.store(true, Ordering::Relaxed),
+                (Ok(_), Some(w)) => w.wake(),
+                (Ok(_), None) => {}
             }
             outcome.map(|id| (id, started.elapsed()))
         })
@@ -182,22 +261,17 @@ async fn deliver(
     enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
     limit: Duration,
 ) -> Result<OrderId, PublishError> {
-    {
-        {
-            let delivery = enqueued?;
-            let report = match tokio::time::timeout(limit, delivery).await {
-                Ok(Ok(report)) => report,
-                Ok(Err(_canceled)) => return Err(PublishError::Unacknowledged("producer shut down".into())),
-                Err(_) => return Err(PublishError::Unacknowledged("delivery timed out".into())),
-            };
-            let delivery = report.map_err(|(e, _)| PublishError::Unacknowledged(e.to_string()))?;
-            let (partition, offset) = (delivery.partition, delivery.offset);
-            let id = u16::try_from(partition)
-                .ok()
-                .zip(u64::try_from(offset).ok())
-                .and_then(|(p, o)| OrderId::new(p, o))
-                .ok_or(PublishError::Position { partition, offset })?;
-            Ok(id)
-        }
-    }
+    let unacknowledged = |kind, why: &str| PublishError::Unacknowledged(kind, why.to_owned());
+    let report = match tokio::time::timeout(limit, enqueued?).await {
+        Ok(Ok(report)) => report,
+        Ok(Err(_canceled)) => return Err(unacknowledged(BrokerError::Canceled, "producer shut down")),
+        Err(_) => return Err(unacknowledged(BrokerError::Timeout, "delivery timed out")),
+    };
+    let delivery = report.map_err(|(e, _)| PublishError::kafka(&e))?;
+    let (partition, offset) = (delivery.partition, delivery.offset);
+    u16::try_from(partition)
+        .ok()
+        .zip(u64::try_from(offset).ok())
+        .and_then(|(p, o)| OrderId::new(p, o))
+        .ok_or(PublishError::Position { partition, offset })
 }

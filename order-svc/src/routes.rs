@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, Unavailable};
 use crate::metrics::Metrics;
-use crate::publisher::{CheckReady, Publish, Publisher};
+use crate::publisher::{BrokerError, CheckReady, Publish, Publisher};
 use crate::validate;
 
 /// What every handler shares.
@@ -82,11 +82,18 @@ async fn publish(
             state.metrics.published.with_label_values(&[kind]).inc();
             Ok(id)
         }
-        Ok(Err(e)) => Err(ApiError::unavailable(Unavailable::Broker, e.to_string())),
-        Err(_) => Err(ApiError::unavailable(
-            Unavailable::Broker,
-            "the publisher is not running; the outcome is unknown",
-        )),
+        Ok(Err(e)) => {
+            state.metrics.broker_error(e.kind());
+            Err(ApiError::unavailable(Unavailable::Broker, e.to_string()))
+        }
+        Err(_) => {
+            // The producer's owner is gone: as if the producer gave the message up.
+            state.metrics.broker_error(BrokerError::Canceled);
+            Err(ApiError::unavailable(
+                Unavailable::Broker,
+                "the publisher is not running; the outcome is unknown",
+            ))
+        }
     }
 }
 

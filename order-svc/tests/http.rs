@@ -30,6 +30,7 @@ async fn order_entry_answers_every_error_as_json_and_stops_on_its_handle() {
         delivery_timeout: Duration::from_secs(1),
         kafka_options: Vec::new(),
         body_limit: 4096,
+        wake: Vec::new(),
     };
     let shutdown = Shutdown::new();
     let task = actix_web::rt::spawn(order_svc::run(config, shutdown.clone()));

@@ -339,31 +339,37 @@ pub fn status_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
         .collect())
 }
 
-/// `lab status [--json]`.
+/// `lab status [--json]`. A reader that goes away early (`| head`) ends it quietly.
 pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let rows = status_rows(dir)?;
+    let mut text = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        text = serde_json::to_string_pretty(&rows)? + "\n";
+    } else {
+        text += &format!(
+            "  {:<12} {:>8} {:>6} {:<6} {:>8} {:>8}\n",
+            "process", "pid", "port", "ready", "restarts", "uptime"
+        );
+        for r in rows {
+            let pid = r.pid.map_or("-".to_owned(), |p| p.to_string());
+            let ready = if r.pid.is_none() {
+                "down"
+            } else if r.ready {
+                "yes"
+            } else {
+                "no"
+            };
+            let up = r
+                .uptime_s
+                .map_or("-".to_owned(), |s| format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60));
+            text +=
+                &format!("  {:<12} {pid:>8} {:>6} {ready:<6} {:>8} {up:>8}\n", r.process, r.port, r.restarts);
+        }
     }
-    println!(
-        "  {:<12} {:>8} {:>6} {:<6} {:>8} {:>8}",
-        "process", "pid", "port", "ready", "restarts", "uptime"
-    );
-    for r in rows {
-        let pid = r.pid.map_or("-".to_owned(), |p| p.to_string());
-        let ready = if r.pid.is_none() {
-            "down"
-        } else if r.ready {
-            "yes"
-        } else {
-            "no"
-        };
-        let up =
-            r.uptime_s.map_or("-".to_owned(), |s| format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60));
-        println!("  {:<12} {pid:>8} {:>6} {ready:<6} {:>8} {up:>8}", r.process, r.port, r.restarts);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `lab logs <process>`: the last lines of its log, then follows it (until Ctrl-C) if `follow`.

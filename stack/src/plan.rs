@@ -306,10 +306,22 @@ impl Plan {
                 p.ready = Probe::Http("/readyz".into());
                 p
             };
+        // Ports of what starts later, so that the matcher can wake the gateways and the gateways
+        // can watch everything (the system map).
+        let gateway_ports: Vec<u16> =
+            (1..=o.gateways).map(|i| o.ports.pick(fixed::GATEWAY + i as u16 - 1)).collect();
         let mut matcher_url = None;
+        // Wake-ups (`common::wake`) go to a service's HTTP port number, over UDP.
+        let mut matcher_wake = None;
         if o.matcher {
             let port = o.ports.pick(fixed::MATCHER);
-            let args = vec!["--brokers".into(), kafka.clone(), "--redis".into(), redis.clone()];
+            let gateways: Vec<String> = gateway_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let mut args = vec!["--brokers".into(), kafka.clone(), "--redis".into(), redis.clone()];
+            args.extend(["--wake-listen".into(), format!("127.0.0.1:{port}")]);
+            if !gateways.is_empty() {
+                args.extend(["--wake".into(), gateways.join(",")]);
+            }
+            matcher_wake = Some(format!("127.0.0.1:{port}"));
             let mut m = service("matcher", Kind::Matcher, "matcher", port, args, backends.clone());
             // It replays the whole orders log before it is ready; its drain is bounded at 10 s.
             m.ready_timeout = Duration::from_secs(600);
@@ -322,15 +334,15 @@ impl Plan {
         for i in 1..=o.order_svcs {
             let name = format!("order-svc-{i}");
             let port = o.ports.pick(fixed::ORDER_SVC + i as u16 - 1);
-            let args = vec!["--brokers".into(), kafka.clone()];
+            let mut args = vec!["--brokers".into(), kafka.clone()];
+            if let Some(wake) = &matcher_wake {
+                args.extend(["--wake".into(), wake.clone()]);
+            }
             let p = service(&name, Kind::OrderSvc, "order-svc", port, args, broker_dep.clone());
             order_urls.push(p.url(""));
             order_names.push(name);
             procs.push(p);
         }
-        // Ports of what starts later, so that the gateways can watch it (the system map).
-        let gateway_ports: Vec<u16> =
-            (1..=o.gateways).map(|i| o.ports.pick(fixed::GATEWAY + i as u16 - 1)).collect();
         let nginx_port = o.nginx_front.then(|| o.ports.pick(fixed::NGINX));
         let sim_port = (o.sim && o.auth).then_some(nginx_port).flatten().map(|_| o.ports.pick(fixed::SIM));
         let mut watch: Vec<String> = procs
@@ -370,6 +382,8 @@ impl Plan {
                 kafka.clone(),
                 "--watch".into(),
                 watch.join(","),
+                "--wake-listen".into(),
+                format!("127.0.0.1:{port}"),
             ];
             let mut deps = broker_dep.clone();
             deps.extend(order_names.iter().cloned());
@@ -669,6 +683,12 @@ mod tests {
         assert_eq!(g.flag("--brokers"), Some("127.0.0.1:19092"));
         assert!(g.deps.iter().any(|d| d == "broker"), "the gateway's feed reads the broker");
         assert_eq!(plan.get("matcher").unwrap().flag("--brokers"), Some("127.0.0.1:19092"));
+        // Wake-ups: order-svc → the matcher's port, the matcher → the gateways' (UDP).
+        let m = plan.get("matcher").unwrap();
+        assert_eq!(m.flag("--wake-listen"), Some("127.0.0.1:9201"));
+        assert_eq!(m.flag("--wake"), Some("127.0.0.1:9001,127.0.0.1:9002"));
+        assert_eq!(plan.get("order-svc-2").unwrap().flag("--wake"), Some("127.0.0.1:9201"));
+        assert_eq!(g.flag("--wake-listen"), Some("127.0.0.1:9002"));
     }
 
     #[test]

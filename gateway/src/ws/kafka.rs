@@ -14,11 +14,16 @@
 //! The broker's health: when nothing has arrived for a second, the thread asks for the
 //! partition's watermarks (also the offset lag); a failure means the feed is down, and the next
 //! success that it is back. librdkafka reconnects on its own and resumes at its position.
+//!
+//! With a wake-up address it dozes (`common::wake`): idle for [`IDLE`], it gives up the partition
+//! and takes it again, at the offset after the last message read, on the matcher's wake-up (sent
+//! once the events are written) or after [`RECHECK`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::wake::{Doze, Listener};
 use common::{
     Account, ClientOrderId, Decimal, OrderId, Qty, Side, SymbolId, SymbolTable, Timestamp, TradeId,
 };
@@ -44,7 +49,18 @@ pub struct KafkaConfig {
     pub fetch_wait_ms: u32,
     /// Most messages handed over in one chunk.
     pub chunk: usize,
+    /// Where the matcher's wake-ups arrive (UDP `host:port`); `None`: fetch all the time.
+    pub wake_listen: Option<String>,
 }
+
+/// Idle this long, a dozing consumer pauses its partition.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// After a recheck that found nothing, it pauses again this soon.
+const PEEK: Duration = Duration::from_millis(20);
+
+/// A paused consumer resumes after this long even without a wake-up.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// One event of the stream, as the feed needs it.
 #[derive(Clone, Debug, PartialEq)]
@@ -292,16 +308,45 @@ fn consume(
         return Ok(());
     }
     tracing::info!(topic = %config.topic, offset = end, "market-data consumer assigned at the end of the topic");
+    let listener = config.wake_listen.as_deref().and_then(|addr| match Listener::bind(addr) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot listen for wake-ups; fetching all the time");
+            None
+        }
+    });
+    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
+    // Where it goes on: dozing, it gives up the partition and takes it again at this offset.
+    let mut next = end;
     let mut heard = Instant::now();
     let mut chunk = Vec::with_capacity(config.chunk);
     while !stop.load(Ordering::Relaxed) {
-        let mut wait = Duration::from_millis(100);
-        while chunk.len() < config.chunk {
-            let Some(polled) = consumer.poll(wait) else { break };
+        if let Some(listener) = listener.as_ref().filter(|_| doze.paused()) {
+            let woken = listener.wait(doze.wait_for(Instant::now(), Duration::from_millis(100)));
+            let now = Instant::now();
+            if doze.should_resume(now, woken) {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&config.topic, 0, Offset::Offset(next))?;
+                consumer.assign(&tpl)?;
+                doze.resume(now, woken);
+            }
+        }
+        let mut wait = Duration::from_millis(if listener.is_some() { 10 } else { 100 });
+        while !doze.paused() && chunk.len() < config.chunk {
+            let Some(polled) = consumer.poll(wait) else {
+                let now = Instant::now();
+                if listener.is_some() && doze.should_pause(now) {
+                    consumer.unassign()?;
+                    doze.pause(now);
+                }
+                break;
+            };
             wait = Duration::ZERO;
             match polled {
                 Ok(m) => {
                     heard = Instant::now();
+                    doze.read(heard);
+                    next = m.offset() + 1;
                     if let Some(ts) = m.timestamp().to_millis() {
                         metrics.lag.observe((now_ms() - ts).max(0) as f64 / 1000.0);
                     }

@@ -72,8 +72,9 @@ impl Config {
             kafka: KafkaConfig {
                 brokers: brokers.to_owned(),
                 topic: "order-events".into(),
-                fetch_wait_ms: 5,
+                fetch_wait_ms: 20,
                 chunk: 512,
+                wake_listen: None,
             },
             queue: 1024,
             heartbeat: Duration::from_secs(5),

@@ -1,13 +1,16 @@
 //! The book thread: pinned to a core, it pops commands, applies them to the [`Engine`] and
 //! pushes the events, then a `Done` marker, into the I/O thread's ring. No allocation, no logging,
-//! no formatting here: only the rings, the book and a clock read per command (the `matched` hop).
+//! no formatting here: only the rings, the book, two clock reads per command (before the book,
+//! and after: the `matched` hop) and the metrics, whose children were resolved before the loop
+//! (atomic adds and stores, one histogram observe; the gauges of a book only when a command
+//! touched it).
 
 use std::thread::Thread;
 
 use common::{EventKind, Qty, SymbolTable};
 
 use super::config::Config;
-use super::metrics::Metrics;
+use super::metrics::{seconds, CommandType, Metrics};
 use super::ring::{now_ns, push_wait, Hops, Idle, Input, Output, Stop};
 use crate::engine::Engine;
 
@@ -28,6 +31,7 @@ pub fn run(
         tracing::info!(core, pinned, "book thread");
     }
     let mut engine = Engine::new(table, config.capacity);
+    let gauges = metrics.book_gauges(table);
     let mut events = Vec::with_capacity(4096);
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
@@ -41,11 +45,13 @@ pub fn run(
             continue;
         };
         idle.reset();
-        let (id, replay, mut hops) = match item {
+        // `started`: when the book took the command (0: it never reached the book).
+        let (id, replay, mut hops, kind, started) = match item {
             Input::Cmd { cmd, replay, hops } => {
                 events.clear();
+                let started = now_ns();
                 engine.apply(&cmd, &mut events);
-                (cmd.id, replay, hops)
+                (cmd.id, replay, hops, CommandType::of(&cmd.kind), started)
             }
             Input::CaughtUp => {
                 push(&mut output, Output::CaughtUp, &io, stop, metrics);
@@ -68,14 +74,30 @@ pub fn run(
                         qty: Qty::ZERO,
                     },
                 });
-                (id, replay, Hops::default())
+                (id, replay, Hops::default(), CommandType::Malformed, 0)
             }
         };
         hops.matched = now_ns();
-        metrics.commands.inc();
+        // The wall clock, so the end is the `matched` stamp (one read fewer than a monotonic pair;
+        // a clock step shows as one outlier, never a negative time).
+        if started > 0 {
+            metrics.book_command.observe(seconds(hops.matched.saturating_sub(started)));
+        }
+        metrics.command(kind);
+        // The books this command changed are those its events name (one, or each in turn for a
+        // mass-cancel): their gauges are set once per run of events.
+        let mut touched = None;
         for event in &events {
-            if matches!(event.kind, EventKind::Fill { .. }) {
-                metrics.trades.inc();
+            match event.kind {
+                EventKind::Fill { .. } => metrics.trades.inc(),
+                EventKind::Rejected { reason, .. } => metrics.reject(reason),
+                _ => {}
+            }
+            if let Some(symbol) = event.symbol.filter(|s| touched != Some(*s)) {
+                touched = Some(symbol);
+                if let (Some(book), Some(g)) = (engine.book(symbol), gauges.get(symbol.0 as usize)) {
+                    g.set(book);
+                }
             }
             push(&mut output, Output::Event { event: *event, replay }, &io, stop, metrics);
         }
@@ -90,4 +112,101 @@ pub fn run(
 #[inline]
 fn push(ring: &mut rtrb::Producer<Output>, item: Output, io: &Thread, stop: &Stop, metrics: &Metrics) {
     push_wait(ring, item, io, std::hint::spin_loop, stop, &metrics.ring_full);
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{
+        Account, ClientOrderId, Command, CommandKind, NewOrder, OrderId, OrderType, Price, RejectReason,
+    };
+    use common::{Side, SymbolId, TimeInForce, Timestamp};
+
+    use super::*;
+    use crate::book::Capacity;
+
+    fn config() -> Config {
+        Config {
+            listen: String::new(),
+            instance: String::new(),
+            brokers: String::new(),
+            group: String::new(),
+            orders_topic: String::new(),
+            trades_topic: String::new(),
+            events_topic: String::new(),
+            redis: String::new(),
+            pin_core: None,
+            spin: 0,
+            ring: 64,
+            capacity: Capacity { orders: 64, levels: 16, client_window: 64 },
+            fetch_wait_ms: 2,
+            linger_ms: 1,
+            wake_listen: None,
+            wake: vec![],
+        }
+    }
+
+    /// A buy of one lot of `ABC` at `price` ticks, at offset `offset`.
+    fn buy(offset: u64, price: i64) -> Input {
+        let order = NewOrder {
+            symbol: SymbolId(0),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new(&format!("c{offset}")).unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            post_only: false,
+            price: Some(Price(price)),
+            qty: Qty(1),
+        };
+        let cmd =
+            Command { id: OrderId::new(0, offset).unwrap(), ts: Timestamp(1), kind: CommandKind::New(order) };
+        Input::Cmd { cmd, replay: false, hops: Hops::default() }
+    }
+
+    #[test]
+    fn the_book_thread_counts_commands_rejects_and_each_touched_book() {
+        let table = SymbolTable::default();
+        let metrics = Metrics::new().unwrap();
+        let (mut to_book, from_consumer) = rtrb::RingBuffer::<Input>::new(16);
+        let (to_io, mut from_book) = rtrb::RingBuffer::<Output>::new(64);
+        // Two orders rest at two prices; one is outside ABC's ±10 % band (100.00); one never decoded.
+        for input in [
+            buy(1, 9_990),
+            buy(2, 9_980),
+            buy(3, 20_000),
+            Input::Bad { id: OrderId::new(0, 4).unwrap(), reason: RejectReason::Malformed, replay: false },
+        ] {
+            to_book.push(input).unwrap();
+        }
+        // The consumer is gone: the thread finishes the ring and returns.
+        drop(to_book);
+        run(&config(), &table, from_consumer, to_io, std::thread::current(), &Stop::default(), &metrics)
+            .unwrap();
+
+        let count = |t: CommandType| metrics.commands[t as usize].get();
+        assert_eq!(
+            (count(CommandType::New), count(CommandType::Malformed), count(CommandType::Cancel)),
+            (3, 1, 0)
+        );
+        let rejects = |r: RejectReason| metrics.rejects[r as usize].get();
+        assert_eq!((rejects(RejectReason::PriceBand), rejects(RejectReason::Malformed)), (1, 1));
+        assert_eq!(metrics.rejects.iter().map(|c| c.get()).sum::<u64>(), 2);
+        assert_eq!(metrics.resting.with_label_values(&["ABC"]).get(), 2);
+        assert_eq!(metrics.levels.with_label_values(&["ABC", "buy"]).get(), 2);
+        assert_eq!(metrics.levels.with_label_values(&["ABC", "sell"]).get(), 0);
+        assert_eq!(metrics.resting.with_label_values(&["DEF"]).get(), 0);
+        assert_eq!(
+            metrics.book_command.get_sample_count(),
+            3,
+            "the malformed message never reached the book"
+        );
+        let mut done = 0;
+        while let Ok(out) = from_book.pop() {
+            if let Output::Done { hops, .. } = out {
+                assert!(hops.matched > 0);
+                done += 1;
+            }
+        }
+        assert_eq!(done, 4);
+    }
 }

@@ -31,4 +31,13 @@ pub struct Config {
     pub ring: usize,
     /// Book capacity.
     pub capacity: Capacity,
+    /// The orders consumer's `fetch.wait.max.ms`.
+    pub fetch_wait_ms: u32,
+    /// The output producer's `linger.ms`.
+    pub linger_ms: u32,
+    /// Where the writers' wake-ups arrive (UDP `host:port`): with it, the consumer stops fetching
+    /// while nothing flows (`common::wake`); without it, it fetches all the time.
+    pub wake_listen: Option<String>,
+    /// Whom the I/O thread wakes once the events are written (`host:port` each: the gateways).
+    pub wake: Vec<String>,
 }

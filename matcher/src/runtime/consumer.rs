@@ -2,22 +2,62 @@
 //! each message into a command stamped with its log position, and pushes it into the ring of the
 //! book thread. Commands below the group's committed offset are marked `replay`. It also commits
 //! the offsets the I/O thread reports as persisted.
+//!
+//! With a wake-up address it dozes (`common::wake`): once caught up and idle for [`IDLE`], it
+//! gives up its partitions, so the broker is not asked for empty fetches, and takes them again on
+//! order-svc's wake-up or after [`RECHECK`], each at the offset after the last message it handed
+//! on.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use common::envelope::decode_command_traced;
+use common::wake::{Doze, Listener};
 use common::{OrderId, SymbolTable};
+use prometheus::IntGaugeVec;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use super::config::Config;
 use super::metrics::Metrics;
 use super::ring::{now_ns, push_wait, Hops, Input, Stop};
+
+/// Idle this long (caught up, nothing read), the consumer pauses its partitions.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// After a recheck that found nothing, it pauses again this soon.
+const PEEK: Duration = Duration::from_millis(20);
+
+/// A paused consumer resumes after this long even without a wake-up.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Reads the client's statistics (once a second, served by `poll`) into the per-partition lag:
+/// the partition's end as of the last fetch minus the next offset to hand on.
+struct LagStats {
+    topic: String,
+    lag: IntGaugeVec,
+}
+
+impl ClientContext for LagStats {
+    fn stats(&self, stats: Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        for (&p, part) in &topic.partitions {
+            // -1 is librdkafka's unassigned placeholder; offsets below 0 are "not known yet".
+            if p >= 0 && part.hi_offset >= 0 && part.app_offset >= 0 {
+                self.lag.with_label_values(&[&p.to_string()]).set((part.hi_offset - part.app_offset).max(0));
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagStats {}
+
+type OrdersConsumer = BaseConsumer<LagStats>;
 
 /// Runs until `stop`; a fatal error stops every thread.
 pub fn run(
@@ -46,15 +86,17 @@ fn consume(
     stop: &Stop,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let lag = LagStats { topic: config.orders_topic.clone(), lag: metrics.consumer_lag.clone() };
+    let consumer: OrdersConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // The broker holds a fetch for about this long even when data is there (DESIGN.md §1).
-        .set("fetch.wait.max.ms", "2")
+        .set("fetch.wait.max.ms", config.fetch_wait_ms.max(1).to_string())
         .set("socket.timeout.ms", "3000")
-        .create()
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(lag)
         .context("creating the Kafka consumer")?;
     let partitions = loop {
         match consumer.fetch_metadata(Some(&config.orders_topic), Duration::from_secs(3)) {
@@ -101,12 +143,38 @@ fn consume(
         }
     }
     metrics.catch_up_remaining.set(remaining);
+    for p in 0..partitions {
+        // Exported from the start; the statistics keep it current.
+        metrics.consumer_lag.with_label_values(&[&p.to_string()]).set(0);
+    }
     tracing::info!(partitions, ?emit_from, remaining, "replaying the orders topic from the beginning");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(&config.orders_topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
+    let listener = config.wake_listen.as_deref().and_then(|addr| match Listener::bind(addr) {
+        Ok(l) => {
+            tracing::info!(%addr, "dozing when idle: wake-ups arrive on UDP {addr}");
+            Some(l)
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot listen for wake-ups; fetching all the time");
+            None
+        }
+    });
+    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
+    // Where each partition goes on: a dozing consumer gives up its assignment (nothing is
+    // fetched) and takes it again at exactly these offsets, so nothing read ahead and dropped can
+    // be skipped. (librdkafka's pause/resume left a partition stuck in the tests.)
+    let mut next: Vec<Offset> = (0..partitions).map(|_| Offset::Beginning).collect();
+    let at = |next: &[Offset]| -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, &offset) in next.iter().enumerate() {
+            tpl.add_partition_offset(&config.orders_topic, p as i32, offset)?;
+        }
+        Ok(tpl)
+    };
 
     let mut pending: HashMap<i32, i64> = HashMap::new();
     let mut caught_up_sent = false;
@@ -119,7 +187,28 @@ fn consume(
         // Commit what the I/O thread has persisted.
         pending.extend(commits.try_iter());
         commit(&consumer, &config.orders_topic, &mut pending, CommitMode::Async)?;
-        let Some(msg) = consumer.poll(Duration::from_millis(20)) else { continue };
+        if let Some(listener) = listener.as_ref().filter(|_| doze.paused()) {
+            // Back often enough to commit what the I/O thread persists meanwhile.
+            let woken = listener.wait(doze.wait_for(Instant::now(), Duration::from_millis(20)));
+            let now = Instant::now();
+            if doze.should_resume(now, woken) {
+                consumer.assign(&at(&next)?).context("taking the orders partitions again")?;
+                doze.resume(now, woken);
+                metrics.resumes[usize::from(!woken)].inc();
+                metrics.paused.set(0);
+            }
+            continue;
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(10)) else {
+            let now = Instant::now();
+            if listener.is_some() && caught_up_sent && doze.should_pause(now) {
+                consumer.unassign().context("giving up the orders partitions while idle")?;
+                doze.pause(now);
+                metrics.pauses.inc();
+                metrics.paused.set(1);
+            }
+            continue;
+        };
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -128,7 +217,13 @@ fn consume(
             }
         };
         let consumed = now_ns();
+        if listener.is_some() {
+            doze.read(Instant::now());
+        }
         let (partition, offset) = (msg.partition(), msg.offset());
+        if let Some(n) = usize::try_from(partition).ok().and_then(|p| next.get_mut(p)) {
+            *n = Offset::Offset(offset + 1);
+        }
         let replay = offset < emit_from.get(&partition).copied().unwrap_or(0);
         if let Some(&last) = catch_up_last.get(&partition) {
             metrics.catch_up_remaining.dec();
@@ -195,7 +290,7 @@ fn push(
 /// Commits `pending` (partition → next offset) and clears it; a failed commit leaves it for the
 /// next try.
 fn commit(
-    consumer: &BaseConsumer,
+    consumer: &OrdersConsumer,
     topic: &str,
     pending: &mut HashMap<i32, i64>,
     mode: CommitMode,

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use common::envelope::encode_event;
@@ -71,15 +71,18 @@ async fn pump(
         .set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1")
+        .set("linger.ms", config.linger_ms.to_string())
         .set("message.timeout.ms", "10000")
         .create()
         .context("creating the Kafka producer")?;
     let retry = Retry { stop, retries: &metrics.io_retries, pause: Duration::from_millis(200) };
+    // The gateways' market-data consumers doze while nothing flows (`common::wake`).
+    let waker = common::wake::Waker::new(&config.wake).context("opening the wake-up socket")?;
     let mut sink = Sink { table, projection: Projection::default(), stream_last: HashMap::new() };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
         let available = input.slots();
+        metrics.ring_out.set(available as i64);
         if available == 0 {
             // The book thread left (a drain) and all it pushed is persisted: returning drops
             // `commits`, which tells the consumer to make its final commit.
@@ -109,12 +112,23 @@ async fn pump(
             caught_up(batch.caught_up, metrics);
             continue;
         }
+        let started = Instant::now();
         sink.write_redis(&mut redis, &mut batch, &retry).await?;
-        write_kafka(&producer, &batch, config, &retry).await?;
+        metrics.redis_write.observe(started.elapsed().as_secs_f64());
+        if !batch.kafka.is_empty() {
+            let started = Instant::now();
+            write_kafka(&producer, &batch, config, &retry).await?;
+            metrics.kafka_write.observe(started.elapsed().as_secs_f64());
+            if let Some(w) = &waker {
+                w.wake();
+            }
+        }
         metrics.persisted_batches.inc();
+        let persisted = now_ns();
+        measure_hops(&mut batch, persisted, metrics);
         if !batch.persisted.is_empty() {
             // The hop after the writes: one more small pipeline (its failure loses only a hop).
-            let at = now_ns().to_string();
+            let at = persisted.to_string();
             let mut pipe = redis::pipe();
             for id in batch.persisted.drain(..) {
                 pipe.hset(keys::order(id), "hop_persisted_ns", &at).ignore();
@@ -129,6 +143,13 @@ async fn pump(
         caught_up(batch.caught_up, metrics);
     }
     Ok(())
+}
+
+/// Records the hops of a written batch's emitted commands, persisted at `persisted` (ns).
+fn measure_hops(batch: &mut Batch, persisted: u64, metrics: &Metrics) {
+    for hops in batch.hops.drain(..) {
+        metrics.observe_hops(&hops, persisted);
+    }
 }
 
 /// Marks the matcher current when the catch-up marker's batch is done.
@@ -175,6 +196,9 @@ struct Batch {
     books: Vec<SymbolId>,
     /// Orders of this batch's commands: their `persisted` hop is stamped once the batch is written.
     persisted: Vec<OrderId>,
+    /// The hops of this batch's emitted commands (replays have none): `matcher_hop_seconds` once
+    /// the batch is written.
+    hops: Vec<Hops>,
     /// Stream entries to add.
     stream: Vec<StreamEntry>,
     /// The catch-up marker came in this batch: the matcher is current once the batch is written.
@@ -387,6 +411,7 @@ impl Sink<'_> {
         if replay {
             return;
         }
+        b.hops.push(hops);
         if let Some(status) = status {
             let key = keys::order(id);
             if status == OrderStatus::Resting {
@@ -685,6 +710,7 @@ mod tests {
         assert_eq!(topics.iter().filter(|t| **t == Topic::Events).count(), 5, "every event on order-events");
         assert_eq!(b.commits.get(&0), Some(&3), "the next offset to commit");
         assert_eq!(b.persisted, [OrderId(1), OrderId(2)]);
+        assert_eq!(b.hops.len(), 2, "both commands' hops, for matcher_hop_seconds");
         assert_eq!(sink.projection.orders(), 0, "both orders ended");
 
         let (stop, retries) = (Stop::default(), retries());
@@ -757,8 +783,27 @@ mod tests {
         sink.event(&event(1, 1, accepted(1, Side::Sell, TimeInForce::Gtc, 10_000)), true, &mut b);
         sink.done(OrderId(1), true, Hops::default(), &mut b);
         assert!(b.kafka.is_empty() && b.commits.is_empty() && b.persisted.is_empty());
+        assert!(b.hops.is_empty(), "a replayed command's hops are not measured");
         assert_eq!(b.pipe.cmd_iter().count(), 0);
         assert_eq!(sink.projection.order(OrderId(1)).map(|o| o.status), Some(OrderStatus::Resting));
+    }
+
+    #[test]
+    fn only_emitted_commands_are_measured_hop_by_hop() {
+        let table = SymbolTable::default();
+        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut b = Batch::default();
+        let hops = Hops { gateway: 0, published: 1_000, consumed: 2_000, matched: 3_000 };
+        sink.event(&event(1, 1, accepted(1, Side::Sell, TimeInForce::Gtc, 10_000)), true, &mut b);
+        sink.done(OrderId(1), true, hops, &mut b);
+        sink.event(&event(2, 2, accepted(2, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
+        sink.done(OrderId(2), false, hops, &mut b);
+        let metrics = Metrics::new().unwrap();
+        measure_hops(&mut b, 4_000, &metrics);
+        let counts: Vec<u64> = metrics.hops.iter().map(|h| h.get_sample_count()).collect();
+        // The replayed command is not measured; the emitted one came straight to order entry.
+        assert_eq!(counts, [0, 1, 1, 1]);
+        assert!(b.hops.is_empty(), "measured once");
     }
 
     /// A batch with one new `trades:ABC` entry, whose newest id must be read first.

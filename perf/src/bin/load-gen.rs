@@ -25,7 +25,10 @@
 //!
 //! Flags: `--url` (`http://127.0.0.1:8080`), `--rate N` (500), `--duration S` (20), `--warmup S`
 //! (3), `--in-flight N` (64), `--users N` (4), `--symbol S` (`ABC`), `--mid P` (`100.00`), `--tick
-//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`, `--brokers HOST:PORT` (order → trade).
+//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`, `--brokers HOST:PORT` (order → trade),
+//! `--trades-wait-ms N` (5: the trade watcher's `fetch.wait.max.ms`; the broker holds each fetch
+//! that long, so it adds up to N ms to order → trade, and a lower N costs the broker CPU the stack
+//! under test then lacks: at 1 ms, 1,000 fetches a second).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -50,9 +53,10 @@ struct Flags {
     seed: u64,
     hgrm: Option<std::path::PathBuf>,
     brokers: Option<String>,
+    trades_wait_ms: u32,
 }
 
-const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR] [--brokers HOST:PORT]";
+const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR] [--brokers HOST:PORT] [--trades-wait-ms N]";
 
 fn flags() -> Result<Flags, String> {
     let mut f = Flags {
@@ -68,6 +72,7 @@ fn flags() -> Result<Flags, String> {
         seed: 1,
         hgrm: None,
         brokers: None,
+        trades_wait_ms: 5,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -87,6 +92,7 @@ fn flags() -> Result<Flags, String> {
             "--seed" => f.seed = num(value)? as u64,
             "--hgrm" => f.hgrm = Some(value.into()),
             "--brokers" => f.brokers = Some(value.clone()),
+            "--trades-wait-ms" => f.trades_wait_ms = num(value)? as u32,
             _ => return Err(format!("unknown flag {name}\n{USAGE}")),
         }
     }
@@ -204,6 +210,10 @@ async fn login(client: &reqwest::Client, url: &str, user: &str) -> Result<String
 }
 
 fn main() {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
     let f = match flags() {
         Ok(f) => f,
         Err(e) => {
@@ -242,7 +252,11 @@ async fn run(f: Flags) -> Result<(), String> {
     let total = (f.rate * (f.warmup + f.duration)) as u64;
     let mut rng = Rng(f.seed.max(1) ^ 0x9e37_79b9_7f4a_7c15);
     let start = Instant::now() + Duration::from_millis(100);
-    let trades = f.brokers.as_deref().map(|b| TradeWatch::start(b, &format!("g{run_id}-"))).transpose()?;
+    let trades = f
+        .brokers
+        .as_deref()
+        .map(|b| TradeWatch::start(b, &format!("g{run_id}-"), f.trades_wait_ms))
+        .transpose()?;
     let record_from = start + Duration::from_secs_f64(f.warmup);
     let mut next_report = start + Duration::from_secs(1);
     // A progress bar on a terminal; a line every 5 s into a log.
@@ -434,14 +448,14 @@ struct TradeWatch {
 }
 
 impl TradeWatch {
-    fn start(brokers: &str, prefix: &str) -> Result<TradeWatch, String> {
+    fn start(brokers: &str, prefix: &str, wait_ms: u32) -> Result<TradeWatch, String> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::Message as _;
         let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "load-gen")
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "1")
+            .set("fetch.wait.max.ms", wait_ms.max(1).to_string())
             .create()
             .map_err(|e| e.to_string())?;
         let mut tpl = rdkafka::TopicPartitionList::new();
