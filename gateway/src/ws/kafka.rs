@@ -15,9 +15,9 @@
 //! partition's watermarks (also the offset lag); a failure means the feed is down, and the next
 //! success that it is back. librdkafka reconnects on its own and resumes at its position.
 //!
-//! With a wake-up address it dozes (`common::wake`): idle for [`IDLE`], it gives up the partition
+//! With a wake-up address it dozes (`common::wake`): idle for `IDLE`, it gives up the partition
 //! and takes it again, at the offset after the last message read, on the matcher's wake-up (sent
-//! once the events are written) or after [`RECHECK`].
+//! once the events are written) or after `RECHECK`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,9 +3,9 @@
 //! book thread. Commands below the group's committed offset are marked `replay`. It also commits
 //! the offsets the I/O thread reports as persisted.
 //!
-//! With a wake-up address it dozes (`common::wake`): once caught up and idle for [`IDLE`], it
+//! With a wake-up address it dozes (`common::wake`): once caught up and idle for `IDLE`, it
 //! gives up its partitions, so the broker is not asked for empty fetches, and takes them again on
-//! order-svc's wake-up or after [`RECHECK`], each at the offset after the last message it handed
+//! order-svc's wake-up or after `RECHECK`, each at the offset after the last message it handed
 //! on.
 
 use std::collections::HashMap;
