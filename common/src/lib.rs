@@ -25,6 +25,8 @@ pub mod event;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod ids;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod num;
 #[cfg(feature = "http")]
 pub mod shutdown;

@@ -17,17 +17,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use common::kafka::{DeliveryFuture, Producer};
 use common::wake::Waker;
 use common::OrderId;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 /// Publishes commands to the `orders` topic.
 pub struct Publisher {
     /// The idempotent producer.
-    producer: FutureProducer,
+    producer: Producer,
     /// Its settings, to make a fresh one.
     config: ClientConfig,
     /// Set by a failed delivery: replace the producer before the next publish.
@@ -144,7 +145,7 @@ impl Publisher {
         for (k, v) in extra {
             config.set(k, v);
         }
-        let producer: FutureProducer = config.create()?;
+        let producer = Producer::create(&config)?;
         Ok(Publisher {
             producer,
             config,
@@ -164,7 +165,7 @@ impl Publisher {
     /// Replaces the producer after a failed delivery.
     fn renew_if_failed(&mut self) {
         if self.failed.swap(false, Ordering::Relaxed) {
-            match self.config.create::<FutureProducer>() {
+            match Producer::create(&self.config) {
                 Ok(fresh) => {
                     tracing::warn!("a delivery failed: replacing the Kafka producer with a fresh one");
                     // Dropping the old one purges what it still holds (all already reported 503).
@@ -239,7 +240,7 @@ impl Handler<Publish> for Publisher {
         if let Some(partition) = msg.partition {
             record = record.partition(partition);
         }
-        let enqueued = self.producer.send_result(record).map_err(|(e, _)| PublishError::kafka(&e));
+        let enqueued = self.producer.send_result(record).map_err(|e| PublishError::kafka(&e));
         // A safety net past the producer's own delivery timeout.
         let limit = self.delivery_timeout + Duration::from_secs(1);
         let failed = self.failed.clone();
@@ -258,7 +259,7 @@ impl Handler<Publish> for Publisher {
 
 /// Waits for a delivery report and turns it into an exchange order id.
 async fn deliver(
-    enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
+    enqueued: Result<DeliveryFuture, PublishError>,
     limit: Duration,
 ) -> Result<OrderId, PublishError> {
     let unacknowledged = |kind, why: &str| PublishError::Unacknowledged(kind, why.to_owned());

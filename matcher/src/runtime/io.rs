@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use common::envelope::encode_event;
+use common::kafka::Producer;
 use common::{
     Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, SymbolId, SymbolSpec, SymbolTable,
     TimeInForce, Timestamp, TradeId,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
 use super::config::Config;
@@ -67,14 +68,15 @@ async fn pump(
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis.as_str()).context("redis url")?;
     let mut redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", config.linger_ms.to_string())
-        .set("message.timeout.ms", "10000")
-        .create()
-        .context("creating the Kafka producer")?;
+    let producer = Producer::create(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("message.timeout.ms", "10000"),
+    )
+    .context("creating the Kafka producer")?;
     let retry = Retry { stop, retries: &metrics.io_retries, pause: Duration::from_millis(200) };
     // The gateways' market-data consumers doze while nothing flows (`common::wake`).
     let waker = common::wake::Waker::new(&config.wake).context("opening the wake-up socket")?;
@@ -504,7 +506,7 @@ impl Sink<'_> {
 /// The Kafka half of a batch: every message enqueued, then every acknowledgement awaited; a
 /// failed delivery is sent again.
 async fn write_kafka(
-    producer: &FutureProducer,
+    producer: &Producer,
     b: &Batch,
     config: &Config,
     retry: &Retry<'_>,
@@ -524,7 +526,7 @@ async fn write_kafka(
                     break;
                 }
                 Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
-                Err((e, _)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "Kafka queue full; waiting");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
