@@ -143,13 +143,22 @@ impl Stack {
     /// Broker, Redis, the matcher, `order_svcs` order-svc, `gateways` gateways, and nginx in
     /// front if asked; panics (failing the test) with the failing process's log.
     pub fn start(order_svcs: usize, gateways: usize, nginx: bool) -> Stack {
+        Stack::start_with_gateway_args(order_svcs, gateways, nginx, &[])
+    }
+
+    /// A stack as [`Stack::start`] whose gateways are also started with `args`.
+    pub fn start_with_gateway_args(order_svcs: usize, gateways: usize, nginx: bool, args: &[&str]) -> Stack {
         Stack::with(
             |o| {
                 o.order_svcs = order_svcs;
                 o.gateways = gateways;
                 o.nginx_front = nginx;
             },
-            |_| {},
+            |p| {
+                for g in p.procs.iter_mut().filter(|p| p.kind == Kind::Gateway) {
+                    g.args.extend(args.iter().map(|a| a.to_string()));
+                }
+            },
         )
     }
 

@@ -310,16 +310,11 @@ fn bad_usernames_and_passwords_are_refused_naming_the_field() {
 
 #[test]
 fn a_password_guesser_and_an_order_flood_are_slowed_down() {
-    let s = Stack::with(
-        |o| {
-            o.order_svcs = 1;
-            o.gateways = 1;
-            o.nginx_front = false;
-        },
-        |plan| {
-            let g = plan.procs.iter_mut().find(|p| p.name == "gateway-1").unwrap();
-            g.args.extend(["--rate-failed-logins", "3", "--rate-orders-per-account", "1"].map(String::from));
-        },
+    let s = Stack::start_with_gateway_args(
+        1,
+        1,
+        false,
+        &["--rate-failed-logins", "3", "--rate-orders-per-account", "1"],
     );
     let g = s.svc("gateway-1");
     itest::signup(&g, "erin");

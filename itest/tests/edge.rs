@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use itest::{http, wait_until, Kind, Service, Signal, Stack};
+use itest::{http, wait_until, Service, Signal, Stack};
 use serde_json::{json, Value};
 
 fn edge() -> Stack {
@@ -191,18 +191,7 @@ fn a_steady_flow_survives_a_gateway_and_then_an_order_svc_being_killed() {
     // The per-account order limit (200/s per gateway) off: one client's back-to-back orders,
     // acknowledged in a few milliseconds, outrun it once one gateway is left, and a 429 is not
     // what this test is about.
-    let e = Stack::with(
-        |o| {
-            o.order_svcs = 2;
-            o.gateways = 2;
-            o.nginx_front = true;
-        },
-        |p| {
-            for g in p.procs.iter_mut().filter(|p| p.kind == Kind::Gateway) {
-                g.env.push(("GATEWAY_RATE_ORDERS_PER_ACCOUNT".into(), "100000".into()));
-            }
-        },
-    );
+    let e = Stack::start_with_gateway_args(2, 2, true, &["--rate-orders-per-account", "100000"]);
     let mut n = 0u32;
     let a = alice(&e);
     let mut send = |_: &Stack| {

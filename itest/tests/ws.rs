@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use itest::{http, wait_until, Kind, Service, Stack};
+use itest::{http, wait_until, Service, Stack};
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
@@ -336,29 +336,9 @@ fn stack(order_svcs: usize, gateways: usize, nginx: bool) -> Stack {
 
 /// A stack whose gateways have the test hooks, a tiny queue and quick heartbeats.
 fn hooked_stack() -> Stack {
-    Stack::with(
-        |o| {
-            o.order_svcs = 1;
-            o.gateways = 1;
-            o.nginx_front = false;
-        },
-        |p| {
-            for proc in p.procs.iter_mut().filter(|p| p.kind == Kind::Gateway) {
-                proc.args.extend(
-                    [
-                        "--ws-test-hooks",
-                        "--ws-queue",
-                        "16",
-                        "--ws-heartbeat-secs",
-                        "1",
-                        "--ws-idle-timeout-secs",
-                        "3",
-                    ]
-                    .map(String::from),
-                );
-            }
-        },
-    )
+    let hooks =
+        ["--ws-test-hooks", "--ws-queue", "16", "--ws-heartbeat-secs", "1", "--ws-idle-timeout-secs", "3"];
+    Stack::start_with_gateway_args(1, 1, false, &hooks)
 }
 
 #[test]

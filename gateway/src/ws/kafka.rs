@@ -53,13 +53,13 @@ pub struct KafkaConfig {
     pub wake_listen: Option<String>,
 }
 
-/// Idle this long, a dozing consumer pauses its partition.
+/// Idle this long, the consumer gives up its partition.
 const IDLE: Duration = Duration::from_millis(250);
 
-/// After a recheck that found nothing, it pauses again this soon.
+/// After a recheck that found nothing, it gives it up again this soon.
 const PEEK: Duration = Duration::from_millis(20);
 
-/// A paused consumer resumes after this long even without a wake-up.
+/// A dozing consumer takes its partition again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// One event of the stream, as the feed needs it.

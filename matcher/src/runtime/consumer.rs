@@ -27,13 +27,13 @@ use super::config::Config;
 use super::metrics::Metrics;
 use super::ring::{now_ns, push_wait, Hops, Input, Stop};
 
-/// Idle this long (caught up, nothing read), the consumer pauses its partitions.
+/// Idle this long (caught up, nothing read), the consumer gives up its partitions.
 const IDLE: Duration = Duration::from_millis(250);
 
-/// After a recheck that found nothing, it pauses again this soon.
+/// After a recheck that found nothing, it gives them up again this soon.
 const PEEK: Duration = Duration::from_millis(20);
 
-/// A paused consumer resumes after this long even without a wake-up.
+/// A dozing consumer takes its partitions again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// Reads the client's statistics (once a second, served by `poll`) into the per-partition lag:
@@ -148,11 +148,18 @@ fn consume(
         metrics.consumer_lag.with_label_values(&[&p.to_string()]).set(0);
     }
     tracing::info!(partitions, ?emit_from, remaining, "replaying the orders topic from the beginning");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(&config.orders_topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    // Where each partition goes on, from the beginning: a dozing consumer gives up its assignment
+    // (nothing is fetched) and takes it again at exactly these offsets, so nothing read ahead and
+    // dropped can be skipped. (librdkafka's pause/resume left a partition stuck in the tests.)
+    let mut next: Vec<Offset> = (0..partitions).map(|_| Offset::Beginning).collect();
+    let at = |next: &[Offset]| -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, &offset) in next.iter().enumerate() {
+            tpl.add_partition_offset(&config.orders_topic, p as i32, offset)?;
+        }
+        Ok(tpl)
+    };
+    consumer.assign(&at(&next)?)?;
     let listener = config.wake_listen.as_deref().and_then(|addr| match Listener::bind(addr) {
         Ok(l) => {
             tracing::info!(%addr, "dozing when idle: wake-ups arrive on UDP {addr}");
@@ -164,17 +171,6 @@ fn consume(
         }
     });
     let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
-    // Where each partition goes on: a dozing consumer gives up its assignment (nothing is
-    // fetched) and takes it again at exactly these offsets, so nothing read ahead and dropped can
-    // be skipped. (librdkafka's pause/resume left a partition stuck in the tests.)
-    let mut next: Vec<Offset> = (0..partitions).map(|_| Offset::Beginning).collect();
-    let at = |next: &[Offset]| -> anyhow::Result<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, &offset) in next.iter().enumerate() {
-            tpl.add_partition_offset(&config.orders_topic, p as i32, offset)?;
-        }
-        Ok(tpl)
-    };
 
     let mut pending: HashMap<i32, i64> = HashMap::new();
     let mut caught_up_sent = false;

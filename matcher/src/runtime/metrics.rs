@@ -212,6 +212,11 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        let counters = |name: &str, help: &str, label: &str| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let gauges = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
@@ -223,17 +228,17 @@ impl Metrics {
             Ok(h)
         };
 
-        let by_type = IntCounterVec::new(
-            Opts::new("matcher_commands_total", "Commands applied by the book, by type (replays included)"),
-            &["type"],
+        let by_type = counters(
+            "matcher_commands_total",
+            "Commands applied by the book, by type (replays included)",
+            "type",
         )?;
-        registry.register(Box::new(by_type.clone()))?;
         let commands = CommandType::ALL.map(|t| by_type.with_label_values(&[t.as_str()]));
-        let by_reason = IntCounterVec::new(
-            Opts::new("matcher_rejects_total", "Commands the book refused, by reason (replays included)"),
-            &["reason"],
+        let by_reason = counters(
+            "matcher_rejects_total",
+            "Commands the book refused, by reason (replays included)",
+            "reason",
         )?;
-        registry.register(Box::new(by_reason.clone()))?;
         let rejects = RejectReason::ALL.map(|r| by_reason.with_label_values(&[r.as_str()]));
         let by_hop = HistogramVec::new(
             HistogramOpts::new(
@@ -245,11 +250,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(by_hop.clone()))?;
         let hops = Hop::ALL.map(|h| by_hop.with_label_values(&[h.as_str()]));
-        let by_cause = IntCounterVec::new(
-            Opts::new("matcher_consumer_resumes_total", "Times the dozing orders consumer resumed, by cause"),
-            &["cause"],
+        let by_cause = counters(
+            "matcher_consumer_resumes_total",
+            "Times the dozing orders consumer resumed, by cause",
+            "cause",
         )?;
-        registry.register(Box::new(by_cause.clone()))?;
         let resumes = ["wake", "recheck"].map(|c| by_cause.with_label_values(&[c]));
 
         Ok(Metrics {
@@ -294,9 +299,12 @@ impl Metrics {
             io_retries: counter("matcher_io_retries_total", "Redis or Kafka writes retried")?,
             pauses: counter(
                 "matcher_consumer_pauses_total",
-                "Times the orders consumer paused its partitions, idle (it resumes on a wake-up)",
+                "Times the orders consumer gave up its partitions, idle (it takes them again on a wake-up)",
             )?,
-            paused: gauge("matcher_consumer_paused", "1 while the orders consumer is paused, idle")?,
+            paused: gauge(
+                "matcher_consumer_paused",
+                "1 while the orders consumer has given up its partitions, idle",
+            )?,
             resumes,
             catch_up_remaining: gauge(
                 "matcher_catch_up_remaining",
