@@ -220,6 +220,11 @@ impl Stack {
         stack::commands::set_role(&self.sup.plan().redis, user, role)
     }
 
+    /// One Redis command on the stack's Redis: the first line of the answer (`:42`, `+OK`, ...).
+    pub fn redis(&self, args: &[&str]) -> String {
+        stack::commands::redis_command(&self.sup.plan().redis, args).expect("Redis answers").trim().to_owned()
+    }
+
     /// SIGKILLs a process's group (a crash) and reaps it.
     pub fn kill(&mut self, name: &str) {
         self.sup.kill(name).expect("kill");

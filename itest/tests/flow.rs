@@ -74,6 +74,16 @@ fn crossing_orders_trade_and_every_read_shows_it() {
     let sell_order = order_when(&s.svc("matcher"), &sell_id, |o| o["status"] == "partially_filled");
     assert_eq!(sell_order["filled_qty"], "3");
 
+    // Retention: the filled order's keys expire (a day by default); the open order's and every
+    // client id still in the book's duplicate window never do.
+    let ttl = |key: &str| s.redis(&["TTL", key]).trim_start_matches(':').parse::<i64>().unwrap();
+    for key in [format!("order:{buy_id}"), format!("fills:{buy_id}"), "trade:anonymous:ui-1".to_owned()] {
+        assert!((86_000..=86_400).contains(&ttl(&key)), "{key}: TTL {}", ttl(&key));
+    }
+    for key in [format!("order:{sell_id}"), "client:anonymous:ABC:ui-1".to_owned()] {
+        assert_eq!(ttl(&key), -1, "{key} has no expiry");
+    }
+
     // The original lab's lookup and shape.
     let (_, t) = get(&s.svc("matcher"), "/trade/ui-1");
     assert_eq!(t["found"], true, "{t}");

@@ -30,8 +30,9 @@ use common::{
 use crate::accounts::{AccountId, Accounts, ANONYMOUS};
 use crate::clients::{self, ClientIds};
 use crate::emit::{Emitter, Tape};
-use crate::ladder::Ladder;
+use crate::ladder::{Ladder, Level};
 use crate::slab::{Node, Slab, NIL};
+use crate::snapshot::{BookImage, LevelImage, OrderImage, SnapshotError};
 use crate::table::Table;
 
 /// Largest quantity one order may have at the book, in lots: keeps level totals far from
@@ -171,6 +172,9 @@ pub struct Book {
     clients: ClientIds,
     /// Owners of orders accepted here.
     accounts: Accounts,
+    /// The symbol's configured name: a snapshot's image of this book must carry it, so a
+    /// reordered symbol table cannot restore one symbol's orders into another's book.
+    name: String,
 }
 
 /// True if an order on `side` with limit `limit` trades against a resting order at `resting`.
@@ -204,12 +208,18 @@ impl Book {
             slab: Slab::with_capacity(capacity.orders),
             clients: ClientIds::new(capacity.orders, capacity.client_window),
             accounts: Accounts::with_capacity(1024),
+            name: spec.name.clone(),
         }
     }
 
     /// The symbol.
     pub fn symbol(&self) -> SymbolId {
         self.tape.symbol
+    }
+
+    /// The symbol's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The last sequence number used.
@@ -719,6 +729,135 @@ impl Book {
         }
         self.reference = price;
         self.tape.emit(em, EventKind::Status { halted: self.halted, reference: price });
+    }
+
+    /// The book's logical image: its state as orders, levels and ids rather than slots, so it
+    /// survives changes of the in-memory layout ([`crate::snapshot`]). Two books with equal
+    /// images behave identically from here on (under the same configuration). Allocates: for
+    /// snapshots and tests, not the hot path.
+    pub fn image(&self) -> BookImage {
+        let side = |ladder: &Ladder| -> Vec<LevelImage> {
+            let level = |level: &Level| {
+                let mut orders = Vec::with_capacity(level.count as usize);
+                let mut slot = level.head;
+                while slot != NIL {
+                    let n = &self.slab[slot];
+                    orders.push(OrderImage {
+                        id: n.id,
+                        account: self.accounts.name(n.account),
+                        client_order_id: self.clients.key(n.client).1,
+                        leaves: n.leaves,
+                        post_only: n.post_only,
+                    });
+                    slot = n.next;
+                }
+                LevelImage { price: level.price, orders }
+            };
+            ladder.levels.iter().rev().map(level).collect()
+        };
+        BookImage {
+            symbol: self.tape.symbol,
+            name: self.name.clone(),
+            seq: self.tape.seq,
+            reference: self.reference,
+            halted: self.halted,
+            bids: side(&self.bids),
+            asks: side(&self.asks),
+            window: self.clients.recent().map(|&(account, id)| (self.accounts.name(account), id)).collect(),
+        }
+    }
+
+    /// A book with this one's configuration (symbol, name, band width) and `image`'s state,
+    /// built by inserting the orders directly: no matching, no events. The index is the caller's
+    /// ([`crate::Engine::restore`]). `Err` if the image is inconsistent ([`BookImage::check`]),
+    /// names another symbol, or remembers more ended client ids than `capacity` allows.
+    pub(crate) fn restored(&self, image: &BookImage, capacity: Capacity) -> Result<Book, SnapshotError> {
+        image.check()?;
+        let symbol = self.tape.symbol;
+        if image.symbol != symbol || image.name != self.name {
+            return Err(SnapshotError::Invalid(format!(
+                "image of symbol {} ({:?}) offered to the book of symbol {} ({:?})",
+                image.symbol.0, image.name, symbol.0, self.name
+            )));
+        }
+        if image.window.len() > capacity.client_window {
+            return Err(SnapshotError::Invalid(format!(
+                "symbol {}: {} ended client ids, the window holds {}",
+                symbol.0,
+                image.window.len(),
+                capacity.client_window
+            )));
+        }
+        let orders = image.bids.iter().chain(&image.asks).map(|l| l.orders.len()).sum::<usize>();
+        let mut book = Book {
+            tape: Tape { symbol, seq: image.seq },
+            band_bps: self.band_bps,
+            reference: image.reference,
+            halted: image.halted,
+            bids: Ladder::with_capacity(Side::Buy, capacity.levels.max(image.bids.len())),
+            asks: Ladder::with_capacity(Side::Sell, capacity.levels.max(image.asks.len())),
+            slab: Slab::with_capacity(capacity.orders.max(orders)),
+            clients: ClientIds::new(capacity.orders.max(orders), capacity.client_window),
+            accounts: Accounts::with_capacity(1024),
+            name: self.name.clone(),
+        };
+        for (side, levels) in [(Side::Buy, &image.bids), (Side::Sell, &image.asks)] {
+            // The image lists levels best first; a ladder keeps them best last.
+            for l in levels.iter().rev() {
+                let mut level = Level { price: l.price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
+                for o in &l.orders {
+                    let account = book.accounts.intern(&o.account);
+                    let client = book.clients.open((account, o.client_order_id));
+                    let node = Node {
+                        id: o.id,
+                        price: l.price,
+                        leaves: o.leaves,
+                        account,
+                        client,
+                        prev: level.tail,
+                        next: NIL,
+                        side,
+                        post_only: o.post_only,
+                    };
+                    let slot = book.slab.insert(node);
+                    if level.tail == NIL {
+                        level.head = slot;
+                    } else {
+                        book.slab[level.tail].next = slot;
+                    }
+                    level.tail = slot;
+                    // `check` bounds a level to u32::MAX orders.
+                    level.count += 1;
+                    level.add(o.leaves);
+                }
+                match side {
+                    Side::Buy => book.bids.levels.push(level),
+                    Side::Sell => book.asks.levels.push(level),
+                }
+            }
+        }
+        // Oldest first: each one closed after the last, as they ended (`ClientIds::recent`).
+        for (account, id) in &image.window {
+            let account = book.accounts.intern(account);
+            let handle = book.clients.open((account, *id));
+            book.clients.close(handle);
+        }
+        Ok(book)
+    }
+
+    /// Every resting order's id and slot, for the index.
+    pub(crate) fn slots(&self) -> Vec<(OrderId, u32)> {
+        let mut all = Vec::with_capacity(self.len());
+        for ladder in [&self.bids, &self.asks] {
+            for level in &ladder.levels {
+                let mut slot = level.head;
+                while slot != NIL {
+                    all.push((self.slab[slot].id, slot));
+                    slot = self.slab[slot].next;
+                }
+            }
+        }
+        all
     }
 
     /// Checks every internal invariant; `Err` says which one broke. For tests.

@@ -191,6 +191,20 @@ impl ClientIds {
         &self.keys[handle.slot as usize]
     }
 
+    /// The ended ids the window remembers, oldest first: the order in which they will leave it.
+    /// With [`ClientIds::close`] in this order into an empty table, they come back in the same
+    /// ring order (what a snapshot relies on, [`crate::snapshot`]).
+    pub fn recent(&self) -> impl Iterator<Item = &ClientKey> + '_ {
+        // `head` is 0 until the ring is full; from then on the oldest id sits at `head`.
+        let (newer, older) = self.recent.split_at(self.head);
+        older.iter().chain(newer).map(|&handle| self.key(handle))
+    }
+
+    /// How many ended ids the window holds at most.
+    pub fn window(&self) -> usize {
+        self.capacity
+    }
+
     /// How many ids are taken (open + recent).
     pub fn len(&self) -> usize {
         self.keys.len() - self.free.len()
@@ -221,6 +235,30 @@ mod tests {
         assert!(!ids.contains(&key("a")));
         assert!(ids.contains(&key("b")) && ids.contains(&key("c")));
         assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn recent_lists_the_window_oldest_first_and_refills_in_that_order() {
+        let mut ids = ClientIds::new(8, 3);
+        for s in ["a", "b", "c", "d", "e"] {
+            let h = ids.open(key(s));
+            ids.close(h);
+        }
+        let names = |ids: &ClientIds| ids.recent().map(|k| k.1.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&ids), ["c", "d", "e"], "the ring has wrapped: head is not 0");
+        let mut copy = ClientIds::new(8, 3);
+        for k in ids.recent() {
+            let h = copy.open(*k);
+            copy.close(h);
+        }
+        assert_eq!(names(&copy), names(&ids));
+        for (a, b) in [(&mut ids, "f"), (&mut copy, "f")] {
+            let h = a.open(key(b));
+            a.close(h);
+        }
+        assert_eq!(names(&copy), ["d", "e", "f"]);
+        assert_eq!(names(&ids), names(&copy), "the same id leaves next");
+        assert_eq!(ids.window(), 3);
     }
 
     #[test]

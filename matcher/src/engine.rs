@@ -4,12 +4,15 @@
 //! id to its book and slot, so a cancel finds its order in O(1) from the id alone (a cancel names
 //! no symbol: the id encodes only the partition).
 
+use std::collections::HashSet;
+
 use common::{
     Account, Command, CommandKind, Event, EventKind, OrderId, Qty, RejectReason, SymbolId, SymbolTable,
 };
 
-use crate::book::{Book, Capacity, OrderIndex, RestingOrder};
+use crate::book::{Book, Capacity, Loc, OrderIndex, RestingOrder};
 use crate::emit::Emitter;
+use crate::snapshot::{BookImage, SnapshotError};
 
 /// All books of one matcher.
 #[derive(Debug)]
@@ -18,6 +21,8 @@ pub struct Engine {
     books: Vec<Book>,
     /// Resting order id → (book, slot).
     index: OrderIndex,
+    /// What each book reserves: a restored book is built with it too.
+    capacity: Capacity,
 }
 
 impl Engine {
@@ -25,7 +30,7 @@ impl Engine {
     pub fn new(table: &SymbolTable, capacity: Capacity) -> Engine {
         let books: Vec<Book> = table.iter().map(|(id, spec)| Book::new(id, spec, capacity)).collect();
         let index = OrderIndex::with_capacity(capacity.orders * books.len());
-        Engine { books, index }
+        Engine { books, index, capacity }
     }
 
     /// Applies one command, appending its events to `out` (which the caller clears and reuses).
@@ -93,6 +98,67 @@ impl Engine {
     /// Number of resting orders in all books.
     pub fn resting_orders(&self) -> usize {
         self.index.len()
+    }
+
+    /// Replaces the book of `image.symbol` with one rebuilt from `image` (orders inserted
+    /// directly: no matching, no events) and moves the order index over to it. The symbol's
+    /// configuration (band width) and the engine's capacity stay the running ones; everything the
+    /// image holds is the book's state ([`crate::snapshot`]).
+    ///
+    /// `Err`, with the engine unchanged, if the image is inconsistent ([`BookImage::check`]), its
+    /// symbol is unknown here or named differently, its window exceeds the configured one, or one
+    /// of its orders rests in another book.
+    pub fn restore(&mut self, image: &BookImage) -> Result<(), SnapshotError> {
+        self.restore_all([image])
+    }
+
+    /// [`Engine::restore`] for several books at once, all or nothing: on `Err` no book changed.
+    /// A symbol may appear once, and an order id in one image only.
+    pub fn restore_all<'a>(
+        &mut self,
+        images: impl IntoIterator<Item = &'a BookImage>,
+    ) -> Result<(), SnapshotError> {
+        let images: Vec<&BookImage> = images.into_iter().collect();
+        let mut symbols = HashSet::with_capacity(images.len());
+        for image in &images {
+            if self.books.get(image.symbol.0 as usize).is_none() {
+                let n = self.books.len();
+                return Err(SnapshotError::Invalid(format!("unknown symbol {} ({n} here)", image.symbol.0)));
+            }
+            if !symbols.insert(image.symbol.0) {
+                return Err(SnapshotError::Invalid(format!("symbol {} given twice", image.symbol.0)));
+            }
+        }
+        // Build every book before touching anything, checking ids against the other books.
+        let mut built = Vec::with_capacity(images.len());
+        let mut ids = HashSet::new();
+        for image in &images {
+            let book = self.books[image.symbol.0 as usize].restored(image, self.capacity)?;
+            for (id, _) in book.slots() {
+                if self.index.get(&id).is_some_and(|loc| !symbols.contains(&loc.symbol)) {
+                    return Err(SnapshotError::Invalid(format!("order {} rests in another book", id.0)));
+                }
+                if !ids.insert(id) {
+                    return Err(SnapshotError::Invalid(format!("order {} is in two images", id.0)));
+                }
+            }
+            built.push(book);
+        }
+        // All old entries out before any new one goes in: a restored order may carry the id of
+        // an order that rested in another restored book.
+        for book in &built {
+            for (id, _) in self.books[book.symbol().0 as usize].slots() {
+                self.index.remove(&id);
+            }
+        }
+        for book in built {
+            let symbol = book.symbol().0;
+            for (id, slot) in book.slots() {
+                self.index.insert(id, Loc { symbol, slot });
+            }
+            self.books[symbol as usize] = book;
+        }
+        Ok(())
     }
 
     /// Checks every book's invariants and the index. For tests.

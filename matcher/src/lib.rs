@@ -14,6 +14,8 @@
 //! - [`clients`]: duplicate client order id protection.
 //! - [`accounts`]: per-book account interning for exact one-word owner checks.
 //! - [`emit`]: event ids and per-symbol sequence numbers.
+//! - [`snapshot`]: logical book images, their versioned and checksummed file format, and the
+//!   snapshot files recovery starts from.
 //! - `runtime` (feature `runtime`, default): the service around the book — consumer thread, rings,
 //!   pinned book thread, I/O thread to Redis and Kafka, HTTP front.
 //! - `prefault`: touching pre-sized memory at start-up so the hot path takes no page faults.
@@ -29,7 +31,9 @@ mod prefault;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod slab;
+pub mod snapshot;
 pub mod table;
 
 pub use book::{Book, Capacity, Depth, RestingOrder, MAX_ORDER_QTY};
 pub use engine::Engine;
+pub use snapshot::{BookImage, Snapshot, SnapshotError};

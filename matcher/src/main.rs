@@ -64,6 +64,11 @@ struct Args {
     /// the events are written.
     #[arg(long, env = "MATCHER_WAKE", value_delimiter = ',')]
     wake: Vec<String>,
+    /// Seconds an ended order's keys stay in Redis (`order:`, `fills:`, `trade:`; `client:` only
+    /// once its id has also left the book's duplicate window); 0 keeps them for ever. The
+    /// `orders` and `trades` topics stay the durable history.
+    #[arg(long, env = "MATCHER_REDIS_RETENTION_SECS", default_value_t = 86_400)]
+    redis_retention_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         linger_ms: args.kafka_linger_ms,
         wake_listen: args.wake_listen,
         wake: args.wake,
+        retention_secs: args.redis_retention_secs,
     };
     let shutdown = common::shutdown::Shutdown::on_signals()?;
     runtime::run(config, shutdown)

@@ -533,19 +533,25 @@ pub fn role(dir: &Path, user: &str, role: &str) -> anyhow::Result<()> {
 
 /// Sets `user`'s role in the user store at `redis` (`user:<name>`'s `role`), if the user exists.
 pub fn set_role(redis: &str, user: &str, role: &str) -> anyhow::Result<()> {
-    let addr = redis.trim_start_matches("redis://").trim_end_matches('/');
-    let mut conn =
-        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to Redis at {addr}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let key = format!("user:{user}");
     // One round trip, atomic: the role is set only if the user exists.
     let script = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'role', ARGV[1]); return 1 else return 0 end";
-    let reply = resp(&mut conn, &["EVAL", script, "1", &key, role])?;
+    let reply = redis_command(redis, &["EVAL", script, "1", &key, role])?;
     match reply.trim() {
         ":1" => Ok(()),
         ":0" => bail!("no user {user:?}: they sign up first (the desk, or POST /api/v1/auth/signup)"),
         other => bail!("Redis answered {other:?}"),
     }
+}
+
+/// Sends one command to the Redis at `redis` (`redis://host:port`) on a connection of its own
+/// and returns the first line of the answer (e.g. `:42` for an integer).
+pub fn redis_command(redis: &str, args: &[&str]) -> anyhow::Result<String> {
+    let addr = redis.trim_start_matches("redis://").trim_end_matches('/');
+    let mut conn =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to Redis at {addr}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    resp(&mut conn, args)
 }
 
 /// Sends one command in Redis's protocol and reads the first line of the answer.

@@ -142,6 +142,7 @@ mod tests {
             linger_ms: 1,
             wake_listen: None,
             wake: vec![],
+            retention_secs: 0,
         }
     }
 

@@ -40,4 +40,6 @@ pub struct Config {
     pub wake_listen: Option<String>,
     /// Whom the I/O thread wakes once the events are written (`host:port` each: the gateways).
     pub wake: Vec<String>,
+    /// Seconds an ended order's Redis keys are kept (0: for ever). The topics are the history.
+    pub retention_secs: u64,
 }

@@ -32,7 +32,7 @@ use serde_json::json;
 use super::config::Config;
 use super::keys;
 use super::metrics::Metrics;
-use super::projection::{Change, Filled, Projection};
+use super::projection::{Change, Filled, Projection, Retired};
 use super::ring::{now_ns, Hops, Idle, Output, Stop};
 
 /// Most events handled per batch (one Redis round trip, one wait for Kafka acks).
@@ -80,7 +80,9 @@ async fn pump(
     let retry = Retry { stop, retries: &metrics.io_retries, pause: Duration::from_millis(200) };
     // The gateways' market-data consumers doze while nothing flows (`common::wake`).
     let waker = common::wake::Waker::new(&config.wake).context("opening the wake-up socket")?;
-    let mut sink = Sink { table, projection: Projection::default(), stream_last: HashMap::new() };
+    let retention = (config.retention_secs > 0).then_some(config.retention_secs);
+    let projection = Projection::new(config.capacity.client_window);
+    let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
         let available = input.slots();
@@ -171,6 +173,8 @@ struct Sink<'a> {
     /// The last `trades:<symbol>` entry written, per symbol (read from Redis on first use), so
     /// an entry a previous run added is not added again.
     stream_last: HashMap<SymbolId, u64>,
+    /// Seconds an ended order's keys stay in Redis (`None`: for ever).
+    retention: Option<u64>,
 }
 
 /// The output topics.
@@ -205,6 +209,9 @@ struct Batch {
     stream: Vec<StreamEntry>,
     /// The catch-up marker came in this batch: the matcher is current once the batch is written.
     caught_up: bool,
+    /// Keys of ended orders, to expire at the end of the transaction (after this batch's last
+    /// write to them: a write after the `EXPIRE` could create a key with no expiry).
+    expire: Vec<String>,
 }
 
 /// A price as the symbol's decimal (raw ticks for an event with no symbol).
@@ -224,10 +231,17 @@ fn recent(account: &str, id: OrderId, at: Timestamp, b: &mut Batch) {
     b.pipe.zremrangebyrank(key, 0, -(keys::RECENT_KEPT + 1)).ignore();
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    /// A sink with nothing written yet, mirroring the default duplicate window.
+    #[cfg(test)]
+    fn new(table: &'a SymbolTable, retention: Option<u64>) -> Sink<'a> {
+        Sink { table, projection: Projection::default(), stream_last: HashMap::new(), retention }
+    }
+
     /// Applies one event to the projection and, unless replayed, queues its writes.
     fn event(&mut self, e: &Event, replay: bool, b: &mut Batch) {
         let change = self.projection.apply(e);
+        self.retire(replay, b);
         if replay {
             return;
         }
@@ -265,8 +279,10 @@ impl Sink<'_> {
                         ],
                     )
                     .ignore();
+                // The newest accepted order with this client id (the book refuses a reuse while
+                // the first is open or in its window); a plain `SET` also clears an expiry.
                 let client = keys::client(account.as_str(), symbol, client_order_id.as_str());
-                b.pipe.set_nx(client, order_id.to_string()).ignore();
+                b.pipe.set(client, order_id.to_string()).ignore();
                 recent(account.as_str(), order_id, e.ts, b);
                 if order_type == OrderType::Limit && tif == TimeInForce::Gtc {
                     b.pipe.sadd(keys::open(account.as_str()), order_id.to_string()).ignore();
@@ -292,14 +308,25 @@ impl Sink<'_> {
                                 ],
                             )
                             .ignore();
+                        // Only if no order holds the id (a duplicate's first copy keeps it).
                         let client = keys::client(account.as_str(), symbol, cid.as_str());
-                        b.pipe.set_nx(client, order_id.to_string()).ignore();
+                        let mut set = redis::cmd("SET");
+                        set.arg(client).arg(order_id.to_string()).arg("NX");
+                        if let Some(secs) = self.retention {
+                            set.arg("EX").arg(secs);
+                        }
+                        b.pipe.add_command(set).ignore();
                         recent(account.as_str(), order_id, e.ts, b);
+                        b.expire.push(keys::order(order_id));
                     }
-                    // A refused cancel or replace: noted on the order it named.
+                    // A refused cancel or replace: noted on the order it named, which expires
+                    // again if it has ended (or never existed).
                     _ => {
                         let note = format!("{}:{}", e.cmd, reason.as_str());
                         b.pipe.hset(keys::order(order_id), "last_request_rejected", note).ignore();
+                        if self.projection.order(order_id).is_none() {
+                            b.expire.push(keys::order(order_id));
+                        }
                     }
                 }
             }
@@ -410,6 +437,7 @@ impl Sink<'_> {
     /// A command is done: settle the status of an order that rests, note hops and the offset.
     fn done(&mut self, id: OrderId, replay: bool, hops: Hops, b: &mut Batch) {
         let status = self.projection.done(id);
+        self.retire(replay, b);
         if replay {
             return;
         }
@@ -437,6 +465,28 @@ impl Sink<'_> {
         let next = id.offset() as i64 + 1;
         let entry = b.commits.entry(i32::from(id.partition())).or_insert(next);
         *entry = (*entry).max(next);
+    }
+
+    /// Queues the expiry of what the projection retired (replayed: already done by the run that
+    /// emitted it).
+    fn retire(&mut self, replay: bool, b: &mut Batch) {
+        let table = self.table;
+        for retired in self.projection.retired() {
+            if replay || self.retention.is_none() {
+                continue;
+            }
+            match retired {
+                Retired::Ended { order_id, account, client_order_id } => {
+                    b.expire.push(keys::order(order_id));
+                    b.expire.push(keys::fills(order_id));
+                    b.expire.push(keys::trade(account.as_str(), client_order_id.as_str()));
+                }
+                Retired::Evicted { symbol, account, client_order_id } => {
+                    let name = table.get(symbol).map_or("", |s| s.name.as_str());
+                    b.expire.push(keys::client(account.as_str(), name, client_order_id.as_str()));
+                }
+            }
+        }
     }
 
     /// A symbol's depth snapshot: `{"symbol", "sequence", "bids", "asks"}`, decimals as strings.
@@ -493,6 +543,11 @@ impl Sink<'_> {
                     .ignore();
             }
             self.stream_last.insert(symbol, seq.max(last));
+        }
+        if let Some(secs) = self.retention {
+            for key in b.expire.drain(..) {
+                b.pipe.expire(key, secs as i64).ignore();
+            }
         }
         loop {
             match redis.run(&b.pipe).await {
@@ -703,7 +758,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_writes_the_orders_the_trade_and_the_book() {
         let table = SymbolTable::default();
-        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut sink = Sink::new(&table, None);
         let mut b = a_trade(&mut sink);
         assert_eq!(b.books, [ABC]);
         assert_eq!(b.stream.len(), 1);
@@ -755,7 +810,7 @@ mod tests {
     #[test]
     fn an_account_s_open_orders_are_those_that_rest_until_they_end() {
         let table = SymbolTable::default();
-        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut sink = Sink::new(&table, None);
         // Both orders of the trade were open for a moment (in order), and both end filled.
         let b = a_trade(&mut sink);
         assert_eq!(touching(&b, "open:a"), ["SADD 1", "SADD 2", "SREM 1", "SREM 2"]);
@@ -780,7 +835,7 @@ mod tests {
     #[test]
     fn replayed_events_rebuild_the_projection_and_write_nothing() {
         let table = SymbolTable::default();
-        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut sink = Sink::new(&table, None);
         let mut b = Batch::default();
         sink.event(&event(1, 1, accepted(1, Side::Sell, TimeInForce::Gtc, 10_000)), true, &mut b);
         sink.done(OrderId(1), true, Hops::default(), &mut b);
@@ -793,7 +848,7 @@ mod tests {
     #[test]
     fn only_emitted_commands_are_measured_hop_by_hop() {
         let table = SymbolTable::default();
-        let mut sink = Sink { table: &table, projection: Projection::default(), stream_last: HashMap::new() };
+        let mut sink = Sink::new(&table, None);
         let mut b = Batch::default();
         let hops = Hops { gateway: 0, published: 1_000, consumed: 2_000, matched: 3_000 };
         sink.event(&event(1, 1, accepted(1, Side::Sell, TimeInForce::Gtc, 10_000)), true, &mut b);
@@ -808,9 +863,104 @@ mod tests {
         assert!(b.hops.is_empty(), "measured once");
     }
 
+    /// The packed commands of `b`'s transaction, once written, with `\r\n` as spaces.
+    async fn written(sink: &mut Sink<'_>, mut b: Batch) -> String {
+        let (stop, retries) = (Stop::default(), retries());
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let mut redis = Flaky::default();
+        sink.write_redis(&mut redis, &mut b, &retry).await.unwrap();
+        redis.written.remove(0).replace("\r\n", " ")
+    }
+
+    /// `EXPIRE key secs` as packed by [`written`].
+    fn expire(key: &str, secs: u64) -> String {
+        format!("EXPIRE ${} {key} ${} {secs} ", key.len(), secs.to_string().len())
+    }
+
+    #[tokio::test]
+    async fn ended_orders_expire_after_their_last_write_and_open_ones_never() {
+        let table = SymbolTable::default();
+        let mut sink = Sink::new(&table, Some(600));
+        let b = a_trade(&mut sink);
+        let tx = written(&mut sink, b).await;
+        for key in ["order:1", "fills:1", "trade:a:c1", "order:2", "fills:2", "trade:a:c2"] {
+            let at = tx.find(&expire(key, 600)).unwrap_or_else(|| panic!("{key} never expires: {tx}"));
+            let (before, after) = (&tx[..at], &tx[at + expire(key, 600).len()..]);
+            let touches = |s: &str| s.contains(&format!(" {key} "));
+            assert!(touches(before) && !touches(after), "{key} is written after it is set to expire: {tx}");
+        }
+        // Client ids stay while the book's window still refuses them (16,384 ended ids).
+        assert!(!tx.contains("EXPIRE $15 client:"), "{tx}");
+
+        // A resting order: nothing of it expires.
+        let mut b = Batch::default();
+        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
+        sink.done(OrderId(3), false, Hops::default(), &mut b);
+        let tx = written(&mut sink, b).await;
+        assert!(!tx.contains("EXPIRE"), "{tx}");
+
+        // Without retention, nothing ever expires.
+        let mut sink = Sink::new(&table, None);
+        let b = a_trade(&mut sink);
+        assert!(!written(&mut sink, b).await.contains("EXPIRE"));
+    }
+
+    #[tokio::test]
+    async fn a_client_id_expires_once_it_leaves_the_duplicate_window() {
+        let table = SymbolTable::default();
+        let mut sink = Sink::new(&table, Some(60));
+        sink.projection = Projection::new(1);
+        // Orders 1 and 2 end in the trade (1 first), then order 3 is canceled: with a window of
+        // one, ids c1 and c2 have left it and c3 is in it.
+        let mut b = a_trade(&mut sink);
+        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
+        sink.done(OrderId(3), false, Hops::default(), &mut b);
+        let canceled = EventKind::Canceled {
+            order_id: OrderId(3),
+            qty: Qty(5),
+            reason: common::CancelReason::Requested,
+        };
+        sink.event(&event(4, 7, canceled), false, &mut b);
+        let tx = written(&mut sink, b).await;
+        for key in ["client:a:ABC:c1", "client:a:ABC:c2"] {
+            assert!(tx.contains(&expire(key, 60)), "{key}: {tx}");
+        }
+        assert!(!tx.contains(&expire("client:a:ABC:c3", 60)), "{tx}");
+        // An accepted order takes its client id outright (which also clears an expiry).
+        assert!(tx.contains("SET $15 client:a:ABC:c3 $1 3 "), "{tx}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_order_expires_and_never_takes_a_client_id_from_its_holder() {
+        let table = SymbolTable::default();
+        let mut sink = Sink::new(&table, Some(60));
+        let mut b = Batch::default();
+        let refused = EventKind::Rejected {
+            order_id: OrderId(7),
+            account: Account::new("a").unwrap(),
+            client_order_id: Some(ClientOrderId::new("c1").unwrap()),
+            reason: common::RejectReason::DuplicateClientOrderId,
+            qty: Qty(5),
+        };
+        sink.event(&event(7, 0, refused), false, &mut b);
+        // A refused cancel of an order that is not open: the note it leaves expires too.
+        let refused_cancel = EventKind::Rejected {
+            order_id: OrderId(5),
+            account: Account::new("a").unwrap(),
+            client_order_id: None,
+            reason: common::RejectReason::UnknownOrder,
+            qty: Qty::ZERO,
+        };
+        sink.event(&event(8, 0, refused_cancel), false, &mut b);
+        let tx = written(&mut sink, b).await;
+        assert!(tx.contains("SET $15 client:a:ABC:c1 $1 7 $2 NX $2 EX $2 60 "), "{tx}");
+        assert!(tx.contains(&expire("order:7", 60)), "{tx}");
+        assert!(tx.contains(&expire("order:5", 60)), "{tx}");
+    }
+
     /// A batch with one new `trades:ABC` entry, whose newest id must be read first.
     fn one_trade(table: &SymbolTable) -> (Sink<'_>, Batch) {
-        let sink = Sink { table, projection: Projection::default(), stream_last: HashMap::new() };
+        let sink = Sink::new(table, None);
         let mut batch = Batch::default();
         batch.stream.push((ABC, 1, vec![("trade_id", "5-0".to_owned())]));
         (sink, batch)

@@ -12,6 +12,13 @@
 //! | `symbol:<symbol>` | hash | `halted`, `reference` |
 //! | `orders:<account>` | sorted set | the account's newest orders (score: entry time, ms), at most [`RECENT_KEPT`] |
 //! | `open:<account>` | set | the account's open orders (resting or partially filled GTC limit orders) |
+//!
+//! Retention (`--redis-retention-secs`, a day by default; 0: for ever): once an order ends
+//! (filled, canceled, refused) its `order:`, `fills:` and `trade:` keys expire that long after; its
+//! `client:` key expires that long after its client id has also left the book's duplicate window
+//! (so a client told "duplicate" can always look up the order that holds the id). Open orders'
+//! keys never expire. `orders:<account>` and `trades:<symbol>` are capped instead; `book:`,
+//! `symbol:` and `open:` hold only the present. The `orders` and `trades` topics are the history.
 
 use std::fmt::Display;
 

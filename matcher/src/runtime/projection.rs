@@ -10,8 +10,15 @@
 //! Memory is bounded by the open book (DESIGN.md §3): an order is forgotten once it ends (filled
 //! or canceled). The order a command placed is kept until that command's [`Projection::done`],
 //! which the sink still needs for its hop timestamps.
+//!
+//! Retention: each order forgotten is [`Retired::Ended`] (its Redis keys may now expire), and it
+//! joins its book's mirror of the duplicate window — the last `window` ended client ids per
+//! symbol, in the order the book closes them ([`crate::clients`]). The one that falls out of the
+//! mirror is [`Retired::Evicted`]: from then on the book would accept its client id again, so its
+//! `client:` key (which answers "which order had this id?") may expire too. The sink drains both
+//! with [`Projection::retired`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use common::{
     Account, ClientOrderId, Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, Side, SymbolId,
@@ -32,6 +39,33 @@ pub struct OrderState {
     pub can_rest: bool,
     /// Whose it is (the sink keeps each account's set of open orders).
     pub account: Account,
+    /// The owner's handle: its `client:` key once the order ends.
+    pub client_order_id: ClientOrderId,
+    /// Its book: the duplicate window it joins once it ends.
+    pub symbol: SymbolId,
+}
+
+/// An order's Redis keys that may now expire (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retired {
+    /// The order ended: its `order:`, `fills:` and `trade:` keys.
+    Ended {
+        /// The order.
+        order_id: OrderId,
+        /// Its owner.
+        account: Account,
+        /// The owner's handle.
+        client_order_id: ClientOrderId,
+    },
+    /// Its client id left the book's duplicate window: its `client:` key.
+    Evicted {
+        /// The book.
+        symbol: SymbolId,
+        /// The owner.
+        account: Account,
+        /// The handle the book accepts again.
+        client_order_id: ClientOrderId,
+    },
 }
 
 /// One symbol's price levels, from `level` events.
@@ -93,22 +127,59 @@ pub enum Change {
 }
 
 /// Open orders and price levels, from the event stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Projection {
     /// Every open order, and the current command's own order until it is done.
     orders: HashMap<OrderId, OrderState>,
     /// Every symbol's levels.
     levels: HashMap<SymbolId, Levels>,
+    /// The book's duplicate window: how many ended client ids it remembers per symbol.
+    window: usize,
+    /// Per symbol, the last `window` ended client ids, oldest first.
+    recent: HashMap<SymbolId, VecDeque<(Account, ClientOrderId)>>,
+    /// What ended or left the window since the last [`Projection::retired`].
+    retired: Vec<Retired>,
+}
+
+impl Default for Projection {
+    /// With the book's default duplicate window.
+    fn default() -> Projection {
+        Projection::new(crate::Capacity::default().client_window)
+    }
 }
 
 impl Projection {
+    /// Empty, mirroring a duplicate window of `window` ended ids per book.
+    pub fn new(window: usize) -> Projection {
+        Projection {
+            orders: HashMap::new(),
+            levels: HashMap::new(),
+            window,
+            recent: HashMap::new(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// What ended, or left a duplicate window, since the last call, in event order.
+    pub fn retired(&mut self) -> std::vec::Drain<'_, Retired> {
+        self.retired.drain(..)
+    }
+
     /// Applies one event.
     pub fn apply(&mut self, e: &Event) -> Change {
         match e.kind {
-            EventKind::Accepted { order_id, account, order_type, tif, qty, .. } => {
+            EventKind::Accepted { order_id, account, client_order_id, order_type, tif, qty, .. } => {
                 let can_rest = order_type == OrderType::Limit && tif == TimeInForce::Gtc;
-                let order =
-                    OrderState { qty, filled: Qty::ZERO, status: OrderStatus::Accepted, can_rest, account };
+                let order = OrderState {
+                    qty,
+                    filled: Qty::ZERO,
+                    status: OrderStatus::Accepted,
+                    can_rest,
+                    account,
+                    client_order_id,
+                    // An accepted order always has its book's symbol.
+                    symbol: e.symbol.unwrap_or(SymbolId(u32::MAX)),
+                };
                 self.orders.insert(order_id, order);
                 Change::Nothing
             }
@@ -167,7 +238,7 @@ impl Projection {
         }
         let status = order.status;
         if status.is_final() {
-            self.orders.remove(&id);
+            self.forget(id);
         }
         Some(status)
     }
@@ -215,7 +286,24 @@ impl Projection {
     /// Forgets order `id` if it ended, unless command `cmd` placed it ([`Projection::done`] does).
     fn forget_if_ended(&mut self, cmd: OrderId, id: OrderId) {
         if id != cmd && self.orders.get(&id).is_some_and(|o| o.status.is_final()) {
-            self.orders.remove(&id);
+            self.forget(id);
+        }
+    }
+
+    /// Forgets an ended order: it is retired, and its client id joins its book's window.
+    fn forget(&mut self, id: OrderId) {
+        let Some(o) = self.orders.remove(&id) else { return };
+        self.retired.push(Retired::Ended {
+            order_id: id,
+            account: o.account,
+            client_order_id: o.client_order_id,
+        });
+        let recent = self.recent.entry(o.symbol).or_default();
+        recent.push_back((o.account, o.client_order_id));
+        if recent.len() > self.window {
+            if let Some((account, client_order_id)) = recent.pop_front() {
+                self.retired.push(Retired::Evicted { symbol: o.symbol, account, client_order_id });
+            }
         }
     }
 }
@@ -314,6 +402,49 @@ mod tests {
         // An IOC order that could not rest stays accepted until its cancel.
         p.apply(&accepted(5, 5, TimeInForce::Ioc));
         assert_eq!(p.done(OrderId(5)), Some(OrderStatus::Accepted));
+    }
+
+    #[test]
+    fn ended_orders_retire_and_leave_a_window_in_the_order_they_ended() {
+        let mut p = Projection::new(2);
+        for id in 1..=3 {
+            p.apply(&accepted(id, 5, TimeInForce::Gtc));
+            assert_eq!(p.done(OrderId(id)), Some(OrderStatus::Resting));
+        }
+        assert_eq!(p.retired().count(), 0, "open orders retire nothing");
+        let cancel = |cmd, id| {
+            event(
+                cmd,
+                0,
+                EventKind::Canceled { order_id: OrderId(id), qty: Qty(5), reason: CancelReason::Requested },
+            )
+        };
+        let ended = |id: u64| Retired::Ended {
+            order_id: OrderId(id),
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
+        };
+        let evicted = |id: u64| Retired::Evicted {
+            symbol: ABC,
+            account: Account::new("a").unwrap(),
+            client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
+        };
+        // Orders 2 and 1 end (in that order): the window of two holds both.
+        p.apply(&cancel(10, 2));
+        p.apply(&fill(11, 1, 11, 5));
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(2), ended(1)]);
+        // Order 3 ends: the oldest ended id (order 2's) leaves the window.
+        p.apply(&cancel(12, 3));
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(3), evicted(2)]);
+        // A command's own order retires when the command is done, not before.
+        p.apply(&accepted(13, 5, TimeInForce::Ioc));
+        p.apply(&cancel(13, 13));
+        assert_eq!(p.retired().count(), 0);
+        p.done(OrderId(13));
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(13), evicted(1)]);
+        // An unknown order retires nothing.
+        p.apply(&cancel(14, 99));
+        assert_eq!(p.retired().count(), 0);
     }
 
     #[test]
