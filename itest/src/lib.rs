@@ -247,6 +247,11 @@ impl Stack {
         self.sup.terminate(name, grace).expect("terminate")
     }
 
+    /// The run directory (logs, data, the matcher's `snapshots/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Its log file.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))

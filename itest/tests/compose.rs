@@ -86,6 +86,13 @@ fn check_service(plan: &Plan, p: &Proc, s: &Value, usage: &str) {
         let want = match flag.as_str() {
             // Wake-ups arrive on the HTTP port's number, over UDP.
             "--listen" | "--wake-listen" => format!("0.0.0.0:{}", p.port),
+            // Natively in the run directory; in compose, on a named volume.
+            "--snapshot-dir" => {
+                let volumes =
+                    s["volumes"].as_sequence().map(|v| v.iter().filter_map(Value::as_str).collect());
+                assert_eq!(volumes, Some(vec!["matcher-snapshots:/data"]), "{name} keeps its snapshots");
+                "/data/snapshots".to_owned()
+            }
             // Natively a file in the run directory; in compose, a compose secret.
             "--jwt-secret-file" | "--password-file" => {
                 let secret = if flag == "--jwt-secret-file" { "jwt" } else { "sim" };

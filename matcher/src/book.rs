@@ -696,8 +696,15 @@ impl Book {
         }
     }
 
-    /// Cancels every resting order of `account`: bids then asks, best level first, queue order.
-    pub fn mass_cancel(&mut self, account: Account, index: &mut OrderIndex, em: &mut Emitter<'_>) {
+    /// Cancels every resting order of `account` that came in on `partition` (its id says where):
+    /// bids then asks, best level first, queue order.
+    pub fn mass_cancel(
+        &mut self,
+        account: Account,
+        partition: u16,
+        index: &mut OrderIndex,
+        em: &mut Emitter<'_>,
+    ) {
         let Some(owner) = self.accounts.find(&account) else { return };
         for side in [Side::Buy, Side::Sell] {
             let mut i = self.ladder(side).levels.len();
@@ -706,7 +713,7 @@ impl Book {
                 let mut slot = self.ladder(side).levels[i].head;
                 while slot != NIL {
                     let next = self.slab[slot].next;
-                    if self.slab[slot].account == owner {
+                    if self.slab[slot].account == owner && self.slab[slot].id.partition() == partition {
                         self.remove(slot, CancelReason::MassCancel, index, em);
                     }
                     slot = next;

@@ -72,8 +72,11 @@ impl Engine {
                 None => unknown(&mut em, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
             },
             CommandKind::MassCancel { account } => {
+                // Produced to every partition: each copy cancels the orders that came in on its
+                // own, so the outcome does not depend on how partitions interleave (a replay, a
+                // partition that moved to another matcher).
                 for book in &mut self.books {
-                    book.mass_cancel(account, index, &mut em);
+                    book.mass_cancel(account, cmd.id.partition(), index, &mut em);
                 }
             }
         }

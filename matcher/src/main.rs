@@ -69,6 +69,13 @@ struct Args {
     /// `orders` and `trades` topics stay the durable history.
     #[arg(long, env = "MATCHER_REDIS_RETENTION_SECS", default_value_t = 86_400)]
     redis_retention_secs: u64,
+    /// Where book snapshots go (files, versioned and checksummed): a start loads the newest good
+    /// one and replays the log only from its offsets. Without it, a start replays the whole log.
+    #[arg(long, env = "MATCHER_SNAPSHOT_DIR")]
+    snapshot_dir: Option<std::path::PathBuf>,
+    /// Commands between two snapshots.
+    #[arg(long, env = "MATCHER_SNAPSHOT_EVERY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +107,8 @@ fn main() -> anyhow::Result<()> {
         wake_listen: args.wake_listen,
         wake: args.wake,
         retention_secs: args.redis_retention_secs,
+        snapshot_dir: args.snapshot_dir,
+        snapshot_every: args.snapshot_every,
     };
     let shutdown = common::shutdown::Shutdown::on_signals()?;
     runtime::run(config, shutdown)

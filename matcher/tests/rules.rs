@@ -405,6 +405,20 @@ fn a_halted_symbol_refuses_new_orders_but_accepts_cancels() {
 }
 
 #[test]
+fn a_mass_cancel_takes_only_the_orders_that_came_in_on_its_partition() {
+    for mut f in both(16) {
+        let alice = acct("alice");
+        f.order(NewOrder { account: alice, ..limit(Buy, 9_990, 1) }); // 1, partition 0
+                                                                      // The copy produced to partition 1 finds none of alice's orders there.
+        f.send_on(1, CommandKind::MassCancel { account: alice });
+        assert_eq!(f.said(), Vec::<String>::new());
+        // The copy on partition 0 takes them.
+        f.send_on(0, CommandKind::MassCancel { account: alice });
+        assert_eq!(f.said(), lines(&["canceled 1 1 mass_cancel", "level buy 9990 0/0"]));
+    }
+}
+
+#[test]
 fn mass_cancel_removes_one_accounts_orders_on_every_symbol() {
     for mut f in both(16) {
         let alice = acct("alice");

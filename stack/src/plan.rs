@@ -318,12 +318,15 @@ impl Plan {
             let gateways: Vec<String> = gateway_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
             let mut args = vec!["--brokers".into(), kafka.clone(), "--redis".into(), redis.clone()];
             args.extend(["--wake-listen".into(), format!("127.0.0.1:{port}")]);
+            // Book snapshots bound the replay on a restart (in the run directory, with the log).
+            args.extend(["--snapshot-dir".into(), o.dir.join("snapshots").display().to_string()]);
             if !gateways.is_empty() {
                 args.extend(["--wake".into(), gateways.join(",")]);
             }
             matcher_wake = Some(format!("127.0.0.1:{port}"));
             let mut m = service("matcher", Kind::Matcher, "matcher", port, args, backends.clone());
-            // It replays the whole orders log before it is ready; its drain is bounded at 10 s.
+            // It replays the orders log (from its newest snapshot) before it is ready; its drain
+            // is bounded at 10 s.
             m.ready_timeout = Duration::from_secs(600);
             m.stop_grace = Duration::from_secs(15);
             matcher_url = Some(m.url(""));
@@ -686,6 +689,7 @@ mod tests {
         // Wake-ups: order-svc → the matcher's port, the matcher → the gateways' (UDP).
         let m = plan.get("matcher").unwrap();
         assert_eq!(m.flag("--wake-listen"), Some("127.0.0.1:9201"));
+        assert_eq!(m.flag("--snapshot-dir"), Some("/tmp/x/snapshots"));
         assert_eq!(m.flag("--wake"), Some("127.0.0.1:9001,127.0.0.1:9002"));
         assert_eq!(plan.get("order-svc-2").unwrap().flag("--wake"), Some("127.0.0.1:9201"));
         assert_eq!(g.flag("--wake-listen"), Some("127.0.0.1:9002"));

@@ -4,6 +4,11 @@
 //! and after: the `matched` hop) and the metrics, whose children were resolved before the loop
 //! (atomic adds and stores, one histogram observe; the gauges of a book only when a command
 //! touched it).
+//!
+//! Every `--snapshot-every` commands it also images the books for a snapshot, between two
+//! commands ([`super::snapshots`]): that pause allocates and is measured
+//! (`matcher_snapshot_pause_seconds`); it is the one exception to the rules above. A drain ends
+//! with one more, so a clean restart replays nothing.
 
 use std::thread::Thread;
 
@@ -12,12 +17,16 @@ use common::{EventKind, Qty, SymbolTable};
 use super::config::Config;
 use super::metrics::{seconds, CommandType, Metrics};
 use super::ring::{now_ns, push_wait, Hops, Idle, Input, Output, Stop};
+use super::snapshots::Taker;
 use crate::engine::Engine;
 
-/// Runs until `stop`.
+/// Runs `engine` (empty, or restored from a snapshot) until `stop`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     config: &Config,
     table: &SymbolTable,
+    mut engine: Engine,
+    mut snapshots: Option<Taker>,
     mut input: rtrb::Consumer<Input>,
     mut output: rtrb::Producer<Output>,
     io: Thread,
@@ -30,8 +39,11 @@ pub fn run(
             .is_some_and(core_affinity::set_for_current);
         tracing::info!(core, pinned, "book thread");
     }
-    let mut engine = Engine::new(table, config.capacity);
     let gauges = metrics.book_gauges(table);
+    // A book restored from a snapshot shows at once.
+    for (book, g) in engine.books().iter().zip(&gauges) {
+        g.set(book);
+    }
     let mut events = Vec::with_capacity(4096);
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
@@ -39,6 +51,9 @@ pub fn run(
             // The consumer left (a drain) and everything it pushed is done: the I/O thread sees
             // this thread's ring abandoned in turn.
             if input.is_abandoned() && input.is_empty() {
+                if let Some(taker) = snapshots.as_mut().filter(|t| t.pending()) {
+                    snapshot(taker, &engine, &mut output, &io, stop, metrics);
+                }
                 break;
             }
             idle.wait();
@@ -102,10 +117,33 @@ pub fn run(
             push(&mut output, Output::Event { event: *event, replay }, &io, stop, metrics);
         }
         push(&mut output, Output::Done { id, replay, hops }, &io, stop, metrics);
+        if let Some(taker) = snapshots.as_mut() {
+            taker.applied(id, &events);
+            if taker.due() {
+                snapshot(taker, &engine, &mut output, &io, stop, metrics);
+            }
+        }
         io.unpark();
         metrics.ring_in.set(input.slots() as i64);
     }
     Ok(())
+}
+
+/// Takes a snapshot's images and marks the place in the I/O ring.
+#[cold]
+fn snapshot(
+    taker: &mut Taker,
+    engine: &Engine,
+    output: &mut rtrb::Producer<Output>,
+    io: &Thread,
+    stop: &Stop,
+    metrics: &Metrics,
+) {
+    let started = std::time::Instant::now();
+    if taker.take(engine) {
+        push(output, Output::Snapshot, io, stop, metrics);
+    }
+    metrics.snapshot_pause.observe(started.elapsed().as_secs_f64());
 }
 
 /// Pushes into the I/O ring, spinning while it is full (this thread is pinned: it does not yield).
@@ -143,6 +181,8 @@ mod tests {
             wake_listen: None,
             wake: vec![],
             retention_secs: 0,
+            snapshot_dir: None,
+            snapshot_every: 1,
         }
     }
 
@@ -181,8 +221,9 @@ mod tests {
         }
         // The consumer is gone: the thread finishes the ring and returns.
         drop(to_book);
-        run(&config(), &table, from_consumer, to_io, std::thread::current(), &Stop::default(), &metrics)
-            .unwrap();
+        let engine = Engine::new(&table, config().capacity);
+        let (thread, stop) = (std::thread::current(), Stop::default());
+        run(&config(), &table, engine, None, from_consumer, to_io, thread, &stop, &metrics).unwrap();
 
         let count = |t: CommandType| metrics.commands[t as usize].get();
         assert_eq!(

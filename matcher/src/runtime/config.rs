@@ -42,4 +42,8 @@ pub struct Config {
     pub wake: Vec<String>,
     /// Seconds an ended order's Redis keys are kept (0: for ever). The topics are the history.
     pub retention_secs: u64,
+    /// Where book snapshots are written and read (`None`: none; a start replays the whole log).
+    pub snapshot_dir: Option<std::path::PathBuf>,
+    /// Commands between two snapshots.
+    pub snapshot_every: u64,
 }

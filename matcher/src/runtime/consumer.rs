@@ -1,4 +1,5 @@
-//! The consumer thread: reads every partition of the `orders` topic from the beginning, decodes
+//! The consumer thread: reads every partition of the `orders` topic from the beginning (or a
+//! restored snapshot's offsets, [`super::snapshots`]), decodes
 //! each message into a command stamped with its log position, and pushes it into the ring of the
 //! book thread. Commands below the group's committed offset are marked `replay`. It also commits
 //! the offsets the I/O thread reports as persisted.
@@ -60,16 +61,18 @@ impl ConsumerContext for LagStats {}
 type OrdersConsumer = BaseConsumer<LagStats>;
 
 /// Runs until `stop`; a fatal error stops every thread.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     config: &Config,
     table: &SymbolTable,
+    start_at: &HashMap<i32, i64>,
     ring: rtrb::Producer<Input>,
     book: Thread,
     commits: Receiver<(i32, i64)>,
     stop: &Stop,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let result = consume(config, table, ring, &book, &commits, stop, metrics);
+    let result = consume(config, table, start_at, ring, &book, &commits, stop, metrics);
     if let Err(e) = &result {
         tracing::error!(error = %e, "consumer failed; stopping");
         stop.stop();
@@ -77,9 +80,11 @@ pub fn run(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn consume(
     config: &Config,
     table: &SymbolTable,
+    start_at: &HashMap<i32, i64>,
     mut ring: rtrb::Producer<Input>,
     book: &Thread,
     commits: &Receiver<(i32, i64)>,
@@ -137,6 +142,7 @@ fn consume(
         let (low, high) = consumer
             .fetch_watermarks(&config.orders_topic, p, Duration::from_secs(10))
             .context("reading the orders topic's watermarks")?;
+        let low = low.max(start_at.get(&p).copied().unwrap_or(0));
         if high > low {
             catch_up_last.insert(p, high - 1);
             remaining += high - low;
@@ -147,11 +153,12 @@ fn consume(
         // Exported from the start; the statistics keep it current.
         metrics.consumer_lag.with_label_values(&[&p.to_string()]).set(0);
     }
-    tracing::info!(partitions, ?emit_from, remaining, "replaying the orders topic from the beginning");
-    // Where each partition goes on, from the beginning: a dozing consumer gives up its assignment
+    tracing::info!(partitions, ?emit_from, ?start_at, remaining, "replaying the orders topic");
+    // Where each partition goes on, from the snapshot's offset or the beginning: a dozing consumer gives up its assignment
     // (nothing is fetched) and takes it again at exactly these offsets, so nothing read ahead and
     // dropped can be skipped. (librdkafka's pause/resume left a partition stuck in the tests.)
-    let mut next: Vec<Offset> = (0..partitions).map(|_| Offset::Beginning).collect();
+    let mut next: Vec<Offset> =
+        (0..partitions).map(|p| start_at.get(&p).map_or(Offset::Beginning, |&o| Offset::Offset(o))).collect();
     let at = |next: &[Offset]| -> anyhow::Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for (p, &offset) in next.iter().enumerate() {

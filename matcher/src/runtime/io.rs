@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -34,22 +35,27 @@ use super::keys;
 use super::metrics::Metrics;
 use super::projection::{Change, Filled, Projection, Retired};
 use super::ring::{now_ns, Hops, Idle, Output, Stop};
+use super::snapshots::Writer;
 
 /// Most events handled per batch (one Redis round trip, one wait for Kafka acks).
 const BATCH: usize = 512;
 
 /// Runs until `stop`, or until the book thread has left and everything it pushed is persisted;
-/// a fatal error stops every thread.
+/// a fatal error stops every thread. `projection` is empty, or restored from the snapshot the
+/// book thread's engine was; `snapshots` writes the snapshots the book thread takes.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     config: &Config,
     table: &SymbolTable,
+    projection: Projection,
+    snapshots: Option<Writer>,
     input: rtrb::Consumer<Output>,
     commits: Sender<(i32, i64)>,
     stop: &Stop,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(pump(config, table, input, commits, stop, metrics));
+    let result = rt.block_on(pump(config, table, projection, snapshots, input, commits, stop, metrics));
     if let Err(e) = &result {
         tracing::error!(error = %e, "I/O thread failed; stopping");
         stop.stop();
@@ -57,14 +63,18 @@ pub fn run(
     result
 }
 
-/// The thread's loop: batch, persist, report the offsets.
+/// The thread's loop: batch, persist, report the offsets (and, at a snapshot's marker, have the
+/// snapshot written).
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     config: &Config,
     table: &SymbolTable,
+    projection: Projection,
+    mut snapshots: Option<Writer>,
     mut input: rtrb::Consumer<Output>,
     commits: Sender<(i32, i64)>,
     stop: &Stop,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis.as_str()).context("redis url")?;
     let mut redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
@@ -81,7 +91,6 @@ async fn pump(
     // The gateways' market-data consumers doze while nothing flows (`common::wake`).
     let waker = common::wake::Waker::new(&config.wake).context("opening the wake-up socket")?;
     let retention = (config.retention_secs > 0).then_some(config.retention_secs);
-    let projection = Projection::new(config.capacity.client_window);
     let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
@@ -110,10 +119,18 @@ async fn pump(
                 }
                 Output::Done { id, replay, hops } => sink.done(id, replay, hops, &mut batch),
                 Output::CaughtUp => batch.caught_up = true,
+                // The batch ends here: the snapshot is written once all before it is.
+                Output::Snapshot => {
+                    batch.snapshot = true;
+                    break;
+                }
             }
         }
         if !emitted && batch.commits.is_empty() {
             caught_up(batch.caught_up, metrics);
+            if let Some(w) = snapshots.as_mut().filter(|_| batch.snapshot) {
+                w.marker(&sink.projection, metrics);
+            }
             continue;
         }
         let started = Instant::now();
@@ -145,6 +162,12 @@ async fn pump(
             let _ = commits.send((p, next));
         }
         caught_up(batch.caught_up, metrics);
+        if let Some(w) = snapshots.as_mut().filter(|_| batch.snapshot) {
+            w.marker(&sink.projection, metrics);
+        }
+    }
+    if let Some(w) = snapshots.as_mut() {
+        w.finish();
     }
     Ok(())
 }
@@ -209,6 +232,8 @@ struct Batch {
     stream: Vec<StreamEntry>,
     /// The catch-up marker came in this batch: the matcher is current once the batch is written.
     caught_up: bool,
+    /// A snapshot's marker ended this batch: write the snapshot once the batch is written.
+    snapshot: bool,
     /// Keys of ended orders, to expire at the end of the transaction (after this batch's last
     /// write to them: a write after the `EXPIRE` could create a key with no expiry).
     expire: Vec<String>,

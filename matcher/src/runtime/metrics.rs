@@ -195,6 +195,16 @@ pub struct Metrics {
     /// `matcher_caught_up`: 1 once everything the log held at start has gone through the whole
     /// pipeline (replayed, or emitted and persisted); the matcher is ready only then.
     pub caught_up: IntGauge,
+    /// `matcher_snapshot_pause_seconds`: the book thread's time to take a snapshot's image.
+    pub snapshot_pause: Histogram,
+    /// `matcher_snapshots_written_total`.
+    pub snapshots_written: IntCounter,
+    /// `matcher_snapshot_write_failures_total`.
+    pub snapshot_failures: IntCounter,
+    /// `matcher_snapshot_bytes`: the size of the last snapshot written.
+    pub snapshot_bytes: IntGauge,
+    /// `matcher_snapshot_restored`: 1 if this run started from a snapshot (0: from the log's start).
+    pub snapshot_restored: IntGauge,
 }
 
 impl Metrics {
@@ -313,6 +323,21 @@ impl Metrics {
             caught_up: gauge(
                 "matcher_caught_up",
                 "1 once what the log held at start has gone through the pipeline",
+            )?,
+            snapshot_pause: histogram(
+                "matcher_snapshot_pause_seconds",
+                "The book thread's pause to take a snapshot's image (written by another thread)",
+                hop_buckets(),
+            )?,
+            snapshots_written: counter("matcher_snapshots_written_total", "Book snapshots written")?,
+            snapshot_failures: counter(
+                "matcher_snapshot_write_failures_total",
+                "Book snapshots that could not be written",
+            )?,
+            snapshot_bytes: gauge("matcher_snapshot_bytes", "Size of the last book snapshot written")?,
+            snapshot_restored: gauge(
+                "matcher_snapshot_restored",
+                "1 if this run rebuilt its books from a snapshot, 0 if from the start of the log",
             )?,
             http: Arc::new(http),
         })

@@ -4,9 +4,10 @@
 //! `order-events`, then has the consumer commit the offsets whose outputs are persisted. An
 //! actix-web front serves reads from Redis.
 //!
-//! Recovery: on start the consumer replays every owned partition from the beginning; commands
-//! below the group's committed offset rebuild the book and the I/O thread's state but write
-//! nothing, later ones are emitted. Outputs are idempotent (keys, `SET NX`, stream ids = sequence
+//! Recovery: on start the matcher loads the newest good snapshot, if it has a directory for them
+//! ([`snapshots`]), and the consumer replays every owned partition from the snapshot's offset (or
+//! the beginning); commands below the group's committed offset rebuild the book and the I/O
+//! thread's state but write nothing, later ones are emitted. Outputs are idempotent (keys, `SET NX`, stream ids = sequence
 //! numbers), so a command emitted again after a crash counts no trade twice.
 //!
 //! Full rings: the consumer waits (it stops reading Kafka) and the book thread waits for the I/O
@@ -39,6 +40,7 @@ pub mod keys;
 pub mod metrics;
 pub mod projection;
 pub mod ring;
+pub mod snapshots;
 
 use std::sync::Arc;
 use std::thread;
@@ -49,6 +51,9 @@ use common::SymbolTable;
 
 pub use config::Config;
 use metrics::Metrics;
+use projection::Projection;
+
+use crate::engine::Engine;
 use ring::{Input, Output, Stop, StopOnPanic};
 
 /// How long a shutdown may take to finish what was read and commit it.
@@ -63,12 +68,20 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (to_io, from_book) = rtrb::RingBuffer::<Output>::new(config.ring);
     let (commit_tx, commit_rx) = std::sync::mpsc::channel::<(i32, i64)>();
     let metrics = Arc::new(Metrics::new()?);
+    let restored = snapshots::restore(&config, &table);
+    metrics.snapshot_restored.set(i64::from(restored.is_some()));
+    let (taker, writer) = snapshots::pair(&config, table.len(), restored.as_ref()).unzip();
+    let start_at = snapshots::offsets(restored.as_ref());
+    let (engine, projection) = match restored {
+        Some(r) => (r.engine, r.projection),
+        None => (Engine::new(&table, config.capacity), Projection::new(config.capacity.client_window)),
+    };
 
     let io = {
         let (config, table, stop, metrics) = (config.clone(), table.clone(), stop.clone(), metrics.clone());
         thread::Builder::new().name("io".into()).spawn(move || {
             let _guard = StopOnPanic(stop.clone());
-            io::run(&config, &table, from_book, commit_tx, &stop, &metrics)
+            io::run(&config, &table, projection, writer, from_book, commit_tx, &stop, &metrics)
         })?
     };
     let book = {
@@ -76,7 +89,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let io_thread = io.thread().clone();
         thread::Builder::new().name("book".into()).spawn(move || {
             let _guard = StopOnPanic(stop.clone());
-            book_thread::run(&config, &table, from_consumer, to_io, io_thread, &stop, &metrics)
+            book_thread::run(&config, &table, engine, taker, from_consumer, to_io, io_thread, &stop, &metrics)
         })?
     };
     let consumer = {
@@ -84,7 +97,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let book_thread = book.thread().clone();
         thread::Builder::new().name("consumer".into()).spawn(move || {
             let _guard = StopOnPanic(stop.clone());
-            consumer::run(&config, &table, to_book, book_thread, commit_rx, &stop, &metrics)
+            consumer::run(&config, &table, &start_at, to_book, book_thread, commit_rx, &stop, &metrics)
         })?
     };
 

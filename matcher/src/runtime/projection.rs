@@ -69,7 +69,7 @@ pub enum Retired {
 }
 
 /// One symbol's price levels, from `level` events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Levels {
     /// Bid price (ticks) → open quantity (lots).
     pub bids: BTreeMap<i64, u64>,
@@ -158,6 +158,93 @@ impl Projection {
             recent: HashMap::new(),
             retired: Vec::new(),
         }
+    }
+
+    /// The open orders and levels as bytes for a snapshot's `extra` section (JSON, sorted, so the
+    /// same state gives the same bytes). The duplicate-window mirror is not in it: it equals the
+    /// books' windows, which the snapshot holds ([`Projection::restore`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut orders: Vec<_> = self.orders.iter().collect();
+        orders.sort_unstable_by_key(|(id, _)| **id);
+        let orders: Vec<serde_json::Value> = orders
+            .into_iter()
+            .map(|(id, o)| {
+                serde_json::json!([
+                    id.0,
+                    o.qty.0,
+                    o.filled.0,
+                    o.status.as_str(),
+                    o.can_rest,
+                    o.account.as_str(),
+                    o.client_order_id.as_str(),
+                    o.symbol.0
+                ])
+            })
+            .collect();
+        let mut levels: Vec<_> = self.levels.iter().collect();
+        levels.sort_unstable_by_key(|(symbol, _)| **symbol);
+        let levels: Vec<serde_json::Value> = levels
+            .into_iter()
+            .map(|(symbol, l)| {
+                let side =
+                    |m: &BTreeMap<i64, u64>| m.iter().map(|(p, q)| [*p, *q as i64]).collect::<Vec<_>>();
+                serde_json::json!([symbol.0, l.seq, side(&l.bids), side(&l.asks)])
+            })
+            .collect();
+        serde_json::json!({"v": 1, "orders": orders, "levels": levels}).to_string().into_bytes()
+    }
+
+    /// A projection from [`Projection::encode`]'s bytes and each book's window of ended client
+    /// ids (oldest first, as the snapshot holds them), mirroring a window of `window`.
+    pub fn restore<'a>(
+        bytes: &[u8],
+        windows: impl IntoIterator<Item = (SymbolId, &'a [(Account, ClientOrderId)])>,
+        window: usize,
+    ) -> Result<Projection, String> {
+        /// id, qty, filled, status, can_rest, account, client id, symbol.
+        type Order = (u64, u64, u64, String, bool, String, String, u32);
+        /// symbol, seq, bids, asks.
+        type Prices = Vec<(i64, u64)>;
+        #[derive(serde::Deserialize)]
+        struct Image {
+            v: u32,
+            orders: Vec<Order>,
+            levels: Vec<(u32, u64, Prices, Prices)>,
+        }
+        let image: Image = serde_json::from_slice(bytes).map_err(|e| format!("the projection: {e}"))?;
+        if image.v != 1 {
+            return Err(format!("the projection's format {} is not known", image.v));
+        }
+        let mut p = Projection::new(window);
+        for (id, qty, filled, status, can_rest, account, client_order_id, symbol) in image.orders {
+            let order = OrderState {
+                qty: Qty(qty),
+                filled: Qty(filled),
+                status: OrderStatus::from_name(&status)
+                    .ok_or_else(|| format!("order {id}: status {status:?}"))?,
+                can_rest,
+                account: Account::new(&account).map_err(|e| format!("order {id}: account {e}"))?,
+                client_order_id: ClientOrderId::new(&client_order_id)
+                    .map_err(|e| format!("order {id}: client id {e}"))?,
+                symbol: SymbolId(symbol),
+            };
+            p.orders.insert(OrderId(id), order);
+        }
+        for (symbol, seq, bids, asks) in image.levels {
+            let levels = Levels { bids: bids.into_iter().collect(), asks: asks.into_iter().collect(), seq };
+            p.levels.insert(SymbolId(symbol), levels);
+        }
+        for (symbol, ended) in windows {
+            if ended.len() > window {
+                return Err(format!(
+                    "symbol {}: {} ended ids, the window holds {window}",
+                    symbol.0,
+                    ended.len()
+                ));
+            }
+            p.recent.insert(symbol, ended.iter().copied().collect());
+        }
+        Ok(p)
     }
 
     /// What ended, or left a duplicate window, since the last call, in event order.
@@ -445,6 +532,27 @@ mod tests {
         // An unknown order retires nothing.
         p.apply(&cancel(14, 99));
         assert_eq!(p.retired().count(), 0);
+    }
+
+    #[test]
+    fn a_projection_comes_back_from_its_bytes_and_the_books_windows() {
+        let mut p = Projection::new(2);
+        p.apply(&accepted(1, 5, TimeInForce::Gtc));
+        p.done(OrderId(1));
+        p.apply(&fill(2, 1, 2, 2));
+        let level = EventKind::Level { side: Side::Buy, price: Price(100), qty: Qty(3), orders: 1 };
+        p.apply(&event(2, 7, level));
+        let windows = [(ABC, vec![(Account::new("a").unwrap(), ClientOrderId::new("c0").unwrap())])];
+        let q = Projection::restore(&p.encode(), windows.iter().map(|(s, w)| (*s, w.as_slice())), 2).unwrap();
+        assert_eq!(q.orders, p.orders);
+        assert_eq!(q.levels, p.levels);
+        assert_eq!(q.encode(), p.encode(), "the same state, the same bytes");
+        assert_eq!(q.recent[&ABC].len(), 1);
+        // Bad bytes, an unknown format, a window too long: errors, never a guess.
+        assert!(Projection::restore(b"{", [], 2).is_err());
+        let future = String::from_utf8(p.encode()).unwrap().replace("\"v\":1", "\"v\":2");
+        assert!(Projection::restore(future.as_bytes(), [], 2).unwrap_err().contains("format 2"));
+        assert!(Projection::restore(&p.encode(), windows.iter().map(|(s, w)| (*s, w.as_slice())), 0).is_err());
     }
 
     #[test]

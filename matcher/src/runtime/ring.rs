@@ -69,6 +69,9 @@ pub enum Output {
     },
     /// [`Input::CaughtUp`], passed on in order.
     CaughtUp,
+    /// The book thread took a snapshot here (its images are on the snapshot channel): once
+    /// everything before this is persisted, it can be written (`super::snapshots`).
+    Snapshot,
     /// The command at `id` is fully applied; its offset can be committed once persisted.
     Done {
         /// Its log position.

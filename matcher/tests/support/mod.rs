@@ -101,7 +101,12 @@ pub fn market(side: Side, qty: u64) -> NewOrder {
 impl Fixture {
     /// Applies a command with the next id; returns the id. Validates after every command.
     pub fn send(&mut self, kind: CommandKind) -> OrderId {
-        let id = OrderId::new(0, self.next).unwrap();
+        self.send_on(0, kind)
+    }
+
+    /// Sends a command as if it came in on `partition` of the log.
+    pub fn send_on(&mut self, partition: u16, kind: CommandKind) -> OrderId {
+        let id = OrderId::new(partition, self.next).unwrap();
         self.next += 1;
         let cmd = Command { id, ts: Timestamp(1_000 + id.0), kind };
         self.events.clear();

@@ -333,7 +333,7 @@ impl Oracle {
                         let ids: Vec<OrderId> = self
                             .orders(SymbolId(b as u32), side)
                             .iter()
-                            .filter(|o| o.account == account)
+                            .filter(|o| o.account == account && o.id.partition() == cmd.id.partition())
                             .map(|o| o.id)
                             .collect();
                         let book = &mut self.books[b];
