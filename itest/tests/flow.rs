@@ -109,7 +109,7 @@ fn crossing_orders_trade_and_every_read_shows_it() {
     assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("unknown_symbol")));
 
     // One message per fill on `trades`.
-    let msgs = s.read_all("trades", 1, 1, Duration::from_secs(20)).unwrap();
+    let msgs = s.read_all("trades", 2, 1, Duration::from_secs(20)).unwrap();
     assert_eq!(msgs.len(), 1);
     let fill: Value = serde_json::from_slice(&msgs[0].2).unwrap();
     assert_eq!(
@@ -166,7 +166,7 @@ fn a_killed_matcher_comes_back_with_its_book_and_counts_no_trade_twice() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut msgs = Vec::new();
     while Instant::now() < deadline && msgs.len() < 3 {
-        msgs = s.read_all("trades", 1, 10, Duration::from_secs(2)).unwrap();
+        msgs = s.read_all("trades", 2, 10, Duration::from_secs(2)).unwrap();
     }
     let mut by_trade: HashMap<String, Value> = HashMap::new();
     for (_, _, payload) in &msgs {

@@ -52,6 +52,11 @@ struct Args {
     /// broker is asked while orders flow.
     #[arg(long, env = "MATCHER_KAFKA_FETCH_WAIT_MS", default_value_t = 5)]
     kafka_fetch_wait_ms: u32,
+    /// At most one offset commit per this many milliseconds: one broker request for many batches.
+    /// A crash re-emits at most this long's commands, with the same ids — Redis writes are
+    /// idempotent and the output topics skip what they hold — and a drain commits at once.
+    #[arg(long, env = "MATCHER_COMMIT_INTERVAL_MS", default_value_t = 100)]
+    commit_interval_ms: u64,
     /// The output producer's `linger.ms` (trades and events).
     #[arg(long, env = "MATCHER_KAFKA_LINGER_MS", default_value_t = 1)]
     kafka_linger_ms: u32,
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         ring: args.ring,
         capacity: Capacity::default(),
         fetch_wait_ms: args.kafka_fetch_wait_ms,
+        commit_interval_ms: args.commit_interval_ms,
         linger_ms: args.kafka_linger_ms,
         wake_listen: args.wake_listen,
         wake: args.wake,

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The topics the stack needs, with their partition counts; created by the supervisor (the broker
-/// does not auto-create) and, in compose, by `kafka-init`.
-pub const TOPICS: [(&str, i32); 3] = [("orders", 2), ("trades", 1), ("order-events", 1)];
+/// does not auto-create) and, in compose, by `kafka-init`. The output topics are partitioned like
+/// `orders`: partition *i* of each holds the events of `orders` partition *i*'s commands.
+pub const TOPICS: [(&str, i32); 3] = [("orders", 2), ("trades", 2), ("order-events", 2)];
 
 /// The kinds of process in the stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

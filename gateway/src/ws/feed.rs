@@ -42,7 +42,7 @@ pub type SessionId = u64;
 /// What the feed is told.
 #[derive(Debug)]
 pub enum FeedMsg {
-    /// Events from the consumer, in log order.
+    /// Events from the consumer, each partition's in log order (a symbol's are in one).
     Events(Vec<FeedEvent>),
     /// The consumer sits at a fixed offset: books may bootstrap.
     Positioned,

@@ -6,18 +6,25 @@
 //! `trades` topic carries the same fill messages again, one per fill; reading both would double
 //! the fetches and leave two streams to order against each other, for nothing.
 //!
-//! No consumer group: the partition is assigned at a fixed offset (the end, read once), so no
-//! commit and no rebalance, and everything produced after that offset reaches the feed, which
+//! Every partition of it: the matcher writes the events of `orders` partition *i* to partition
+//! *i*, and a symbol lives in one `orders` partition, so each symbol's events are in one
+//! partition, in order. Across partitions there is no order, and none is needed: the feed checks
+//! sequence numbers per symbol, and an order's events all belong to its symbol. The partitions are
+//! the ones the topic has at start (read from its metadata); one added later is not read.
+//!
+//! No consumer group: each partition is assigned at a fixed offset (its end, read once), so no
+//! commit and no rebalance, and everything produced after those offsets reaches the feed, which
 //! the book bootstrap relies on (see [`super::book`]). `fetch.wait.max.ms` is low (DESIGN.md §1:
 //! Tansu holds a fetch for about that long even when data is there).
 //!
-//! The broker's health: when nothing has arrived for a second, the thread asks for the
-//! partition's watermarks (also the offset lag); a failure means the feed is down, and the next
-//! success that it is back. librdkafka reconnects on its own and resumes at its position.
+//! The broker's health: when nothing has arrived for a second, the thread asks for every
+//! partition's watermarks (also the offset lag, summed over the partitions); a failure means the
+//! feed is down, and the next success that it is back. librdkafka reconnects on its own and
+//! resumes at its position.
 //!
-//! With a wake-up address it dozes (`common::wake`): idle for `IDLE`, it gives up the partition
-//! and takes it again, at the offset after the last message read, on the matcher's wake-up (sent
-//! once the events are written) or after `RECHECK`.
+//! With a wake-up address it dozes (`common::wake`): idle for `IDLE`, it gives up the partitions
+//! and takes them again, each at the offset after the last message read from it (`Positions`),
+//! on the matcher's wake-up (sent once the events are written) or after `RECHECK`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +37,7 @@ use common::{
 use prometheus::{Histogram, IntGauge};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -53,13 +61,13 @@ pub struct KafkaConfig {
     pub wake_listen: Option<String>,
 }
 
-/// Idle this long, the consumer gives up its partition.
+/// Idle this long, the consumer gives up its partitions.
 const IDLE: Duration = Duration::from_millis(250);
 
 /// After a recheck that found nothing, it gives it up again this soon.
 const PEEK: Duration = Duration::from_millis(20);
 
-/// A dozing consumer takes its partition again after this long even without a wake-up.
+/// A dozing consumer takes its partitions again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// One event of the stream, as the feed needs it.
@@ -228,7 +236,7 @@ pub fn parse(bytes: &[u8], table: &SymbolTable) -> Result<FeedEvent, String> {
 pub struct ConsumerMetrics {
     /// `ws_feed_lag_seconds`: the message's Kafka timestamp → the gateway has it.
     pub lag: Histogram,
-    /// `ws_feed_offset_lag`: messages behind the partition's end, when last asked.
+    /// `ws_feed_offset_lag`: messages behind the partitions' ends (summed), when last asked.
     pub offset_lag: IntGauge,
     /// `ws_feed_up`: 1 while the broker answers.
     pub up: IntGauge,
@@ -285,13 +293,13 @@ fn consume(
         }
         true
     };
-    // The end of the topic, as a fixed offset.
-    let end = loop {
+    // Every partition and its end, as fixed offsets.
+    let mut positions = loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match consumer.fetch_watermarks(&config.topic, 0, Duration::from_secs(2)) {
-            Ok((_, high)) => break high,
+        match ends(&consumer, &config.topic, Duration::from_secs(2)) {
+            Ok(ends) => break Positions::new(ends),
             Err(e) => {
                 tracing::debug!(error = %e, "waiting for the broker");
                 if !set_up(false) {
@@ -301,13 +309,16 @@ fn consume(
             }
         }
     };
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&config.topic, 0, Offset::Offset(end))?;
-    consumer.assign(&tpl)?;
+    consumer.assign(&positions.assignment(&config.topic)?)?;
     if !set_up(true) || !send(FeedMsg::Positioned) {
         return Ok(());
     }
-    tracing::info!(topic = %config.topic, offset = end, "market-data consumer assigned at the end of the topic");
+    tracing::info!(
+        topic = %config.topic,
+        partitions = positions.len(),
+        offsets = ?positions,
+        "market-data consumer assigned at the end of the topic"
+    );
     let listener = config.wake_listen.as_deref().and_then(|addr| match Listener::bind(addr) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -316,8 +327,6 @@ fn consume(
         }
     });
     let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
-    // Where it goes on: dozing, it gives up the partition and takes it again at this offset.
-    let mut next = end;
     let mut heard = Instant::now();
     let mut chunk = Vec::with_capacity(config.chunk);
     while !stop.load(Ordering::Relaxed) {
@@ -325,9 +334,7 @@ fn consume(
             let woken = listener.wait(doze.wait_for(Instant::now(), Duration::from_millis(100)));
             let now = Instant::now();
             if doze.should_resume(now, woken) {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&config.topic, 0, Offset::Offset(next))?;
-                consumer.assign(&tpl)?;
+                consumer.assign(&positions.assignment(&config.topic)?)?;
                 doze.resume(now, woken);
             }
         }
@@ -346,15 +353,18 @@ fn consume(
                 Ok(m) => {
                     heard = Instant::now();
                     doze.read(heard);
-                    next = m.offset() + 1;
+                    positions.read(m.partition(), m.offset());
                     if let Some(ts) = m.timestamp().to_millis() {
                         metrics.lag.observe((now_ms() - ts).max(0) as f64 / 1000.0);
                     }
                     match parse(m.payload().unwrap_or_default(), table) {
                         Ok(e) => chunk.push(e),
-                        Err(e) => {
-                            tracing::warn!(offset = m.offset(), error = %e, "skipping an order-events message")
-                        }
+                        Err(e) => tracing::warn!(
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            error = %e,
+                            "skipping an order-events message"
+                        ),
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "market-data consumer"),
@@ -368,24 +378,88 @@ fn consume(
         }
         if heard.elapsed() >= Duration::from_secs(1) {
             heard = Instant::now();
-            let probe = consumer.fetch_watermarks(&config.topic, 0, Duration::from_secs(1));
-            if let Ok((_, high)) = probe {
-                let at = consumer.position().ok().and_then(|p| {
-                    p.find_partition(&config.topic, 0).and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                });
-                if let Some(at) = at {
-                    metrics.offset_lag.set((high - at).max(0));
-                }
+            let highs: Result<Vec<i64>, _> = (0..positions.len() as i32)
+                .map(|p| consumer.fetch_watermarks(&config.topic, p, Duration::from_secs(1)).map(|(_, h)| h))
+                .collect();
+            if let Ok(highs) = &highs {
+                metrics.offset_lag.set(positions.lag(highs));
             }
-            if !set_up(probe.is_ok()) {
+            if !set_up(highs.is_ok()) {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// Each partition's end (high watermark), in partition order; the partitions are the ones the
+/// topic's metadata lists now (partitions added later are never read).
+fn ends(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i64>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    if partitions == 0 {
+        // Not created yet, or the broker is still starting.
+        return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition));
+    }
+    (0..partitions as i32)
+        .map(|p| consumer.fetch_watermarks(topic, p, timeout).map(|(_, high)| high))
+        .collect()
+}
+
+/// Where the consumer goes on in each partition of the topic: the offset after the last message
+/// read from it (at first, the partition's end as read at start). Dozing, the consumer gives up
+/// its partitions and takes each one again at exactly this offset, so nothing fetched ahead and
+/// dropped is skipped. Per partition, because the matcher writes a symbol's events to one
+/// partition only: the partitions' streams are independent, and only each one's order matters.
+#[derive(Clone, PartialEq, Eq)]
+struct Positions {
+    /// Indexed by partition (a topic's partitions are `0..n`).
+    next: Vec<i64>,
+}
+
+impl Positions {
+    /// Starts each partition at its `ends` entry (partition order).
+    fn new(ends: Vec<i64>) -> Positions {
+        Positions { next: ends }
+    }
+
+    /// How many partitions are read.
+    fn len(&self) -> usize {
+        self.next.len()
+    }
+
+    /// The message at `offset` of `partition` was read. A partition it does not read is ignored.
+    fn read(&mut self, partition: i32, offset: i64) {
+        if let Some(next) = usize::try_from(partition).ok().and_then(|p| self.next.get_mut(p)) {
+            *next = offset + 1;
+        }
+    }
+
+    /// Messages behind the partitions' ends (`highs`, in partition order), summed; a partition
+    /// whose end was read before its latest messages counts as 0, not less.
+    fn lag(&self, highs: &[i64]) -> i64 {
+        self.next.iter().zip(highs).map(|(&next, &high)| (high - next).max(0)).sum()
+    }
+
+    /// Every partition at its offset, to assign.
+    fn assignment(&self, topic: &str) -> KafkaResult<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::with_capacity(self.next.len());
+        for (p, &next) in self.next.iter().enumerate() {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(next))?;
+        }
+        Ok(tpl)
+    }
+}
+
+impl std::fmt::Debug for Positions {
+    /// `{partition: next offset, …}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.next.iter().enumerate()).finish()
+    }
 }
 
 #[cfg(test)]
@@ -396,9 +470,127 @@ mod tests {
     use super::*;
 
     fn event(seq: u64, kind: EventKind) -> Vec<u8> {
+        event_of("ABC", seq, kind)
+    }
+
+    fn event_of(symbol: &str, seq: u64, kind: EventKind) -> Vec<u8> {
         let t = SymbolTable::default();
-        let e = Event { cmd: OrderId(7), index: 0, symbol: t.lookup("ABC"), seq, ts: Timestamp(5), kind };
+        let e = Event { cmd: OrderId(7), index: 0, symbol: t.lookup(symbol), seq, ts: Timestamp(5), kind };
         encode_event(&e, &t)
+    }
+
+    #[test]
+    fn positions_go_on_per_partition() {
+        let mut p = Positions::new(vec![10, 0, 7]);
+        assert_eq!(p.len(), 3);
+        assert_eq!(format!("{p:?}"), "{0: 10, 1: 0, 2: 7}");
+        p.read(1, 0);
+        p.read(1, 1);
+        p.read(0, 10);
+        // A partition it does not read (the topic grew after start) changes nothing.
+        p.read(3, 50);
+        p.read(-1, 50);
+        assert_eq!(p.next, vec![11, 2, 7]);
+        let tpl = p.assignment("order-events").unwrap();
+        let at: Vec<(i32, Offset)> = tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect();
+        assert_eq!(at, vec![(0, Offset::Offset(11)), (1, Offset::Offset(2)), (2, Offset::Offset(7))]);
+        assert!(tpl.elements().iter().all(|e| e.topic() == "order-events"));
+        // Summed; a partition read past an older end counts 0, not less.
+        assert_eq!(p.lag(&[11, 2, 7]), 0);
+        assert_eq!(p.lag(&[15, 2, 9]), 6);
+        assert_eq!(p.lag(&[15, 1, 9]), 6);
+        // One partition: as before.
+        let mut one = Positions::new(vec![4]);
+        one.read(0, 4);
+        assert_eq!((one.next.clone(), one.lag(&[9])), (vec![5], 4));
+    }
+
+    /// The consumer against librdkafka's mock broker with a two-partition topic: it starts at
+    /// each partition's end, reads both, and after dozing takes each again where it left off.
+    #[test]
+    fn the_consumer_reads_every_partition_and_resumes_each_after_dozing() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("order-events", 2, 1).unwrap();
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
+        let level = |symbol: &str, seq: u64| {
+            event_of(
+                symbol,
+                seq,
+                EventKind::Level { side: Side::Buy, price: Price(100), qty: Qty(1), orders: 1 },
+            )
+        };
+        let produce = |partition: i32, payload: Vec<u8>| {
+            producer
+                .send(BaseRecord::<(), _>::to("order-events").partition(partition).payload(&payload))
+                .unwrap();
+            producer.flush(Duration::from_secs(5)).unwrap();
+        };
+        // Before the consumer starts: never read.
+        produce(0, level("ABC", 1));
+        produce(1, level("DEF", 1));
+        produce(1, level("DEF", 2));
+
+        let table = SymbolTable::default();
+        let (abc, def) = (table.lookup("ABC").unwrap(), table.lookup("DEF").unwrap());
+        let metrics = ConsumerMetrics {
+            lag: Histogram::with_opts(prometheus::HistogramOpts::new("l", "l")).unwrap(),
+            offset_lag: IntGauge::new("o", "o").unwrap(),
+            up: IntGauge::new("u", "u").unwrap(),
+        };
+        let config = KafkaConfig {
+            brokers: cluster.bootstrap_servers(),
+            topic: "order-events".into(),
+            fetch_wait_ms: 5,
+            chunk: 64,
+            // No one sends a wake-up: it dozes, and takes its partitions again after RECHECK.
+            wake_listen: Some("127.0.0.1:0".into()),
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = spawn(config, table, tx, metrics.clone(), stop.clone()).unwrap();
+        let mut positioned = false;
+        while !positioned {
+            match rx.blocking_recv().expect("the consumer runs") {
+                FeedMsg::Positioned => positioned = true,
+                FeedMsg::Status { up } => assert!(up, "the mock broker answers"),
+                other => panic!("before Positioned: {other:?}"),
+            }
+        }
+        // Reads until `n` events came (or `secs` passed), as (symbol, seq), sorted.
+        let mut take = |n: usize, secs: u64| {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut got = Vec::new();
+            while got.len() < n && Instant::now() < deadline {
+                match rx.try_recv() {
+                    Ok(FeedMsg::Events(events)) => {
+                        got.extend(events.into_iter().map(|e| (e.symbol.unwrap(), e.seq)))
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            got.sort();
+            got
+        };
+        produce(1, level("DEF", 3));
+        produce(0, level("ABC", 2));
+        assert_eq!(take(2, 10), vec![(abc, 2), (def, 3)]);
+        // Idle past IDLE: it gives up both partitions; meanwhile both move on.
+        std::thread::sleep(IDLE * 3);
+        produce(0, level("ABC", 3));
+        produce(1, level("DEF", 4));
+        produce(1, level("DEF", 5));
+        assert_eq!(take(3, 10), vec![(abc, 3), (def, 4), (def, 5)]);
+        // Nothing again, nothing more: no partition went back, none skipped ahead.
+        assert_eq!(take(1, 2), vec![]);
+        assert_eq!(metrics.offset_lag.get(), 0);
+        assert_eq!(metrics.up.get(), 1);
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
     }
 
     #[test]

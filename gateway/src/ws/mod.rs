@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Kafka order-events ──► consumer thread ──► feed actor ──► bounded queue ──► session actor ──► socket
-//!  (one partition)        (kafka.rs)          (feed.rs:        (link.rs)        (session.rs,
+//!  (every partition)      (kafka.rs)          (feed.rs:        (link.rs)        (session.rs,
 //!                          one per gateway     books, fan-out)                   one per client)
 //!                                                 ▲
 //!                     matcher front GET /api/v1/book/{sym}: a book's bootstrap (book.rs)
@@ -148,7 +148,7 @@ impl Metrics {
                 lag,
                 offset_lag: gauge(
                     "ws_feed_offset_lag",
-                    "Messages the market-data consumer is behind the topic's end",
+                    "Messages the market-data consumer is behind the topic's end, summed over its partitions",
                 )?,
                 up: feed_up,
             },
@@ -193,7 +193,7 @@ pub struct Running {
     /// Tells the consumer thread to stop.
     stop: Arc<AtomicBool>,
     /// The consumer thread (not joined: it notices the flag within one poll, 100 ms, or one
-    /// watermark request, 2 s, and nothing waits for it).
+    /// round of metadata and watermark requests, a few seconds, and nothing waits for it).
     _consumer: std::thread::JoinHandle<()>,
     /// The feed task.
     feed: tokio::task::JoinHandle<()>,

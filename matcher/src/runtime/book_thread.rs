@@ -177,6 +177,7 @@ mod tests {
             ring: 64,
             capacity: Capacity { orders: 64, levels: 16, client_window: 64 },
             fetch_wait_ms: 2,
+            commit_interval_ms: 100,
             linger_ms: 1,
             wake_listen: None,
             wake: vec![],

@@ -33,6 +33,9 @@ pub struct Config {
     pub capacity: Capacity,
     /// The orders consumer's `fetch.wait.max.ms`.
     pub fetch_wait_ms: u32,
+    /// At most one offset commit per this many milliseconds (what was persisted meanwhile is
+    /// committed together; a drain commits at once).
+    pub commit_interval_ms: u64,
     /// The output producer's `linger.ms`.
     pub linger_ms: u32,
     /// Where the writers' wake-ups arrive (UDP `host:port`): with it, the consumer stops fetching

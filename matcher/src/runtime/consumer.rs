@@ -180,6 +180,8 @@ fn consume(
     let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
 
     let mut pending: HashMap<i32, i64> = HashMap::new();
+    let commit_interval = Duration::from_millis(config.commit_interval_ms);
+    let mut committed_at = Instant::now();
     let mut caught_up_sent = false;
     while !stop.draining() {
         if !caught_up_sent && catch_up_last.is_empty() {
@@ -187,9 +189,12 @@ fn consume(
             push(&mut ring, Input::CaughtUp, book, stop, metrics);
             caught_up_sent = true;
         }
-        // Commit what the I/O thread has persisted.
+        // Commit what the I/O thread has persisted (at most once per interval).
         pending.extend(commits.try_iter());
-        commit(&consumer, &config.orders_topic, &mut pending, CommitMode::Async)?;
+        if !pending.is_empty() && committed_at.elapsed() >= commit_interval {
+            commit(&consumer, &config.orders_topic, &mut pending, CommitMode::Async)?;
+            committed_at = Instant::now();
+        }
         if let Some(listener) = listener.as_ref().filter(|_| doze.paused()) {
             // Back often enough to commit what the I/O thread persists meanwhile.
             let woken = listener.wait(doze.wait_for(Instant::now(), Duration::from_millis(20)));

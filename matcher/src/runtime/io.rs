@@ -8,6 +8,12 @@
 //! stream entry ids are sequence numbers), so a batch written twice — after a crash, or a retry —
 //! changes nothing. Replayed events only update the projection.
 //!
+//! Exactly once on the topics: output partition *i* of `trades` and `order-events` holds the
+//! events of `orders` partition *i*'s commands, in order. On start the thread reads the last
+//! message of each output partition and emits to it only events past that one ([`Outlet`]), so a
+//! command emitted again after a crash (its outputs written, its offset not yet committed) adds
+//! nothing to the topics; Redis writes are idempotent anyway.
+//!
 //! A failed Redis or Kafka call is retried after a pause for as long as it fails (`Retry`):
 //! offsets are committed only once everything is written, so giving up would lose outputs. Only a
 //! stop (the drain timed out, or another thread failed) ends the retries; the batch is then
@@ -91,7 +97,18 @@ async fn pump(
     // The gateways' market-data consumers doze while nothing flows (`common::wake`).
     let waker = common::wake::Waker::new(&config.wake).context("opening the wake-up socket")?;
     let retention = (config.retention_secs > 0).then_some(config.retention_secs);
-    let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention };
+    let outlet = loop {
+        match Outlet::read(config) {
+            Ok(outlet) => break outlet,
+            Err(e) => {
+                retry.after("reading the last event of each output partition", &format!("{e:#}")).await?
+            }
+        }
+    };
+    if !outlet.last.is_empty() {
+        tracing::info!(last = ?outlet.last, "output topics: emitting only past their last events");
+    }
+    let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention, outlet };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
         let available = input.slots();
@@ -198,10 +215,117 @@ struct Sink<'a> {
     stream_last: HashMap<SymbolId, u64>,
     /// Seconds an ended order's keys stay in Redis (`None`: for ever).
     retention: Option<u64>,
+    /// What the output topics already hold.
+    outlet: Outlet,
+}
+
+/// Where each output partition's log ends: the `(command id, event index)` of its last message,
+/// for the partitions that had one at start. An event at or before it is on the topic already.
+#[derive(Debug, Default)]
+struct Outlet {
+    /// (topic, partition) → the last event's (command id, index).
+    last: HashMap<(Topic, i32), (u64, u32)>,
+    /// Each topic's partition count, if it has fewer than `orders` (a run directory from before
+    /// the topics were partitioned; Tansu cannot add partitions): command partition *i* goes to
+    /// *i* mod the count, and that topic is written at least once, not exactly once.
+    fewer: HashMap<Topic, i32>,
+}
+
+impl Outlet {
+    /// Reads the last message of every partition of both output topics.
+    fn read(config: &Config) -> anyhow::Result<Outlet> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            // Required by librdkafka; never joined (assign) nor committed.
+            .set("group.id", format!("{}-outlet", config.group))
+            .set("enable.auto.commit", "false")
+            .set("socket.timeout.ms", "3000")
+            .create()
+            .context("creating the output topics' reader")?;
+        let count = |name: &str| -> anyhow::Result<i32> {
+            let md = consumer.fetch_metadata(Some(name), Duration::from_secs(5))?;
+            let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+            anyhow::ensure!(partitions > 0, "topic {name} has no partitions (not created yet?)");
+            Ok(partitions)
+        };
+        let orders = count(&config.orders_topic)?;
+        let (mut last, mut fewer) = (HashMap::new(), HashMap::new());
+        for (topic, name) in [(Topic::Trades, &config.trades_topic), (Topic::Events, &config.events_topic)] {
+            let partitions = count(name)?;
+            if partitions < orders {
+                tracing::warn!(
+                    topic = %name,
+                    partitions,
+                    orders,
+                    "fewer partitions than the orders topic: written at least once, not exactly once \
+                     (a fresh run directory creates them partitioned like orders)"
+                );
+                fewer.insert(topic, partitions);
+                continue;
+            }
+            for p in 0..partitions {
+                let (low, high) = consumer.fetch_watermarks(name, p, Duration::from_secs(5))?;
+                if high <= low {
+                    continue;
+                }
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition_offset(name, p, rdkafka::Offset::Offset(high - 1))?;
+                consumer.assign(&tpl)?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let message = loop {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "no message at {name}/{p} offset {}",
+                        high - 1
+                    );
+                    match consumer.poll(Duration::from_millis(200)) {
+                        Some(Ok(m)) if m.partition() == p => break m.payload().map(<[u8]>::to_vec),
+                        Some(Err(e)) => anyhow::bail!("reading {name}/{p}: {e}"),
+                        _ => {}
+                    }
+                };
+                let id = message.as_deref().and_then(event_position).with_context(|| {
+                    format!(
+                        "the last message of {name}/{p} names no event (`event_id` \"<command>-<index>\")"
+                    )
+                })?;
+                last.insert((topic, p), id);
+            }
+        }
+        Ok(Outlet { last, fewer })
+    }
+
+    /// The partition of `topic` that command partition `p`'s events go to.
+    fn partition(&self, topic: Topic, p: i32) -> i32 {
+        self.fewer.get(&topic).map_or(p, |&n| p % n)
+    }
+
+    /// True if `e` is on `topic` already (at or before its partition's last message at start).
+    /// Past it, the partition is forgotten: everything after is new.
+    fn holds(&mut self, topic: Topic, e: &Event) -> bool {
+        let key = (topic, i32::from(e.cmd.partition()));
+        match self.last.get(&key) {
+            Some(&last) if (e.cmd.0, e.index) <= last => true,
+            Some(_) => {
+                self.last.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The `(command id, index)` of an encoded event (its `event_id`, `"<command>-<index>"`).
+fn event_position(payload: &[u8]) -> Option<(u64, u32)> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let (cmd, index) = v.get("event_id")?.as_str()?.split_once('-')?;
+    Some((cmd.parse().ok()?, index.parse().ok()?))
 }
 
 /// The output topics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Topic {
     /// One message per fill.
     Trades,
@@ -217,8 +341,8 @@ type StreamEntry = (SymbolId, u64, Vec<(&'static str, String)>);
 struct Batch {
     /// The Redis transaction.
     pipe: redis::Pipeline,
-    /// (topic, key, payload).
-    kafka: Vec<(Topic, String, Vec<u8>)>,
+    /// (topic, partition, key, payload).
+    kafka: Vec<(Topic, i32, String, Vec<u8>)>,
     /// Next offset to commit, per partition.
     commits: HashMap<i32, i64>,
     /// Symbols whose depth snapshot changed.
@@ -260,7 +384,13 @@ impl<'a> Sink<'a> {
     /// A sink with nothing written yet, mirroring the default duplicate window.
     #[cfg(test)]
     fn new(table: &'a SymbolTable, retention: Option<u64>) -> Sink<'a> {
-        Sink { table, projection: Projection::default(), stream_last: HashMap::new(), retention }
+        Sink {
+            table,
+            projection: Projection::default(),
+            stream_last: HashMap::new(),
+            retention,
+            outlet: Outlet::default(),
+        }
     }
 
     /// Applies one event to the projection and, unless replayed, queues its writes.
@@ -373,7 +503,7 @@ impl<'a> Sink<'a> {
                 if let Some(symbol) = e.symbol {
                     b.stream.push((symbol, e.seq, fields));
                 }
-                b.kafka.push((Topic::Trades, symbol.to_owned(), encode_event(e, self.table)));
+                self.publish(Topic::Trades, e, symbol, b);
             }
             EventKind::Canceled { order_id, qty: open, reason } => {
                 b.pipe
@@ -419,7 +549,7 @@ impl<'a> Sink<'a> {
                     .ignore();
             }
         }
-        b.kafka.push((Topic::Events, symbol.to_owned(), encode_event(e, self.table)));
+        self.publish(Topic::Events, e, symbol, b);
     }
 
     /// One order's side of a fill: the fill, the order's filled quantity and status, and the
@@ -490,6 +620,14 @@ impl<'a> Sink<'a> {
         let next = id.offset() as i64 + 1;
         let entry = b.commits.entry(i32::from(id.partition())).or_insert(next);
         *entry = (*entry).max(next);
+    }
+
+    /// Queues `e` for `topic`, on its command's partition, unless the topic holds it already.
+    fn publish(&mut self, topic: Topic, e: &Event, symbol: &str, b: &mut Batch) {
+        if !self.outlet.holds(topic, e) {
+            let partition = self.outlet.partition(topic, i32::from(e.cmd.partition()));
+            b.kafka.push((topic, partition, symbol.to_owned(), encode_event(e, self.table)));
+        }
     }
 
     /// Queues the expiry of what the projection retired (replayed: already done by the run that
@@ -596,13 +734,14 @@ async fn write_kafka(
         Topic::Events => config.events_topic.as_str(),
     };
     let mut pending = Vec::with_capacity(b.kafka.len());
-    for (t, key, payload) in &b.kafka {
+    for (t, partition, key, payload) in &b.kafka {
         let name = topic(*t);
         loop {
-            let record = FutureRecord::to(name).key(key.as_str()).payload(payload.as_slice());
+            let record =
+                FutureRecord::to(name).partition(*partition).key(key.as_str()).payload(payload.as_slice());
             match producer.send_result(record) {
                 Ok(delivery) => {
-                    pending.push((name, key, payload, delivery));
+                    pending.push((name, *partition, key, payload, delivery));
                     break;
                 }
                 Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
@@ -613,7 +752,7 @@ async fn write_kafka(
             }
         }
     }
-    for (name, key, payload, delivery) in pending {
+    for (name, partition, key, payload, delivery) in pending {
         let mut outcome = delivery.await;
         while !matches!(outcome, Ok(Ok(_))) {
             let error = match &outcome {
@@ -621,7 +760,8 @@ async fn write_kafka(
                 _ => "the producer dropped the message".to_owned(),
             };
             retry.after(&format!("Kafka delivery to {name}"), &error).await?;
-            let record = FutureRecord::to(name).key(key.as_str()).payload(payload.as_slice());
+            let record =
+                FutureRecord::to(name).partition(partition).key(key.as_str()).payload(payload.as_slice());
             outcome = match producer.send_result(record) {
                 Ok(delivery) => delivery.await,
                 // The local queue is full: the next round waits and tries again.
@@ -787,7 +927,7 @@ mod tests {
         let mut b = a_trade(&mut sink);
         assert_eq!(b.books, [ABC]);
         assert_eq!(b.stream.len(), 1);
-        let topics: Vec<Topic> = b.kafka.iter().map(|(t, _, _)| *t).collect();
+        let topics: Vec<Topic> = b.kafka.iter().map(|(t, _, _, _)| *t).collect();
         assert_eq!(topics.iter().filter(|t| **t == Topic::Trades).count(), 1, "one trades message per fill");
         assert_eq!(topics.iter().filter(|t| **t == Topic::Events).count(), 5, "every event on order-events");
         assert_eq!(b.commits.get(&0), Some(&3), "the next offset to commit");
@@ -886,6 +1026,61 @@ mod tests {
         // The replayed command is not measured; the emitted one came straight to order entry.
         assert_eq!(counts, [0, 1, 1, 1]);
         assert!(b.hops.is_empty(), "measured once");
+    }
+
+    #[test]
+    fn a_command_emitted_again_adds_to_a_topic_only_what_it_lacks() {
+        let table = SymbolTable::default();
+        // The previous run's last messages: order-events had command 2's first event (2-0),
+        // trades only command 1's; partition 1 had nothing.
+        let mut sink = Sink::new(&table, None);
+        sink.outlet.last.insert((Topic::Events, 0), (2, 0));
+        sink.outlet.last.insert((Topic::Trades, 0), (1, 9));
+        let mut b = Batch::default();
+        let account = Account::new("a").unwrap();
+        let fill = EventKind::Fill {
+            fill: 0,
+            maker: OrderId(1),
+            taker: OrderId(2),
+            taker_side: Side::Buy,
+            price: Price(10_000),
+            qty: Qty(5),
+            maker_leaves: Qty(0),
+            taker_leaves: Qty(0),
+            maker_account: account,
+            maker_client_order_id: ClientOrderId::new("c1").unwrap(),
+            taker_account: account,
+            taker_client_order_id: ClientOrderId::new("c2").unwrap(),
+        };
+        let level = EventKind::Level { side: Side::Sell, price: Price(10_000), qty: Qty(0), orders: 0 };
+        for (index, kind) in
+            [accepted(2, Side::Buy, TimeInForce::Gtc, 10_000), fill, level].into_iter().enumerate()
+        {
+            sink.event(&Event { index: index as u32, ..event(2, index as u64 + 1, kind) }, false, &mut b);
+        }
+        let sent: Vec<(Topic, i32, String)> = b
+            .kafka
+            .iter()
+            .map(|(t, p, _, payload)| {
+                (*t, *p, event_position(payload).map(|(c, i)| format!("{c}-{i}")).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (Topic::Trades, 0, "2-1".into()),
+                (Topic::Events, 0, "2-1".into()),
+                (Topic::Events, 0, "2-2".into())
+            ]
+        );
+        assert!(sink.outlet.last.is_empty(), "past their last events, both partitions are forgotten");
+        // Later commands go out whole, on their command's partition.
+        b.kafka.clear();
+        let id = OrderId::new(1, 7).unwrap();
+        let e = Event { cmd: id, ..event(0, 8, accepted(id.0, Side::Buy, TimeInForce::Gtc, 9_000)) };
+        sink.event(&e, false, &mut b);
+        assert_eq!(b.kafka.iter().map(|(t, p, _, _)| (*t, *p)).collect::<Vec<_>>(), [(Topic::Events, 1)]);
+        assert_eq!(event_position(b"{\"event_id\":\"x\"}"), None);
     }
 
     /// The packed commands of `b`'s transaction, once written, with `\r\n` as spaces.

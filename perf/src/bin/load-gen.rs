@@ -440,8 +440,8 @@ async fn run(f: Flags) -> Result<(), String> {
     Ok(())
 }
 
-/// A consumer of the `trades` topic (from its end) that notes when each of this run's takers
-/// (client ids `<prefix><i>`) first traded.
+/// A consumer of the `trades` topic (every partition, from its end) that notes when each of this
+/// run's takers (client ids `<prefix><i>`) first traded.
 struct TradeWatch {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<HashMap<u64, Instant>>,
@@ -458,8 +458,18 @@ impl TradeWatch {
             .set("fetch.wait.max.ms", wait_ms.max(1).to_string())
             .create()
             .map_err(|e| e.to_string())?;
+        // Every partition (the matcher writes each symbol's trades to one of them), at its end.
+        let md =
+            consumer.fetch_metadata(Some("trades"), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let partitions =
+            md.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len());
+        if partitions == 0 {
+            return Err("the trades topic has no partitions (is the stack up?)".into());
+        }
         let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset("trades", 0, rdkafka::Offset::End).map_err(|e| e.to_string())?;
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset("trades", p, rdkafka::Offset::End).map_err(|e| e.to_string())?;
+        }
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (flag, prefix) = (stop.clone(), prefix.to_owned());

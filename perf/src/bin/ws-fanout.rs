@@ -46,8 +46,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "1")
             .create()?;
+        // Every partition, at its end (the symbol's events are all in one of them).
+        let md = consumer.fetch_metadata(Some("order-events"), Duration::from_secs(5))?;
+        let partitions =
+            md.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len());
+        if partitions == 0 {
+            return Err("the order-events topic has no partitions (is the stack up?)".into());
+        }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("order-events", 0, Offset::End)?;
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset("order-events", p, Offset::End)?;
+        }
         consumer.assign(&tpl)?;
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
