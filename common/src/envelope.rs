@@ -383,11 +383,15 @@ enum WireEventBody {
     },
     Canceled {
         order_id: OrderId,
+        side: Side,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        price: Option<Decimal>,
         qty: Decimal,
         reason: CancelReason,
     },
     Replaced {
         order_id: OrderId,
+        side: Side,
         price: Decimal,
         qty: Decimal,
         priority_kept: bool,
@@ -495,11 +499,11 @@ pub fn encode_event(event: &Event, table: &SymbolTable) -> Vec<u8> {
             taker_account,
             taker_client_order_id,
         },
-        EventKind::Canceled { order_id, qty: q, reason } => {
-            WireEventBody::Canceled { order_id, qty: qty(q), reason }
+        EventKind::Canceled { order_id, side, price: p, qty: q, reason } => {
+            WireEventBody::Canceled { order_id, side, price: p.map(price), qty: qty(q), reason }
         }
-        EventKind::Replaced { order_id, price: p, qty: q, priority_kept } => {
-            WireEventBody::Replaced { order_id, price: price(p), qty: qty(q), priority_kept }
+        EventKind::Replaced { order_id, side, price: p, qty: q, priority_kept } => {
+            WireEventBody::Replaced { order_id, side, price: price(p), qty: qty(q), priority_kept }
         }
         EventKind::Level { side, price: p, qty: q, orders } => {
             WireEventBody::Level { side, price: price(p), qty: qty(q), orders }

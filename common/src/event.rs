@@ -95,6 +95,10 @@ pub enum EventKind {
     Canceled {
         /// The order.
         order_id: OrderId,
+        /// Its side.
+        side: Side,
+        /// Its limit price (`None`: a market order's unfilled rest).
+        price: Option<Price>,
         /// The open quantity removed.
         qty: Qty,
         /// Why.
@@ -104,6 +108,8 @@ pub enum EventKind {
     Replaced {
         /// The order.
         order_id: OrderId,
+        /// Its side.
+        side: Side,
         /// Its new price.
         price: Price,
         /// Its new open quantity (before any matching the new price causes).

@@ -259,6 +259,13 @@ impl Book {
         self.ladder(side).levels.len()
     }
 
+    /// The open quantity resting at one price on one side (zero: no level there). Allocates
+    /// nothing, unlike [`Book::depth`].
+    pub fn qty_at(&self, side: Side, price: Price) -> Qty {
+        let ladder = self.ladder(side);
+        ladder.find(price).map_or(Qty::ZERO, |i| ladder.levels[i].qty)
+    }
+
     /// Best bid: (price, total open quantity there).
     pub fn best_bid(&self) -> Option<(Price, Qty)> {
         self.bids.best().map(|l| (l.price, l.qty))
@@ -437,8 +444,13 @@ impl Book {
             index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
             self.link(slot, em);
         } else {
-            let kind =
-                EventKind::Canceled { order_id: id, qty: taker.leaves, reason: CancelReason::Unfilled };
+            let kind = EventKind::Canceled {
+                order_id: id,
+                side: o.side,
+                price: o.price,
+                qty: taker.leaves,
+                reason: CancelReason::Unfilled,
+            };
             self.tape.emit(em, kind);
             self.clients.close(client);
         }
@@ -489,6 +501,8 @@ impl Book {
                     level.remove(maker.leaves);
                     let kind = EventKind::Canceled {
                         order_id: maker.id,
+                        side: maker.side,
+                        price: Some(price),
                         qty: maker.leaves,
                         reason: CancelReason::SelfTrade,
                     };
@@ -598,7 +612,14 @@ impl Book {
     /// Removes a resting order without trading: a cancel of any kind.
     fn remove(&mut self, slot: u32, reason: CancelReason, index: &mut OrderIndex, em: &mut Emitter<'_>) {
         let node = self.slab[slot];
-        self.tape.emit(em, EventKind::Canceled { order_id: node.id, qty: node.leaves, reason });
+        let kind = EventKind::Canceled {
+            order_id: node.id,
+            side: node.side,
+            price: Some(node.price),
+            qty: node.leaves,
+            reason,
+        };
+        self.tape.emit(em, kind);
         self.unlink(slot, em);
         self.forget(slot, index);
     }
@@ -647,7 +668,8 @@ impl Book {
         }
         if price == node.price && qty <= node.leaves {
             // Smaller (or equal) at the same price: keeps its place in the queue.
-            let kind = EventKind::Replaced { order_id: node.id, price, qty, priority_kept: true };
+            let kind =
+                EventKind::Replaced { order_id: node.id, side: node.side, price, qty, priority_kept: true };
             self.tape.emit(em, kind);
             if qty != node.leaves {
                 let ladder = match node.side {
@@ -670,7 +692,8 @@ impl Book {
         if node.post_only && crossing {
             return self.reject(em, node.id, r.account, RejectReason::PostOnlyWouldTake);
         }
-        let kind = EventKind::Replaced { order_id: node.id, price, qty, priority_kept: false };
+        let kind =
+            EventKind::Replaced { order_id: node.id, side: node.side, price, qty, priority_kept: false };
         self.tape.emit(em, kind);
         self.unlink(slot, em);
         let account = self.accounts.name(node.account);

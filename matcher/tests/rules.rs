@@ -540,3 +540,67 @@ fn depth_reports_the_top_levels_with_their_sequence() {
     assert_eq!(e.resting_orders(), 5);
     let _ = OrderType::Limit;
 }
+
+#[test]
+fn canceled_and_replaced_events_say_the_order_s_side_and_price() {
+    for mut f in both(16) {
+        let alice = acct("alice");
+        // Resting, then repriced (replaced), then canceled.
+        let id = f.order(NewOrder { account: alice, ..limit(Sell, 10_010, 4) });
+        f.send(CommandKind::Replace(common::Replace {
+            order_id: id,
+            symbol: ABC,
+            account: alice,
+            price: Some(Price(10_020)),
+            qty: None,
+        }));
+        let replaced = f.events.iter().find_map(|e| match e.kind {
+            EventKind::Replaced { side, price, .. } => Some((side, price)),
+            _ => None,
+        });
+        assert_eq!(replaced, Some((Sell, Price(10_020))));
+        f.send(CommandKind::Cancel(common::Cancel { order_id: id, account: alice }));
+        let canceled = |f: &Fixture| {
+            f.events.iter().find_map(|e| match e.kind {
+                EventKind::Canceled { side, price, .. } => Some((side, price)),
+                _ => None,
+            })
+        };
+        assert_eq!(canceled(&f), Some((Sell, Some(Price(10_020)))));
+        // An IOC remainder has its limit; a market order's has none.
+        f.order(NewOrder { tif: TimeInForce::Ioc, ..limit(Buy, 9_990, 1) });
+        assert_eq!(canceled(&f), Some((Buy, Some(Price(9_990)))));
+        f.order(market(Buy, 1));
+        assert_eq!(canceled(&f), Some((Buy, None)));
+    }
+}
+
+#[test]
+fn qty_at_reads_one_level_without_a_depth_snapshot() {
+    let table = common::SymbolTable::default();
+    let mut engine = matcher::Engine::new(&table, matcher::Capacity::default());
+    let mut out = Vec::new();
+    for (offset, (side, price, qty)) in
+        [(Buy, 9_990, 2), (Buy, 9_990, 3), (Buy, 9_980, 1), (Sell, 10_010, 4)].into_iter().enumerate()
+    {
+        let cmd = common::Command {
+            id: common::OrderId::new(0, offset as u64 + 1).unwrap(),
+            ts: common::Timestamp(1),
+            kind: CommandKind::New(NewOrder {
+                client_order_id: cid(&format!("q{offset}")),
+                ..limit(side, price, qty)
+            }),
+        };
+        engine.apply(&cmd, &mut out);
+    }
+    let book = engine.book(ABC).unwrap();
+    assert_eq!(book.qty_at(Buy, Price(9_990)), Qty(5));
+    assert_eq!(book.qty_at(Buy, Price(9_980)), Qty(1));
+    assert_eq!(book.qty_at(Sell, Price(10_010)), Qty(4));
+    assert_eq!(book.qty_at(Sell, Price(9_990)), Qty::ZERO, "the other side");
+    assert_eq!(book.qty_at(Buy, Price(9_985)), Qty::ZERO, "between levels");
+    let depth = book.depth(10);
+    for (price, qty) in depth.bids {
+        assert_eq!(book.qty_at(Buy, price), qty);
+    }
+}

@@ -638,7 +638,13 @@ mod tests {
         );
         let cancel = event(
             5,
-            EventKind::Canceled { order_id: OrderId(1), qty: Qty(2), reason: CancelReason::Requested },
+            EventKind::Canceled {
+                order_id: OrderId(1),
+                side: Side::Sell,
+                price: Some(Price(100)),
+                qty: Qty(2),
+                reason: CancelReason::Requested,
+            },
         );
         let FeedKind::Order { order_id, account, ends, body } = parse(&cancel, &t).unwrap().kind else {
             panic!("an order event")

@@ -505,7 +505,7 @@ impl<'a> Sink<'a> {
                 }
                 self.publish(Topic::Trades, e, symbol, b);
             }
-            EventKind::Canceled { order_id, qty: open, reason } => {
+            EventKind::Canceled { order_id, qty: open, reason, .. } => {
                 b.pipe
                     .hset_multiple(
                         keys::order(order_id),
@@ -986,6 +986,8 @@ mod tests {
         sink.done(OrderId(3), false, Hops::default(), &mut b);
         let canceled = EventKind::Canceled {
             order_id: OrderId(3),
+            side: Side::Sell,
+            price: Some(Price(100)),
             qty: Qty(5),
             reason: common::CancelReason::Requested,
         };
@@ -1137,6 +1139,8 @@ mod tests {
         sink.done(OrderId(3), false, Hops::default(), &mut b);
         let canceled = EventKind::Canceled {
             order_id: OrderId(3),
+            side: Side::Sell,
+            price: Some(Price(100)),
             qty: Qty(5),
             reason: common::CancelReason::Requested,
         };

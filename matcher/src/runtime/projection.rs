@@ -475,14 +475,24 @@ mod tests {
         p.done(OrderId(1));
         // Command 2 replaces it: 1 filled + 7 open makes 8 ordered.
         p.apply(&fill(9, 1, 9, 1));
-        let replaced =
-            EventKind::Replaced { order_id: OrderId(1), price: Price(99), qty: Qty(7), priority_kept: false };
+        let replaced = EventKind::Replaced {
+            order_id: OrderId(1),
+            side: Side::Buy,
+            price: Price(99),
+            qty: Qty(7),
+            priority_kept: false,
+        };
         p.apply(&event(2, 0, replaced));
         assert_eq!(p.order(OrderId(1)).map(|o| (o.qty, o.filled)), Some((Qty(8), Qty(1))));
         assert_eq!(p.done(OrderId(2)), None, "a replace places no order");
         // Command 3 cancels it: forgotten at once.
-        let canceled =
-            EventKind::Canceled { order_id: OrderId(1), qty: Qty(7), reason: CancelReason::Requested };
+        let canceled = EventKind::Canceled {
+            order_id: OrderId(1),
+            side: Side::Sell,
+            price: Some(Price(100)),
+            qty: Qty(7),
+            reason: CancelReason::Requested,
+        };
         p.apply(&event(3, 0, canceled));
         assert_eq!(p.order(OrderId(1)), None);
         assert_eq!(p.apply(&fill(4, 1, 4, 1)), Change::Fill { maker: None, taker: None });
@@ -503,7 +513,13 @@ mod tests {
             event(
                 cmd,
                 0,
-                EventKind::Canceled { order_id: OrderId(id), qty: Qty(5), reason: CancelReason::Requested },
+                EventKind::Canceled {
+                    order_id: OrderId(id),
+                    side: Side::Sell,
+                    price: Some(Price(100)),
+                    qty: Qty(5),
+                    reason: CancelReason::Requested,
+                },
             )
         };
         let ended = |id: u64| Retired::Ended {

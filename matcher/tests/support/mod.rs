@@ -172,10 +172,10 @@ pub fn describe(e: &Event) -> String {
             taker.offset(),
             taker_leaves.0
         ),
-        EventKind::Canceled { order_id, qty, reason } => {
+        EventKind::Canceled { order_id, qty, reason, .. } => {
             format!("canceled {} {} {}", order_id.offset(), qty.0, reason.as_str())
         }
-        EventKind::Replaced { order_id, price, qty, priority_kept } => {
+        EventKind::Replaced { order_id, price, qty, priority_kept, .. } => {
             format!("replaced {} {}x{} kept={priority_kept}", order_id.offset(), qty.0, price.0)
         }
         EventKind::Level { side, price, qty, orders } => {

@@ -165,6 +165,8 @@ impl OBook {
                         self,
                         EventKind::Canceled {
                             order_id: maker.id,
+                            side: maker.side,
+                            price: Some(maker.price),
                             qty: maker.leaves,
                             reason: CancelReason::SelfTrade,
                         },
@@ -349,7 +351,10 @@ impl Oracle {
 
     fn remove(book: &mut OBook, out: &mut Out, window: usize, i: usize, reason: CancelReason) {
         let o = book.orders.remove(i);
-        out.emit(book, EventKind::Canceled { order_id: o.id, qty: o.leaves, reason });
+        out.emit(
+            book,
+            EventKind::Canceled { order_id: o.id, side: o.side, price: Some(o.price), qty: o.leaves, reason },
+        );
         book.emit_level(out, o.side, o.price);
         book.end((o.account, o.client), window);
     }
@@ -447,7 +452,14 @@ impl Oracle {
             });
             book.emit_level(out, o.side, limit);
         } else {
-            out.emit(book, EventKind::Canceled { order_id: id, qty: leaves, reason: CancelReason::Unfilled });
+            let kind = EventKind::Canceled {
+                order_id: id,
+                side: o.side,
+                price: o.price,
+                qty: leaves,
+                reason: CancelReason::Unfilled,
+            };
+            out.emit(book, kind);
             book.end(key, window);
         }
     }
@@ -485,7 +497,10 @@ impl Oracle {
             return out.emit(book, kind);
         }
         let kept = price == old.price && qty <= old.leaves;
-        out.emit(book, EventKind::Replaced { order_id: old.id, price, qty, priority_kept: kept });
+        out.emit(
+            book,
+            EventKind::Replaced { order_id: old.id, side: old.side, price, qty, priority_kept: kept },
+        );
         if kept {
             if qty != old.leaves {
                 book.orders[i].leaves = qty;
