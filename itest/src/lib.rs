@@ -20,7 +20,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 pub use nix::sys::signal::Signal;
 pub use stack::plan::free_port;
-pub use stack::{Kind, Options, Plan, Ports, Probe, Supervisor};
+pub use stack::{Kind, Options, Plan, Ports, Probe, Restart, Supervisor};
+
+pub mod faults;
 
 /// A fresh directory under the system temp dir, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -130,7 +132,8 @@ pub fn signup(svc: &Service, user: &str) -> String {
 
 /// A stack of the `stack` crate's plan, on free ports in a temp dir, started and ready.
 pub struct Stack {
-    /// The supervisor (no restarts: the tests kill and start processes themselves). Declared
+    /// The supervisor (no restarts unless [`Stack::with_restarts`] asked: the tests kill and
+    /// start processes themselves). Declared
     /// first, so it stops everything before the directory goes.
     pub sup: Supervisor,
     /// Data and logs.
@@ -167,6 +170,17 @@ impl Stack {
     /// Tansu traces every fetch at `info`); the matcher is not pinned and spins briefly (tests
     /// run side by side on two cores); stops get 5 s at most.
     pub fn with(options: impl FnOnce(&mut Options), plan: impl FnOnce(&mut Plan)) -> Stack {
+        Stack::with_restarts(None, options, plan)
+    }
+
+    /// [`Stack::with`], with the supervisor restarting a process that dies (`restart`) as `./lab
+    /// up`'s does, each time its owner calls [`Supervisor::tick`] (the fault harness,
+    /// [`faults`]).
+    pub fn with_restarts(
+        restart: Option<Restart>,
+        options: impl FnOnce(&mut Options),
+        plan: impl FnOnce(&mut Plan),
+    ) -> Stack {
         let dir = TempDir::new();
         let mut o = Options::native(dir.path(), Ports::Free);
         o.durable_redis = false;
@@ -182,7 +196,7 @@ impl Stack {
             proc.stop_grace = proc.stop_grace.min(Duration::from_secs(5));
         }
         plan(&mut p);
-        let mut sup = Supervisor::new(p, None);
+        let mut sup = Supervisor::new(p, restart);
         if let Err(e) = sup.start_all(&AtomicBool::new(false)) {
             panic!("the stack did not start: {e:#}");
         }
