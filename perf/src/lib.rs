@@ -4,9 +4,13 @@
 //! - [`stream`]: the synthetic order flow, full or restricted to what every peer supports.
 //! - [`peers`]: our engine and the crates.io books we compare against, behind one trait.
 //! - [`report`]: throughput and HdrHistogram latency of a replay, and the Markdown table.
+//! - [`feed`]: a minimal stack of the benchmarks' own (broker, Redis, release matcher), the
+//!   bounded-book command flow produced straight to `orders`, and the exact caught-up wait; used
+//!   by `src/bin/mem-bench.rs` and `src/bin/recovery-bench.rs`.
 //! - `src/bin/book-bench.rs`: the book benchmark binary; `benches/book.rs`: its criterion twin.
 #![forbid(unsafe_code)]
 
+pub mod feed;
 pub mod peers;
 pub mod report;
 pub mod stream;
