@@ -81,6 +81,15 @@ struct Args {
     /// Commands between two snapshots.
     #[arg(long, env = "MATCHER_SNAPSHOT_EVERY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
+    /// Share the orders partitions with the other matchers of the group (`--group`), by leases in
+    /// Redis: each owns a share (symbols), rebuilds only those books, and takes over a dead one's
+    /// once its leases expire. Without it, this matcher owns every partition (and dozes when idle).
+    #[arg(long, env = "MATCHER_SHARE_PARTITIONS")]
+    share_partitions: bool,
+    /// With shared partitions: how long a partition lease (in Redis) lasts unless its holder
+    /// renews it — how soon a dead matcher's partitions move to another.
+    #[arg(long, env = "MATCHER_LEASE_MS", default_value_t = 3_000)]
+    lease_ms: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -115,6 +124,8 @@ fn main() -> anyhow::Result<()> {
         retention_secs: args.redis_retention_secs,
         snapshot_dir: args.snapshot_dir,
         snapshot_every: args.snapshot_every,
+        share_partitions: args.share_partitions,
+        lease_ms: args.lease_ms,
     };
     let shutdown = common::shutdown::Shutdown::on_signals()?;
     runtime::run(config, shutdown)

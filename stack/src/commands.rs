@@ -40,14 +40,17 @@ pub struct Up {
     pub no_sim: bool,
     /// Run Prometheus too.
     pub with_prometheus: bool,
+    /// How many matchers (more than one: they share the partitions).
+    pub matchers: usize,
 }
 
 /// The stack `lab up` runs: DESIGN.md §1, with an existing broker or Redis from `KAFKA_BROKERS` /
 /// `REDIS_URL`.
-pub fn plan(dir: &Path, ports: Ports, sim: bool, prometheus: bool) -> anyhow::Result<Plan> {
+pub fn plan(dir: &Path, ports: Ports, sim: bool, prometheus: bool, matchers: usize) -> anyhow::Result<Plan> {
     let mut o = Options::native(dir, ports);
     o.sim = sim;
     o.prometheus = prometheus;
+    o.matchers = matchers;
     o.kafka = std::env::var("KAFKA_BROKERS").ok().filter(|v| !v.is_empty());
     o.redis = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
     o.cors_origin = std::env::var("CORS_ORIGIN").ok().filter(|v| !v.is_empty());
@@ -98,8 +101,9 @@ pub fn up(args: &Up) -> anyhow::Result<()> {
     let hangup = if args.supervise { Arc::new(AtomicBool::new(false)) } else { cancel.clone() };
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup)?;
     let restart = (!args.no_restart).then(Restart::default);
-    let mut sup = Supervisor::new(plan(&dir, args.ports, !args.no_sim, args.with_prometheus)?, restart)
-        .with_output(|line| println!("{line}"));
+    let mut sup =
+        Supervisor::new(plan(&dir, args.ports, !args.no_sim, args.with_prometheus, args.matchers)?, restart)
+            .with_output(|line| println!("{line}"));
     sup.persist("starting");
     println!("==> starting the stack (logs in {}/)", dir.display());
     let started = Instant::now();
@@ -189,6 +193,9 @@ fn detach(args: &Up, dir: &Path) -> anyhow::Result<()> {
     }
     if args.with_prometheus {
         cmd.arg("--with-prometheus");
+    }
+    if args.matchers != 1 {
+        cmd.arg("--matchers").arg(args.matchers.to_string());
     }
     if args.ports == Ports::Free {
         cmd.arg("--ports").arg("free");
@@ -307,7 +314,7 @@ pub struct Row {
 pub fn status_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let Some(state) = State::read(dir) else {
-        let plan = plan(dir, Ports::Fixed, true, false)?;
+        let plan = plan(dir, Ports::Fixed, true, false, 1)?;
         return Ok(plan
             .procs
             .iter()
@@ -376,7 +383,7 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
 pub fn logs(dir: &Path, name: &str, follow: bool) -> anyhow::Result<()> {
     let names: Vec<String> = match State::read(dir) {
         Some(s) => s.procs.into_iter().map(|p| p.name).collect(),
-        None => plan(dir, Ports::Fixed, true, false)?.procs.into_iter().map(|p| p.name).collect(),
+        None => plan(dir, Ports::Fixed, true, false, 1)?.procs.into_iter().map(|p| p.name).collect(),
     };
     if !names.iter().any(|n| n == name) && name != "lab" {
         bail!(

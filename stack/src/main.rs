@@ -51,6 +51,10 @@ enum Cmd {
         /// Also run Prometheus (Debian's), scraping every service every 5 s, on :9090.
         #[arg(long)]
         with_prometheus: bool,
+        /// How many matchers: more than one share the orders partitions (symbols) in one consumer
+        /// group, and one takes over a dead one's partitions (matcher, matcher-2, …).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        matchers: u16,
     },
     /// Make a user an operator (halt/resume a symbol, set its reference price, mass-cancel an
     /// account: the desk's Operator page and /api/v1/admin/*), or a trader again.
@@ -91,18 +95,21 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let result = match args.command {
-        Cmd::Up { detach, no_restart, ports, supervise, no_sim, with_prometheus } => commands::up(&Up {
-            dir: args.run_dir,
-            ports: match ports {
-                PortPlan::Fixed => Ports::Fixed,
-                PortPlan::Free => Ports::Free,
-            },
-            detach,
-            no_restart,
-            supervise,
-            no_sim,
-            with_prometheus,
-        }),
+        Cmd::Up { detach, no_restart, ports, supervise, no_sim, with_prometheus, matchers } => {
+            commands::up(&Up {
+                dir: args.run_dir,
+                ports: match ports {
+                    PortPlan::Fixed => Ports::Fixed,
+                    PortPlan::Free => Ports::Free,
+                },
+                detach,
+                no_restart,
+                supervise,
+                no_sim,
+                with_prometheus,
+                matchers: usize::from(matchers),
+            })
+        }
         Cmd::Role { user, role } => commands::role(&args.run_dir, &user, &role),
         Cmd::Down => commands::down(&args.run_dir),
         Cmd::Status { json } => commands::status(&args.run_dir, json),

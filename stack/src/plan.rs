@@ -159,6 +159,10 @@ pub struct Options {
     pub redis: Option<String>,
     /// Run the matcher (the order-svc-only tests don't).
     pub matcher: bool,
+    /// How many matchers: with more than one, they share the `orders` partitions
+    /// (`--share-partitions`) and take over a dead one's. The first is `matcher`, the others
+    /// `matcher-2`, …; the gateways and nginx read from the first.
+    pub matchers: usize,
     /// How many order-svc instances.
     pub order_svcs: usize,
     /// How many gateways.
@@ -195,6 +199,7 @@ impl Options {
             kafka: None,
             redis: None,
             matcher: true,
+            matchers: 1,
             order_svcs: 2,
             gateways: 2,
             nginx_front: true,
@@ -314,23 +319,33 @@ impl Plan {
         let mut matcher_url = None;
         // Wake-ups (`common::wake`) go to a service's HTTP port number, over UDP.
         let mut matcher_wake = None;
-        if o.matcher {
-            let port = o.ports.pick(fixed::MATCHER);
+        for i in (1..=o.matchers.max(1)).filter(|_| o.matcher) {
+            let name = if i == 1 { "matcher".to_owned() } else { format!("matcher-{i}") };
+            let port = o.ports.pick(fixed::MATCHER + i as u16 - 1);
             let gateways: Vec<String> = gateway_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
             let mut args = vec!["--brokers".into(), kafka.clone(), "--redis".into(), redis.clone()];
+            if o.matchers > 1 {
+                // One consumer group: each owns a share of the partitions, rebuilds only those
+                // books, and takes over a dead one's after the rebalance.
+                args.push("--share-partitions".into());
+            }
             args.extend(["--wake-listen".into(), format!("127.0.0.1:{port}")]);
             // Book snapshots bound the replay on a restart (in the run directory, with the log).
             args.extend(["--snapshot-dir".into(), o.dir.join("snapshots").display().to_string()]);
             if !gateways.is_empty() {
                 args.extend(["--wake".into(), gateways.join(",")]);
             }
-            matcher_wake = Some(format!("127.0.0.1:{port}"));
-            let mut m = service("matcher", Kind::Matcher, "matcher", port, args, backends.clone());
+            if i == 1 {
+                matcher_wake = Some(format!("127.0.0.1:{port}"));
+            }
+            let mut m = service(&name, Kind::Matcher, "matcher", port, args, backends.clone());
             // It replays the orders log (from its newest snapshot) before it is ready; its drain
             // is bounded at 10 s.
             m.ready_timeout = Duration::from_secs(600);
             m.stop_grace = Duration::from_secs(15);
-            matcher_url = Some(m.url(""));
+            if i == 1 {
+                matcher_url = Some(m.url(""));
+            }
             procs.push(m);
         }
         let mut order_urls = Vec::new();
@@ -694,6 +709,28 @@ mod tests {
         assert_eq!(m.flag("--wake"), Some("127.0.0.1:9001,127.0.0.1:9002"));
         assert_eq!(plan.get("order-svc-2").unwrap().flag("--wake"), Some("127.0.0.1:9201"));
         assert_eq!(g.flag("--wake-listen"), Some("127.0.0.1:9002"));
+    }
+
+    #[test]
+    fn more_than_one_matcher_share_the_partitions() {
+        let mut o = Options::native("/tmp/x", Ports::Fixed);
+        assert!(!Plan::build(&o)
+            .unwrap()
+            .get("matcher")
+            .unwrap()
+            .args
+            .iter()
+            .any(|a| a == "--share-partitions"));
+        o.matchers = 2;
+        let plan = Plan::build(&o).unwrap();
+        for (name, port) in [("matcher", 9201), ("matcher-2", 9202)] {
+            let m = plan.get(name).unwrap_or_else(|| panic!("{name} in the plan"));
+            assert_eq!(m.port, port);
+            assert!(m.args.iter().any(|a| a == "--share-partitions"), "{name} shares the partitions");
+            assert_eq!(m.flag("--snapshot-dir"), Some("/tmp/x/snapshots"), "one directory for both");
+            assert_eq!(m.flag("--instance"), Some(name));
+        }
+        assert_eq!(plan.get("gateway-1").unwrap().flag("--matcher"), Some("http://127.0.0.1:9201"));
     }
 
     #[test]

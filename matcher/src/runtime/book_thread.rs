@@ -26,7 +26,7 @@ pub fn run(
     config: &Config,
     table: &SymbolTable,
     mut engine: Engine,
-    mut snapshots: Option<Taker>,
+    mut taker: Taker,
     mut input: rtrb::Consumer<Input>,
     mut output: rtrb::Producer<Output>,
     io: Thread,
@@ -51,8 +51,8 @@ pub fn run(
             // The consumer left (a drain) and everything it pushed is done: the I/O thread sees
             // this thread's ring abandoned in turn.
             if input.is_abandoned() && input.is_empty() {
-                if let Some(taker) = snapshots.as_mut().filter(|t| t.pending()) {
-                    snapshot(taker, &engine, &mut output, &io, stop, metrics);
+                if taker.pending() {
+                    snapshot(&mut taker, &engine, &mut output, &io, stop, metrics);
                 }
                 break;
             }
@@ -70,6 +70,20 @@ pub fn run(
             }
             Input::CaughtUp => {
                 push(&mut output, Output::CaughtUp, &io, stop, metrics);
+                io.unpark();
+                continue;
+            }
+            Input::Reset { partition, token } => {
+                let (images, start) = taker.owner().take_books(token);
+                let symbols = taker.reset(partition, &images, start, &mut engine, table, config.capacity);
+                for &s in &symbols {
+                    if let (Some(book), Some(g)) = (engine.book(common::SymbolId(s)), gauges.get(s as usize))
+                    {
+                        g.set(book);
+                    }
+                }
+                taker.owner().set_symbols(token, symbols);
+                push(&mut output, Output::Reset { partition, token }, &io, stop, metrics);
                 io.unpark();
                 continue;
             }
@@ -117,11 +131,9 @@ pub fn run(
             push(&mut output, Output::Event { event: *event, replay }, &io, stop, metrics);
         }
         push(&mut output, Output::Done { id, replay, hops }, &io, stop, metrics);
-        if let Some(taker) = snapshots.as_mut() {
-            taker.applied(id, &events);
-            if taker.due() {
-                snapshot(taker, &engine, &mut output, &io, stop, metrics);
-            }
+        taker.applied(id, &events);
+        if taker.due() {
+            snapshot(&mut taker, &engine, &mut output, &io, stop, metrics);
         }
         io.unpark();
         metrics.ring_in.set(input.slots() as i64);
@@ -184,6 +196,8 @@ mod tests {
             retention_secs: 0,
             snapshot_dir: None,
             snapshot_every: 1,
+            share_partitions: false,
+            lease_ms: 3_000,
         }
     }
 
@@ -224,7 +238,9 @@ mod tests {
         drop(to_book);
         let engine = Engine::new(&table, config().capacity);
         let (thread, stop) = (std::thread::current(), Stop::default());
-        run(&config(), &table, engine, None, from_consumer, to_io, thread, &stop, &metrics).unwrap();
+        let owner = std::sync::Arc::new(crate::runtime::ownership::Ownership::all());
+        let (taker, _) = crate::runtime::snapshots::pair(&config(), table.len(), None, owner);
+        run(&config(), &table, engine, taker, from_consumer, to_io, thread, &stop, &metrics).unwrap();
 
         let count = |t: CommandType| metrics.commands[t as usize].get();
         assert_eq!(

@@ -49,4 +49,10 @@ pub struct Config {
     pub snapshot_dir: Option<std::path::PathBuf>,
     /// Commands between two snapshots.
     pub snapshot_every: u64,
+    /// Share the `orders` partitions with the other instances of the group (subscribe; a
+    /// rebalance moves them) instead of owning them all (assign).
+    pub share_partitions: bool,
+    /// How long a partition lease lasts unless renewed (shared partitions): how soon a dead
+    /// instance's partitions move.
+    pub lease_ms: u32,
 }

@@ -39,6 +39,7 @@ use serde_json::json;
 use super::config::Config;
 use super::keys;
 use super::metrics::Metrics;
+use super::ownership::Ownership;
 use super::projection::{Change, Filled, Projection, Retired};
 use super::ring::{now_ns, Hops, Idle, Output, Stop};
 use super::snapshots::Writer;
@@ -55,13 +56,15 @@ pub fn run(
     table: &SymbolTable,
     projection: Projection,
     snapshots: Option<Writer>,
+    owner: &Arc<Ownership>,
     input: rtrb::Consumer<Output>,
     commits: Sender<(i32, i64)>,
     stop: &Stop,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(pump(config, table, projection, snapshots, input, commits, stop, metrics));
+    let result =
+        rt.block_on(pump(config, table, projection, snapshots, owner, input, commits, stop, metrics));
     if let Err(e) = &result {
         tracing::error!(error = %e, "I/O thread failed; stopping");
         stop.stop();
@@ -77,6 +80,7 @@ async fn pump(
     table: &SymbolTable,
     projection: Projection,
     mut snapshots: Option<Writer>,
+    owner: &Arc<Ownership>,
     mut input: rtrb::Consumer<Output>,
     commits: Sender<(i32, i64)>,
     stop: &Stop,
@@ -108,9 +112,13 @@ async fn pump(
     if !outlet.last.is_empty() {
         tracing::info!(last = ?outlet.last, "output topics: emitting only past their last events");
     }
-    let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention, outlet };
+    let live = if owner.is_shared() { 0 } else { u64::MAX };
+    let owner = owner.clone();
+    let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention, outlet, owner, live };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
+        // What this batch writes follows the ownership as it is now (`ownership`).
+        sink.owner.io_tick();
         let available = input.slots();
         metrics.ring_out.set(available as i64);
         if available == 0 {
@@ -136,6 +144,12 @@ async fn pump(
                 }
                 Output::Done { id, replay, hops } => sink.done(id, replay, hops, &mut batch),
                 Output::CaughtUp => batch.caught_up = true,
+                Output::Reset { partition, token } => loop {
+                    match sink.reset(config, partition, token) {
+                        Ok(()) => break,
+                        Err(e) => retry.after("taking over a partition", &format!("{e:#}")).await?,
+                    }
+                },
                 // The batch ends here: the snapshot is written once all before it is.
                 Output::Snapshot => {
                     batch.snapshot = true;
@@ -217,11 +231,17 @@ struct Sink<'a> {
     retention: Option<u64>,
     /// What the output topics already hold.
     outlet: Outlet,
+    /// Which partitions are ours.
+    owner: Arc<Ownership>,
+    /// Bit *p*: partition *p*'s events are written — set when it was taken over (its
+    /// [`Output::Reset`] came through), cleared once it is not ours. Events of a partition that
+    /// is not live are stale (from before it moved) and dropped.
+    live: u64,
 }
 
 /// Where each output partition's log ends: the `(command id, event index)` of its last message,
 /// for the partitions that had one at start. An event at or before it is on the topic already.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Outlet {
     /// (topic, partition) → the last event's (command id, index).
     last: HashMap<(Topic, i32), (u64, u32)>,
@@ -229,21 +249,42 @@ struct Outlet {
     /// the topics were partitioned; Tansu cannot add partitions): command partition *i* goes to
     /// *i* mod the count, and that topic is written at least once, not exactly once.
     fewer: HashMap<Topic, i32>,
+    /// The reader, kept for partitions taken over later.
+    reader: Option<rdkafka::consumer::BaseConsumer>,
 }
 
 impl Outlet {
     /// Reads the last message of every partition of both output topics.
     fn read(config: &Config) -> anyhow::Result<Outlet> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::Message;
-        let consumer: BaseConsumer = ClientConfig::new()
+        let reader = Outlet::reader(config)?;
+        let (last, fewer) = Outlet::ends(&reader, config, None)?;
+        Ok(Outlet { last, fewer, reader: Some(reader) })
+    }
+
+    /// A consumer for reading the topics' last messages (no group joined, nothing committed).
+    fn reader(config: &Config) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+        ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             // Required by librdkafka; never joined (assign) nor committed.
             .set("group.id", format!("{}-outlet", config.group))
             .set("enable.auto.commit", "false")
             .set("socket.timeout.ms", "3000")
+            // Each read is one message that is there: no reason to let the broker hold a fetch.
+            .set("fetch.wait.max.ms", "5")
             .create()
-            .context("creating the output topics' reader")?;
+            .context("creating the output topics' reader")
+    }
+
+    /// The last events of every output partition (`only`: of that command partition's), and the
+    /// topics with fewer partitions than `orders`.
+    #[allow(clippy::type_complexity)]
+    fn ends(
+        consumer: &rdkafka::consumer::BaseConsumer,
+        config: &Config,
+        only: Option<i32>,
+    ) -> anyhow::Result<(HashMap<(Topic, i32), (u64, u32)>, HashMap<Topic, i32>)> {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::Message;
         let count = |name: &str| -> anyhow::Result<i32> {
             let md = consumer.fetch_metadata(Some(name), Duration::from_secs(5))?;
             let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
@@ -265,7 +306,7 @@ impl Outlet {
                 fewer.insert(topic, partitions);
                 continue;
             }
-            for p in 0..partitions {
+            for p in (0..partitions).filter(|p| only.is_none_or(|o| o == *p)) {
                 let (low, high) = consumer.fetch_watermarks(name, p, Duration::from_secs(5))?;
                 if high <= low {
                     continue;
@@ -294,7 +335,20 @@ impl Outlet {
                 last.insert((topic, p), id);
             }
         }
-        Ok(Outlet { last, fewer })
+        consumer.unassign()?;
+        Ok((last, fewer))
+    }
+
+    /// Partition `p` was taken over: what the topics hold of it now.
+    fn reread(&mut self, config: &Config, p: i32) -> anyhow::Result<()> {
+        if self.reader.is_none() {
+            self.reader = Some(Outlet::reader(config)?);
+        }
+        let reader = self.reader.as_ref().context("the output topics' reader")?;
+        let (fresh, _) = Outlet::ends(reader, config, Some(p))?;
+        self.last.retain(|(_, q), _| *q != p);
+        self.last.extend(fresh);
+        Ok(())
     }
 
     /// The partition of `topic` that command partition `p`'s events go to.
@@ -390,11 +444,16 @@ impl<'a> Sink<'a> {
             stream_last: HashMap::new(),
             retention,
             outlet: Outlet::default(),
+            owner: Arc::new(Ownership::all()),
+            live: u64::MAX,
         }
     }
 
     /// Applies one event to the projection and, unless replayed, queues its writes.
     fn event(&mut self, e: &Event, replay: bool, b: &mut Batch) {
+        if !self.writes(e.cmd) {
+            return;
+        }
         let change = self.projection.apply(e);
         self.retire(replay, b);
         if replay {
@@ -591,6 +650,9 @@ impl<'a> Sink<'a> {
 
     /// A command is done: settle the status of an order that rests, note hops and the offset.
     fn done(&mut self, id: OrderId, replay: bool, hops: Hops, b: &mut Batch) {
+        if !self.writes(id) {
+            return;
+        }
         let status = self.projection.done(id);
         self.retire(replay, b);
         if replay {
@@ -620,6 +682,48 @@ impl<'a> Sink<'a> {
         let next = id.offset() as i64 + 1;
         let entry = b.commits.entry(i32::from(id.partition())).or_insert(next);
         *entry = (*entry).max(next);
+    }
+
+    /// True if command `id`'s partition is ours and live (see `live`).
+    #[inline]
+    fn writes(&mut self, id: OrderId) -> bool {
+        let p = i32::from(id.partition());
+        if self.owner.owns(p) {
+            return p >= 64 || self.live & (1 << p) != 0;
+        }
+        if p < 64 {
+            self.live &= !(1 << p);
+        }
+        false
+    }
+
+    /// Partition `p` was taken over (reset `token`): the projection forgets what it held of it
+    /// and takes the snapshot's part, the topics' ends are read again, and its events are
+    /// written from now on.
+    fn reset(&mut self, config: &Config, p: i32, token: u64) -> anyhow::Result<()> {
+        let reset = self.owner.take(token);
+        let symbols: Vec<SymbolId> = reset.symbols.iter().map(|&s| SymbolId(s)).collect();
+        self.projection.forget_partition(p, &symbols);
+        if let Some(bytes) = &reset.projection {
+            let windows = reset.windows.iter().map(|(s, w)| (*s, w.as_slice()));
+            let snapshot = Projection::restore(bytes, windows, self.projection.window())
+                .map_err(|e| anyhow::anyhow!("partition {p}'s snapshot projection: {e}"))?;
+            self.projection.adopt(snapshot, p, &symbols);
+        }
+        for s in &symbols {
+            self.stream_last.remove(s);
+        }
+        self.outlet.reread(config, p)?;
+        if (0..64).contains(&p) {
+            self.live |= 1 << p;
+        }
+        tracing::info!(
+            partition = p,
+            symbols = symbols.len(),
+            open_orders = self.projection.orders(),
+            "partition taken over"
+        );
+        Ok(())
     }
 
     /// Queues `e` for `topic`, on its command's partition, unless the topic holds it already.

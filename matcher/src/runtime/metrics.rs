@@ -205,6 +205,12 @@ pub struct Metrics {
     pub snapshot_bytes: IntGauge,
     /// `matcher_snapshot_restored`: 1 if this run started from a snapshot (0: from the log's start).
     pub snapshot_restored: IntGauge,
+    /// `matcher_rebalances_total`: partitions assigned or revoked by the group.
+    pub rebalances: IntCounter,
+    /// `matcher_owned_partitions`: the orders partitions this matcher owns.
+    pub owned_partitions: IntGauge,
+    /// `matcher_owns_partition{partition}`: 1 while this matcher owns that orders partition.
+    pub owns_partition: IntGaugeVec,
 }
 
 impl Metrics {
@@ -338,6 +344,16 @@ impl Metrics {
             snapshot_restored: gauge(
                 "matcher_snapshot_restored",
                 "1 if this run rebuilt its books from a snapshot, 0 if from the start of the log",
+            )?,
+            rebalances: counter(
+                "matcher_rebalances_total",
+                "Rebalances of the matchers' group that assigned or revoked partitions here",
+            )?,
+            owned_partitions: gauge("matcher_owned_partitions", "The orders partitions this matcher owns")?,
+            owns_partition: gauges(
+                "matcher_owns_partition",
+                "1 while this matcher owns the orders partition",
+                &["partition"],
             )?,
             http: Arc::new(http),
         })

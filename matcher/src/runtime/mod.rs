@@ -37,7 +37,9 @@ pub mod consumer;
 pub mod http;
 pub mod io;
 pub mod keys;
+pub mod leases;
 pub mod metrics;
+pub mod ownership;
 pub mod projection;
 pub mod ring;
 pub mod snapshots;
@@ -51,6 +53,7 @@ use common::SymbolTable;
 
 pub use config::Config;
 use metrics::Metrics;
+use ownership::Ownership;
 use projection::Projection;
 
 use crate::engine::Engine;
@@ -68,9 +71,12 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (to_io, from_book) = rtrb::RingBuffer::<Output>::new(config.ring);
     let (commit_tx, commit_rx) = std::sync::mpsc::channel::<(i32, i64)>();
     let metrics = Arc::new(Metrics::new()?);
-    let restored = snapshots::restore(&config, &table);
+    // Alone, the matcher owns every partition and restores them all at once; sharing them, it
+    // rebuilds each partition when the group assigns it (`ownership`).
+    let owner = Arc::new(if config.share_partitions { Ownership::shared() } else { Ownership::all() });
+    let restored = if owner.is_shared() { None } else { snapshots::restore(&config, &table) };
     metrics.snapshot_restored.set(i64::from(restored.is_some()));
-    let (taker, writer) = snapshots::pair(&config, table.len(), restored.as_ref()).unzip();
+    let (taker, writer) = snapshots::pair(&config, table.len(), restored.as_ref(), owner.clone());
     let start_at = snapshots::offsets(restored.as_ref());
     let (engine, projection) = match restored {
         Some(r) => (r.engine, r.projection),
@@ -78,10 +84,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
 
     let io = {
-        let (config, table, stop, metrics) = (config.clone(), table.clone(), stop.clone(), metrics.clone());
+        let (config, table, stop, metrics, owner) =
+            (config.clone(), table.clone(), stop.clone(), metrics.clone(), owner.clone());
         thread::Builder::new().name("io".into()).spawn(move || {
             let _guard = StopOnPanic(stop.clone());
-            io::run(&config, &table, projection, writer, from_book, commit_tx, &stop, &metrics)
+            io::run(&config, &table, projection, writer, &owner, from_book, commit_tx, &stop, &metrics)
         })?
     };
     let book = {
@@ -94,10 +101,10 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let consumer = {
         let (config, table, stop, metrics) = (config.clone(), table.clone(), stop.clone(), metrics.clone());
-        let book_thread = book.thread().clone();
+        let threads = consumer::Threads { book: book.thread().clone(), io: io.thread().clone() };
         thread::Builder::new().name("consumer".into()).spawn(move || {
             let _guard = StopOnPanic(stop.clone());
-            consumer::run(&config, &table, &start_at, to_book, book_thread, commit_rx, &stop, &metrics)
+            consumer::run(&config, &table, &start_at, owner, to_book, threads, commit_rx, &stop, &metrics)
         })?
     };
 

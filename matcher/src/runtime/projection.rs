@@ -247,6 +247,35 @@ impl Projection {
         Ok(p)
     }
 
+    /// The duplicate window it mirrors.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Forgets command partition `p`'s orders and `symbols`' levels and windows (the partition
+    /// moved; nothing is retired).
+    pub fn forget_partition(&mut self, p: i32, symbols: &[SymbolId]) {
+        self.orders.retain(|id, _| i32::from(id.partition()) != p);
+        for s in symbols {
+            self.levels.remove(s);
+            self.recent.remove(s);
+        }
+    }
+
+    /// Takes `other`'s orders of command partition `p` and its levels and windows of `symbols`
+    /// (a snapshot's projection, for a partition taken over).
+    pub fn adopt(&mut self, mut other: Projection, p: i32, symbols: &[SymbolId]) {
+        self.orders.extend(other.orders.drain().filter(|(id, _)| i32::from(id.partition()) == p));
+        for s in symbols {
+            if let Some(l) = other.levels.remove(s) {
+                self.levels.insert(*s, l);
+            }
+            if let Some(r) = other.recent.remove(s) {
+                self.recent.insert(*s, r);
+            }
+        }
+    }
+
     /// What ended, or left a duplicate window, since the last call, in event order.
     pub fn retired(&mut self) -> std::vec::Drain<'_, Retired> {
         self.retired.drain(..)

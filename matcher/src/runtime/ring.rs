@@ -43,6 +43,14 @@ pub enum Input {
         /// Its hops so far (up to `consumed`).
         hops: Hops,
     },
+    /// Partition `partition` was taken over (a rebalance): rebuild its books from the reset filed
+    /// under `token` ([`super::ownership`]) before its commands, which follow.
+    Reset {
+        /// The partition.
+        partition: i32,
+        /// Its reset's token.
+        token: u64,
+    },
     /// Every command below the committed offsets has been pushed: once this marker reaches the
     /// I/O thread, the book and its state are current and the matcher is ready.
     CaughtUp,
@@ -69,6 +77,14 @@ pub enum Output {
     },
     /// [`Input::CaughtUp`], passed on in order.
     CaughtUp,
+    /// [`Input::Reset`], passed on in order once the books are rebuilt: the I/O thread rebuilds
+    /// its projection of the partition and reads the output topics' ends for it.
+    Reset {
+        /// The partition.
+        partition: i32,
+        /// Its reset's token.
+        token: u64,
+    },
     /// The book thread took a snapshot here (its images are on the snapshot channel): once
     /// everything before this is persisted, it can be written (`super::snapshots`).
     Snapshot,

@@ -32,7 +32,9 @@ use common::{Event, OrderId, SymbolTable};
 
 use super::config::Config;
 use super::metrics::Metrics;
+use super::ownership::{Ownership, Reset};
 use super::projection::Projection;
+use crate::book::{Book, Capacity};
 use crate::engine::Engine;
 use crate::snapshot::{self, BookImage, Snapshot};
 
@@ -59,10 +61,15 @@ pub struct Taker {
     next: Vec<i64>,
     /// Per symbol: the partition its commands come from (`-1`: none yet).
     partition_of: Vec<i32>,
-    /// To the I/O thread.
-    tx: Sender<Taken>,
+    /// To the I/O thread (`None`: no snapshots are taken).
+    tx: Option<Sender<Taken>>,
     /// A snapshot is on its way to disk: no new one until it is written.
     busy: Arc<AtomicBool>,
+    /// Which partitions are ours: only their books are imaged.
+    owner: Arc<Ownership>,
+    /// Bit *p*: partition *p*'s books are current — set when it was taken over, cleared once it
+    /// is not ours (its books are then stale until the next take-over).
+    live: u64,
 }
 
 impl Taker {
@@ -71,8 +78,9 @@ impl Taker {
         every: u64,
         symbols: usize,
         restored: Option<&Restored>,
-        tx: Sender<Taken>,
+        tx: Option<Sender<Taken>>,
         busy: Arc<AtomicBool>,
+        owner: Arc<Ownership>,
     ) -> Taker {
         let mut taker = Taker {
             every: every.max(1),
@@ -81,6 +89,8 @@ impl Taker {
             partition_of: vec![-1; symbols],
             tx,
             busy,
+            live: if owner.is_shared() { 0 } else { u64::MAX },
+            owner,
         };
         if let Some(r) = restored {
             for &(p, next) in &r.offsets {
@@ -117,33 +127,102 @@ impl Taker {
         self.since += 1;
     }
 
+    /// Who owns what.
+    pub fn owner(&self) -> &Arc<Ownership> {
+        &self.owner
+    }
+
     /// Time for a snapshot (and none in flight)?
     #[inline]
     pub fn due(&self) -> bool {
-        self.since >= self.every && !self.busy.load(Ordering::Acquire)
+        self.since >= self.every && self.tx.is_some() && !self.busy.load(Ordering::Acquire)
     }
 
     /// True if a command was applied since the last snapshot (a final one on a drain is worth it).
     pub fn pending(&self) -> bool {
-        self.since > 0 && !self.busy.load(Ordering::Acquire)
+        self.since > 0 && self.tx.is_some() && !self.busy.load(Ordering::Acquire)
+    }
+
+    /// Partition `p` was taken over: its books become `images` (a snapshot's, or none: empty
+    /// books), every book it held before is emptied, and its next offset is `start`. Returns the
+    /// partition's symbols, old and new. `images` were checked by the consumer (a restore that
+    /// fails here leaves those books empty, and says so).
+    #[cold]
+    pub fn reset(
+        &mut self,
+        p: i32,
+        images: &[BookImage],
+        start: Option<i64>,
+        engine: &mut Engine,
+        table: &common::SymbolTable,
+        capacity: Capacity,
+    ) -> Vec<u32> {
+        let mut symbols: Vec<u32> =
+            self.partition_of.iter().enumerate().filter(|(_, &q)| q == p).map(|(s, _)| s as u32).collect();
+        for image in images {
+            if !symbols.contains(&image.symbol.0) {
+                symbols.push(image.symbol.0);
+            }
+        }
+        for &s in &symbols {
+            let id = common::SymbolId(s);
+            if let Some(spec) = table.get(id) {
+                let _ = engine.restore(&Book::new(id, spec, capacity).image());
+            }
+            if let Some(slot) = self.partition_of.get_mut(s as usize) {
+                *slot = p;
+            }
+        }
+        if let Err(e) = engine.restore_all(images) {
+            tracing::error!(partition = p, error = %e, "a checked snapshot did not restore: its books stay empty");
+        }
+        if let Ok(i) = usize::try_from(p) {
+            if i >= self.next.len() {
+                self.next.resize(i + 1, -1);
+            }
+            self.next[i] = start.unwrap_or(-1);
+        }
+        if (0..64).contains(&p) {
+            self.live |= 1 << p;
+        }
+        symbols
+    }
+
+    /// True if partition `p` is ours and its books current.
+    fn current(&mut self, p: i32) -> bool {
+        if !(0..64).contains(&p) {
+            return self.owner.owns(p);
+        }
+        if !self.owner.owns(p) {
+            self.live &= !(1 << p);
+        }
+        self.live & (1 << p) != 0
     }
 
     /// Images the touched books and hands them to the I/O thread; the caller then pushes the
     /// marker. False if the I/O thread is gone.
     pub fn take(&mut self, engine: &Engine) -> bool {
+        let current: Vec<bool> = (0..self.next.len().max(64) as i32).map(|p| self.current(p)).collect();
+        let current = |p: i32| usize::try_from(p).ok().and_then(|i| current.get(i)).copied().unwrap_or(false);
         let books = engine
             .books()
             .iter()
             .filter_map(|b| {
                 let p = *self.partition_of.get(b.symbol().0 as usize)?;
-                (p >= 0).then(|| (p, b.image()))
+                (p >= 0 && current(p)).then(|| (p, b.image()))
             })
             .collect();
-        let offsets =
-            self.next.iter().enumerate().filter(|(_, &n)| n >= 0).map(|(p, &n)| (p as i32, n)).collect();
+        let offsets = self
+            .next
+            .iter()
+            .enumerate()
+            .filter(|&(p, &n)| n >= 0 && current(p as i32))
+            .map(|(p, &n)| (p as i32, n))
+            .collect();
         self.since = 0;
+        let Some(tx) = &self.tx else { return false };
         self.busy.store(true, Ordering::Release);
-        self.tx.send(Taken { offsets, books }).is_ok()
+        tx.send(Taken { offsets, books }).is_ok()
     }
 }
 
@@ -214,13 +293,49 @@ impl Writer {
     }
 }
 
-/// The two halves, sharing the channel and the in-flight flag (`None` without a directory).
-pub fn pair(config: &Config, symbols: usize, restored: Option<&Restored>) -> Option<(Taker, Writer)> {
-    let dir = config.snapshot_dir.clone()?;
-    let (tx, rx) = std::sync::mpsc::channel();
+/// The two halves, sharing the channel and the in-flight flag (no writer without a directory:
+/// the taker then only keeps track of partitions).
+pub fn pair(
+    config: &Config,
+    symbols: usize,
+    restored: Option<&Restored>,
+    owner: Arc<Ownership>,
+) -> (Taker, Option<Writer>) {
     let busy = Arc::new(AtomicBool::new(false));
-    let taker = Taker::new(config.snapshot_every, symbols, restored, tx, busy.clone());
-    Some((taker, Writer { dir, rx, busy, thread: None }))
+    let Some(dir) = config.snapshot_dir.clone() else {
+        return (Taker::new(config.snapshot_every, symbols, restored, None, busy, owner), None);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let taker = Taker::new(config.snapshot_every, symbols, restored, Some(tx), busy.clone(), owner);
+    (taker, Some(Writer { dir, rx, busy, thread: None }))
+}
+
+/// Partition `p`'s newest snapshot in `dir` that restores: where to start reading it and what to
+/// rebuild it from; `None` (every bad file passed over is logged): from the log's start.
+pub fn for_partition(
+    dir: &std::path::Path,
+    p: i32,
+    table: &SymbolTable,
+    capacity: Capacity,
+) -> Option<Reset> {
+    let (loaded, skipped) = snapshot::load_newest(dir, |s| s.offsets.iter().any(|(q, _)| *q == p));
+    for (path, error) in &skipped {
+        tracing::warn!(path = %path.display(), %error, "snapshot skipped: not trusted");
+    }
+    let (path, snap) = loaded?;
+    let start = snap.offsets.iter().find(|(q, _)| *q == p)?.1;
+    let books: Vec<BookImage> = snap.books.into_iter().filter(|(q, _)| *q == p).map(|(_, b)| b).collect();
+    let checked =
+        Engine::new(table, capacity).restore_all(books.iter()).map_err(|e| e.to_string()).and_then(|()| {
+            let windows = books.iter().map(|b| (b.symbol, b.window.as_slice()));
+            Projection::restore(&snap.extra, windows, capacity.client_window).map(|_| ())
+        });
+    if let Err(error) = checked {
+        tracing::warn!(path = %path.display(), partition = p, %error, "snapshot does not fit: replaying the partition from its start");
+        return None;
+    }
+    tracing::info!(path = %path.display(), partition = p, start, books = books.len(), "partition taken over from a snapshot");
+    Some(Reset { books, projection: Some(snap.extra), start: Some(start), ..Reset::default() })
 }
 
 /// What a matcher starts from when a snapshot restored.
