@@ -74,8 +74,9 @@ pub fn run(
                 continue;
             }
             Input::Reset { partition, token } => {
-                let (images, start) = taker.owner().take_books(token);
-                let symbols = taker.reset(partition, &images, start, &mut engine, table, config.capacity);
+                let (images, start, generation) = taker.owner().take_books(token);
+                let symbols =
+                    taker.reset(partition, &images, start, generation, &mut engine, table, config.capacity);
                 for &s in &symbols {
                     if let (Some(book), Some(g)) = (engine.book(common::SymbolId(s)), gauges.get(s as usize))
                     {

@@ -87,6 +87,8 @@ struct Assigned {
     start: Option<i64>,
     /// The group's committed offset: emit from here.
     committed: i64,
+    /// The partition's first offset (older records may be gone).
+    low: i64,
     /// The partition's end when it was assigned: caught up past it.
     high: i64,
 }
@@ -137,33 +139,46 @@ impl ConsumerContext for Context {}
 impl Group {
     /// Partition `p` is ours: its snapshot (if any) is filed for the pipeline, its committed
     /// offset and end noted for the loop.
-    fn take_over(&self, consumer: &BaseConsumer<Context>, topic: &str, p: i32) -> Assigned {
-        let reset = self
+    /// Fails (nothing granted) if the broker cannot say where the partition stands.
+    fn take_over(&self, consumer: &BaseConsumer<Context>, topic: &str, p: i32) -> anyhow::Result<Assigned> {
+        let mut one = TopicPartitionList::new();
+        one.add_partition(topic, p);
+        let committed = consumer
+            .committed_offsets(one, Duration::from_secs(5))
+            .context("reading the committed offset")?
+            .elements()
+            .first()
+            .map_or(0, |e| if let Offset::Offset(n) = e.offset() { n } else { 0 });
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .context("reading the partition's ends")?;
+        let mut reset = self
             .snapshot_dir
             .as_deref()
             .and_then(|dir| snapshots::for_partition(dir, p, &self.table, self.capacity))
             .unwrap_or_default();
+        self.owner.grant(p);
+        reset.generation = self.owner.generation(p);
         let start = reset.start;
         let token = self.owner.file(reset);
-        let mut one = TopicPartitionList::new();
-        one.add_partition(topic, p);
-        let committed = consumer
-            .committed_offsets(one, Duration::from_secs(10))
-            .ok()
-            .and_then(|c| c.elements().first().map(|e| e.offset()))
-            .map_or(0, |o| if let Offset::Offset(n) = o { n } else { 0 });
-        let high = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_or(0, |(_, high)| high);
-        self.owner.grant(p);
         tracing::info!(partition = p, ?start, committed, high, "taking over a partition");
-        Assigned { partition: p, token, start, committed, high }
+        Ok(Assigned { partition: p, token, start, committed, low, high })
     }
 
     /// Partitions `ps` are going: nothing of theirs is written after this returns, and what was
-    /// persisted is committed.
-    fn give_up(&self, consumer: &BaseConsumer<Context>, topic: &str, ps: &[i32], commits: &Mutex<Commits>) {
+    /// persisted is committed. False if the I/O thread did not finish its batch in time (then
+    /// their leases must expire rather than be released: it may still write).
+    fn give_up(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        topic: &str,
+        ps: &[i32],
+        commits: &Mutex<Commits>,
+    ) -> bool {
         let epoch = self.owner.revoke(ps);
-        if !self.stop.draining() && !self.owner.await_io(epoch, &self.io, HAND_OVER) {
-            tracing::warn!(?ps, "the I/O thread is still writing a batch (Redis or the broker away?): giving the partitions up anyway");
+        let handed_over = self.stop.draining() || self.owner.await_io(epoch, &self.io, HAND_OVER);
+        if !handed_over {
+            tracing::warn!(?ps, "the I/O thread is still writing a batch (Redis or the broker away?): the leases will expire instead");
         }
         let mut commits = commits.lock().unwrap_or_else(|e| e.into_inner());
         commits.collect();
@@ -173,6 +188,7 @@ impl Group {
             tracing::warn!(error = %e, "committing the partitions given up failed");
         }
         tracing::info!(?ps, "partitions given up");
+        handed_over
     }
 }
 
@@ -227,7 +243,9 @@ fn consume(
         // The broker holds a fetch for about this long even when data is there (DESIGN.md §1).
         .set("fetch.wait.max.ms", config.fetch_wait_ms.max(1).to_string())
         .set("socket.timeout.ms", "3000")
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", "1000")
+        // A start below the log's first record (trimmed) reads from there, never from the end.
+        .set("auto.offset.reset", "earliest");
     let consumer: OrdersConsumer =
         settings.create_with_context(context).context("creating the Kafka consumer")?;
     let partitions = loop {
@@ -269,6 +287,11 @@ fn consume(
     };
     let mut group = None;
     if shared {
+        anyhow::ensure!(
+            partitions <= super::ownership::MAX_PARTITIONS,
+            "{partitions} orders partitions: a matcher sharing them handles at most {}",
+            super::ownership::MAX_PARTITIONS
+        );
         let ttl = Duration::from_millis(u64::from(config.lease_ms.max(300)));
         let leases = Leases::new(&config.redis, &config.group, &config.instance, partitions, ttl)?;
         group = Some(Group {
@@ -339,16 +362,29 @@ fn consume(
         if let Some(group) = group.as_mut().filter(|g| g.leases.due(Instant::now())) {
             let d = group.leases.round(Instant::now());
             let moved = !(d.lost.is_empty() && d.release.is_empty() && d.take.is_empty());
+            group.owner.renewed_until(group.leases.good_until_ms());
             for &p in d.lost.iter().chain(&d.release) {
-                group.give_up(&consumer, &config.orders_topic, &[p], &consumer.context().commits);
+                let handed_over =
+                    group.give_up(&consumer, &config.orders_topic, &[p], &consumer.context().commits);
                 catch_up_last.remove(&p);
                 emit_from.remove(&p);
                 if d.release.contains(&p) {
-                    group.leases.release(p);
+                    if handed_over {
+                        group.leases.release(p);
+                    } else {
+                        group.leases.abandon(p);
+                    }
                 }
             }
             for &p in &d.take {
-                let a = group.take_over(&consumer, &config.orders_topic, p);
+                let a = match group.take_over(&consumer, &config.orders_topic, p) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "cannot take the partition over now; its lease goes back");
+                        group.leases.release(p);
+                        continue;
+                    }
+                };
                 if let Some(n) = usize::try_from(p).ok().and_then(|i| next.get_mut(i)) {
                     *n = a.start.map_or(Offset::Beginning, Offset::Offset);
                 }
@@ -502,7 +538,7 @@ fn begin(
         return false;
     }
     emit_from.insert(a.partition, a.committed);
-    let from = a.start.unwrap_or(0);
+    let from = a.start.unwrap_or(0).max(a.low);
     catch_up_last.remove(&a.partition);
     if a.high > from {
         catch_up_last.insert(a.partition, a.high - 1);

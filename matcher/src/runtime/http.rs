@@ -405,7 +405,9 @@ pub async fn serve(
     let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
     let client = redis::Client::open(config.redis.as_str()).context("redis url")?;
-    let redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
+    let redis = redis::aio::ConnectionManager::new_with_config(client, super::redis_config())
+        .await
+        .context("connecting to Redis")?;
     let front = web::Data::new(Front::new(redis, table, config.instance.clone(), metrics));
     common::http::serve(listener, 1, front, configure, shutdown).await?;
     Ok(())

@@ -87,7 +87,9 @@ async fn pump(
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis.as_str()).context("redis url")?;
-    let mut redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
+    let mut redis = redis::aio::ConnectionManager::new_with_config(client, super::redis_config())
+        .await
+        .context("connecting to Redis")?;
     let producer = Producer::create(
         ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -112,9 +114,12 @@ async fn pump(
     if !outlet.last.is_empty() {
         tracing::info!(last = ?outlet.last, "output topics: emitting only past their last events");
     }
-    let live = if owner.is_shared() { 0 } else { u64::MAX };
+    // Alone, every partition is ours at generation 0 from the start; sharing, none until taken.
+    let generation = if owner.is_shared() { u64::MAX } else { 0 };
+    let generations = vec![generation; super::ownership::MAX_PARTITIONS as usize];
     let owner = owner.clone();
-    let mut sink = Sink { table, projection, stream_last: HashMap::new(), retention, outlet, owner, live };
+    let mut sink =
+        Sink { table, projection, stream_last: HashMap::new(), retention, outlet, owner, generations };
     let mut idle = Idle::new(config.spin);
     while !stop.stopped() {
         // What this batch writes follows the ownership as it is now (`ownership`).
@@ -134,6 +139,10 @@ async fn pump(
         let mut batch = Batch::default();
         // One MULTI/EXEC: a reader sees a batch's order, fills, trade and book all or none.
         batch.pipe.atomic();
+        // A transaction retried after its reply was lost (it had gone through) re-adds stream
+        // entries that exist: Redis refuses those — the only error a write here expects — and the
+        // rest is absolute, so the batch counts as written instead of failing for ever.
+        batch.pipe.ignore_errors();
         let mut emitted = false;
         for _ in 0..available.min(BATCH) {
             let Ok(item) = input.pop() else { break };
@@ -144,12 +153,15 @@ async fn pump(
                 }
                 Output::Done { id, replay, hops } => sink.done(id, replay, hops, &mut batch),
                 Output::CaughtUp => batch.caught_up = true,
-                Output::Reset { partition, token } => loop {
-                    match sink.reset(config, partition, token) {
-                        Ok(()) => break,
-                        Err(e) => retry.after("taking over a partition", &format!("{e:#}")).await?,
+                Output::Reset { partition, token } => {
+                    let reset = sink.owner.take(token);
+                    loop {
+                        match sink.reset(config, partition, &reset) {
+                            Ok(()) => break,
+                            Err(e) => retry.after("taking over a partition", &format!("{e:#}")).await?,
+                        }
                     }
-                },
+                }
                 // The batch ends here: the snapshot is written once all before it is.
                 Output::Snapshot => {
                     batch.snapshot = true;
@@ -163,6 +175,12 @@ async fn pump(
                 w.marker(&sink.projection, metrics);
             }
             continue;
+        }
+        if sink.owner.expired(super::leases::unix_ms()) {
+            anyhow::bail!(
+                "the partition leases were not renewed in time: stopping before another matcher takes \
+                 them over (the supervisor starts this one again)"
+            );
         }
         let started = Instant::now();
         sink.write_redis(&mut redis, &mut batch, &retry).await?;
@@ -233,10 +251,10 @@ struct Sink<'a> {
     outlet: Outlet,
     /// Which partitions are ours.
     owner: Arc<Ownership>,
-    /// Bit *p*: partition *p*'s events are written — set when it was taken over (its
-    /// [`Output::Reset`] came through), cleared once it is not ours. Events of a partition that
-    /// is not live are stale (from before it moved) and dropped.
-    live: u64,
+    /// Per partition: the ownership generation it was taken over under (its [`Output::Reset`]
+    /// came through). Its events are written while that is its generation now; others are stale
+    /// (from before it moved, or from before it came back) and dropped. `u64::MAX`: never.
+    generations: Vec<u64>,
 }
 
 /// Where each output partition's log ends: the `(command id, event index)` of its last message,
@@ -322,7 +340,9 @@ impl Outlet {
                         high - 1
                     );
                     match consumer.poll(Duration::from_millis(200)) {
-                        Some(Ok(m)) if m.partition() == p => break m.payload().map(<[u8]>::to_vec),
+                        Some(Ok(m)) if m.partition() == p && m.topic() == name.as_str() => {
+                            break m.payload().map(<[u8]>::to_vec)
+                        }
                         Some(Err(e)) => anyhow::bail!("reading {name}/{p}: {e}"),
                         _ => {}
                     }
@@ -445,7 +465,7 @@ impl<'a> Sink<'a> {
             retention,
             outlet: Outlet::default(),
             owner: Arc::new(Ownership::all()),
-            live: u64::MAX,
+            generations: vec![0; super::ownership::MAX_PARTITIONS as usize],
         }
     }
 
@@ -684,24 +704,20 @@ impl<'a> Sink<'a> {
         *entry = (*entry).max(next);
     }
 
-    /// True if command `id`'s partition is ours and live (see `live`).
+    /// True if command `id`'s partition is ours, under the generation it was taken over in.
     #[inline]
-    fn writes(&mut self, id: OrderId) -> bool {
+    fn writes(&self, id: OrderId) -> bool {
         let p = i32::from(id.partition());
-        if self.owner.owns(p) {
-            return p >= 64 || self.live & (1 << p) != 0;
-        }
-        if p < 64 {
-            self.live &= !(1 << p);
-        }
-        false
+        self.owner.owns(p)
+            && self.generations.get(usize::from(id.partition())) == Some(&self.owner.generation(p))
     }
 
     /// Partition `p` was taken over (reset `token`): the projection forgets what it held of it
     /// and takes the snapshot's part, the topics' ends are read again, and its events are
     /// written from now on.
-    fn reset(&mut self, config: &Config, p: i32, token: u64) -> anyhow::Result<()> {
-        let reset = self.owner.take(token);
+    fn reset(&mut self, config: &Config, p: i32, reset: &super::ownership::Reset) -> anyhow::Result<()> {
+        // The topics first: a failure leaves the projection as it was, for the retry.
+        self.outlet.reread(config, p)?;
         let symbols: Vec<SymbolId> = reset.symbols.iter().map(|&s| SymbolId(s)).collect();
         self.projection.forget_partition(p, &symbols);
         if let Some(bytes) = &reset.projection {
@@ -713,9 +729,8 @@ impl<'a> Sink<'a> {
         for s in &symbols {
             self.stream_last.remove(s);
         }
-        self.outlet.reread(config, p)?;
-        if (0..64).contains(&p) {
-            self.live |= 1 << p;
+        if let Some(g) = usize::try_from(p).ok().and_then(|i| self.generations.get_mut(i)) {
+            *g = reset.generation;
         }
         tracing::info!(
             partition = p,

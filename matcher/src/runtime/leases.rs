@@ -8,16 +8,18 @@
 //! its own back), so nothing matched that partition. Leases need nothing from the broker but a
 //! plain assign, and their rules fit in a page:
 //!
-//! - Every matcher says it is alive (`matchers:<group>:alive:<instance>`, expiring after the
-//!   lease time) and counts the living; its fair share is the partitions divided by them,
-//!   rounded up.
+//! - Every matcher says it is alive (its score in the sorted set `matchers:<group>:alive` is the
+//!   time of its last round; members older than the lease time are dropped) and counts the
+//!   living; its fair share is the partitions divided by them, rounded up.
 //! - A lease is `lease:<group>:orders:<partition>` = the holder's instance name, expiring after
 //!   `--lease-ms` unless renewed (every sixth of it). A matcher takes a free partition while it
 //!   holds fewer than its share, and hands one back (after writing and committing all it read of
 //!   it) while it holds more — so a matcher that comes back gets its share again.
 //! - A lease found taken by someone else, or not renewed in time, is given up at once. A matcher
 //!   that cannot reach Redis gives up all its partitions two thirds into the lease, before any
-//!   other could take them over (no two writers). So with shared partitions a Redis outage
+//!   other could take them over (no two writers); and its I/O thread writes nothing of a shared
+//!   partition past that point (a matcher whose renewals stall stops, and its supervisor starts
+//!   it again). So with shared partitions a Redis outage
 //!   longer than that stops matching until Redis is back; a matcher alone (the default) owns
 //!   every partition and never asks.
 //!
@@ -91,6 +93,11 @@ pub struct Leases {
     held: BTreeSet<i32>,
 }
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Renews a lease only if it is still ours.
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 
@@ -118,38 +125,43 @@ impl Leases {
         format!("lease:{}:orders:{p}", self.group)
     }
 
-    fn alive_key(&self) -> String {
-        format!("matchers:{}:alive:{}", self.group, self.me)
-    }
-
     /// Time for a round (a sixth of the lease time since the last)?
     pub fn due(&self, now: Instant) -> bool {
         self.last_round.is_none_or(|t| now.duration_since(t) >= self.ttl / 6)
     }
 
     /// One round: says it is alive, renews what it holds, and decides. Partitions in `take` are
-    /// already leased to us; those in `release` are still ours until [`Leases::release`].
+    /// already leased to us; those in `release` are still ours until [`Leases::release`]. A round
+    /// that fails half-way still reports what it found lost and what it took.
     pub fn round(&mut self, now: Instant) -> Decision {
         self.last_round = Some(now);
-        match self.try_round() {
-            Ok(d) => {
-                self.last_ok = now;
-                d
-            }
+        let mut d = Decision::default();
+        match self.try_round(&mut d) {
+            Ok(()) => self.last_ok = now,
             Err(e) => {
                 self.conn = None;
+                d.release.clear();
                 if now.duration_since(self.last_ok) >= self.ttl * 2 / 3 && !self.held.is_empty() {
                     tracing::warn!(error = %e, "cannot reach Redis to renew the partition leases: giving them up");
-                    let lost: Vec<i32> = std::mem::take(&mut self.held).into_iter().collect();
-                    return Decision { lost, ..Decision::default() };
+                    d.lost.extend(std::mem::take(&mut self.held));
+                    d.take.clear();
+                } else {
+                    tracing::debug!(error = %e, "lease round failed");
                 }
-                tracing::debug!(error = %e, "lease round failed");
-                Decision::default()
             }
         }
+        d
     }
 
-    fn try_round(&mut self) -> redis::RedisResult<Decision> {
+    /// When the leases renewed by the last good round stop being safe to write under: two thirds
+    /// into them (Unix ms).
+    pub fn good_until_ms(&self) -> u64 {
+        let since = self.last_ok.elapsed();
+        let left = (self.ttl * 2 / 3).saturating_sub(since);
+        unix_ms() + left.as_millis() as u64
+    }
+
+    fn try_round(&mut self, d: &mut Decision) -> redis::RedisResult<()> {
         if self.conn.is_none() {
             let conn = self.client.get_connection_with_timeout(Duration::from_millis(500))?;
             conn.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -157,15 +169,28 @@ impl Leases {
             self.conn = Some(conn);
         }
         let ttl = self.ttl.as_millis() as u64;
-        let (alive_key, pattern) = (self.alive_key(), format!("matchers:{}:alive:*", self.group));
+        let alive_key = format!("matchers:{}:alive", self.group);
         let leases: Vec<String> = (0..self.partitions).map(|p| self.lease(p)).collect();
         let me = self.me.clone();
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no connection")))?;
-        redis::cmd("SET").arg(&alive_key).arg(1).arg("PX").arg(ttl).query::<()>(conn)?;
-        let alive: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(conn)?;
+        // The living: a sorted set scored by each one's last round (not KEYS: Redis holds
+        // millions of order keys).
+        let now_ms = unix_ms();
+        let (_, _, alive): ((), (), usize) = redis::pipe()
+            .cmd("ZADD")
+            .arg(&alive_key)
+            .arg(now_ms)
+            .arg(&me)
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&alive_key)
+            .arg(0)
+            .arg(now_ms.saturating_sub(ttl))
+            .cmd("ZCARD")
+            .arg(&alive_key)
+            .query(conn)?;
         let mut renewed = BTreeSet::new();
         for &p in &self.held {
             let kept: i64 = redis::cmd("EVAL")
@@ -180,13 +205,14 @@ impl Leases {
             }
         }
         let holders: Vec<Option<String>> = redis::cmd("MGET").arg(&leases).query(conn)?;
-        let mut d = decide(&me, &holders, &self.held, &renewed, alive.len());
-        for p in &d.lost {
+        let decided = decide(&me, &holders, &self.held, &renewed, alive);
+        for p in &decided.lost {
             self.held.remove(p);
         }
+        d.lost = decided.lost;
+        d.release = decided.release;
         // Take what is free: a lease set only if nobody holds it.
-        let mut taken = Vec::new();
-        for &p in &d.take {
+        for &p in &decided.take {
             let set: Option<String> = redis::cmd("SET")
                 .arg(&leases[p as usize])
                 .arg(&me)
@@ -196,11 +222,10 @@ impl Leases {
                 .query(conn)?;
             if set.is_some() {
                 self.held.insert(p);
-                taken.push(p);
+                d.take.push(p);
             }
         }
-        d.take = taken;
-        Ok(d)
+        Ok(())
     }
 
     /// Hands partition `p`'s lease back (once everything read of it is written and committed).
@@ -220,14 +245,19 @@ impl Leases {
     /// Hands every lease back and says it is gone (a clean stop: the others need not wait for
     /// the leases to expire).
     pub fn release_all(&mut self) {
-        for p in std::mem::take(&mut self.held) {
-            self.held.insert(p);
+        for p in self.held.clone() {
             self.release(p);
         }
-        let key = self.alive_key();
+        let (key, me) = (format!("matchers:{}:alive", self.group), self.me.clone());
         if let Some(conn) = self.conn.as_mut() {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(key).query(conn);
+            let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(key).arg(me).query(conn);
         }
+    }
+
+    /// Forgets partition `p`'s lease without releasing it: it expires by itself (a hand-over that
+    /// could not finish must not let another take the partition early).
+    pub fn abandon(&mut self, p: i32) {
+        self.held.remove(&p);
     }
 
     /// The leases held.

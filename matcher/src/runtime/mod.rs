@@ -59,6 +59,16 @@ use projection::Projection;
 use crate::engine::Engine;
 use ring::{Input, Output, Stop, StopOnPanic};
 
+/// How the matcher's Redis connections behave while Redis is away: one quick reconnect attempt
+/// per call, then an error — a read answers `503` at once, and the I/O thread's own retry loop
+/// (`io::Retry`) keeps trying — instead of the default retries that hold a call for ~9 s.
+pub fn redis_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+}
+
 /// How long a shutdown may take to finish what was read and commit it.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

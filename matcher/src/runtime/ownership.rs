@@ -37,6 +37,9 @@ pub struct Reset {
     /// The books' windows of ended client ids (kept for the I/O thread when the book thread
     /// takes the books).
     pub windows: Vec<(common::SymbolId, Vec<(common::Account, common::ClientOrderId)>)>,
+    /// The partition's generation when it was granted: its books and projection are current
+    /// while the generation is unchanged ([`Ownership::generation`]).
+    pub generation: u64,
     /// The snapshot's offset for the partition: where reading starts (`None`: the beginning).
     pub start: Option<i64>,
     /// The partition's symbols (indexes), as the book thread knows them: the I/O thread resets
@@ -59,6 +62,13 @@ pub struct Ownership {
     resets: Mutex<HashMap<u64, Reset>>,
     /// The next reset's token.
     next_token: AtomicU64,
+    /// Per partition, bumped whenever it is granted or revoked: state built under one generation
+    /// is stale under the next (it was given up, maybe taken by another, and taken back).
+    generations: Vec<AtomicU64>,
+    /// Shared partitions: the writes of owned partitions are fenced after this (ms since the
+    /// Unix epoch; 0: no deadline), set on every lease renewal — a matcher whose renewals stall
+    /// stops before another could take its partitions over.
+    deadline_ms: AtomicU64,
 }
 
 impl Ownership {
@@ -80,7 +90,32 @@ impl Ownership {
             shared,
             resets: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
+            generations: (0..MAX_PARTITIONS).map(|_| AtomicU64::new(0)).collect(),
+            deadline_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Partition `p`'s generation (bumped by every grant and revocation).
+    #[inline]
+    pub fn generation(&self, p: i32) -> u64 {
+        usize::try_from(p).ok().and_then(|i| self.generations.get(i)).map_or(0, |g| g.load(Ordering::Acquire))
+    }
+
+    fn bump(&self, p: i32) {
+        if let Some(g) = usize::try_from(p).ok().and_then(|i| self.generations.get(i)) {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The leases are good until `ms` (Unix ms).
+    pub fn renewed_until(&self, ms: u64) {
+        self.deadline_ms.store(ms, Ordering::Release);
+    }
+
+    /// True if the leases' deadline has passed (never when partitions are not shared).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        let deadline = self.deadline_ms.load(Ordering::Acquire);
+        self.shared && deadline != 0 && now_ms > deadline
     }
 
     /// True if partitions are shared with other instances.
@@ -102,6 +137,7 @@ impl Ownership {
     /// Partition `p` is ours now.
     pub fn grant(&self, p: i32) {
         if (0..MAX_PARTITIONS).contains(&p) {
+            self.bump(p);
             self.mask.fetch_or(1 << p, Ordering::AcqRel);
         }
     }
@@ -110,6 +146,7 @@ impl Ownership {
     pub fn revoke(&self, ps: &[i32]) -> u64 {
         for &p in ps.iter().filter(|p| (0..MAX_PARTITIONS).contains(*p)) {
             self.mask.fetch_and(!(1 << p), Ordering::AcqRel);
+            self.bump(p);
         }
         self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
@@ -141,12 +178,13 @@ impl Ownership {
         token
     }
 
-    /// The book thread's part of reset `token`: its books, and where the partition starts.
-    pub fn take_books(&self, token: u64) -> (Vec<BookImage>, Option<i64>) {
+    /// The book thread's part of reset `token`: its books, where the partition starts, and its
+    /// generation.
+    pub fn take_books(&self, token: u64) -> (Vec<BookImage>, Option<i64>, u64) {
         let mut resets = self.resets.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(r) = resets.get_mut(&token) else { return (Vec::new(), None) };
+        let Some(r) = resets.get_mut(&token) else { return (Vec::new(), None, u64::MAX) };
         r.windows = r.books.iter().map(|b| (b.symbol, b.window.clone())).collect();
-        (std::mem::take(&mut r.books), r.start)
+        (std::mem::take(&mut r.books), r.start, r.generation)
     }
 
     /// The book thread says which symbols the partition holds.
@@ -178,8 +216,14 @@ mod tests {
         o.grant(1);
         o.grant(99);
         assert_eq!(o.owned(), [0, 1]);
+        let before = o.generation(1);
         let epoch = o.revoke(&[1]);
         assert_eq!(o.owned(), [0]);
+        assert!(o.generation(1) > before, "a revocation makes state built before it stale");
+        assert!(!o.expired(1), "no deadline yet");
+        o.renewed_until(100);
+        assert!(!o.expired(100) && o.expired(101));
+        assert!(!Ownership::all().expired(u64::MAX), "a matcher alone has no deadline");
         let me = std::thread::current();
         assert!(!o.await_io(epoch, &me, Duration::from_millis(20)), "the I/O thread has not begun a batch");
         o.io_tick();

@@ -48,6 +48,10 @@ pub struct Taken {
     pub offsets: Vec<(i32, i64)>,
     /// Each touched book with the partition its commands come from.
     pub books: Vec<(i32, BookImage)>,
+    /// Each partition's ownership generation when the images were taken: a partition given up
+    /// since is left out of the file (the I/O thread dropped its outputs, so the images may
+    /// cover commands nobody wrote).
+    pub generations: Vec<(i32, u64)>,
 }
 
 /// The book thread's side: counts commands, knows each book's partition, takes the images.
@@ -67,9 +71,9 @@ pub struct Taker {
     busy: Arc<AtomicBool>,
     /// Which partitions are ours: only their books are imaged.
     owner: Arc<Ownership>,
-    /// Bit *p*: partition *p*'s books are current — set when it was taken over, cleared once it
-    /// is not ours (its books are then stale until the next take-over).
-    live: u64,
+    /// Per partition: the ownership generation its books were rebuilt under (taken over); they
+    /// are current while it is the partition's generation now. `u64::MAX`: never.
+    generations: Vec<u64>,
 }
 
 impl Taker {
@@ -89,7 +93,11 @@ impl Taker {
             partition_of: vec![-1; symbols],
             tx,
             busy,
-            live: if owner.is_shared() { 0 } else { u64::MAX },
+            // Alone, every partition is ours at generation 0 from the start.
+            generations: vec![
+                if owner.is_shared() { u64::MAX } else { 0 };
+                super::ownership::MAX_PARTITIONS as usize
+            ],
             owner,
         };
         if let Some(r) = restored {
@@ -148,11 +156,13 @@ impl Taker {
     /// partition's symbols, old and new. `images` were checked by the consumer (a restore that
     /// fails here leaves those books empty, and says so).
     #[cold]
+    #[allow(clippy::too_many_arguments)]
     pub fn reset(
         &mut self,
         p: i32,
         images: &[BookImage],
         start: Option<i64>,
+        generation: u64,
         engine: &mut Engine,
         table: &common::SymbolTable,
         capacity: Capacity,
@@ -182,28 +192,25 @@ impl Taker {
             }
             self.next[i] = start.unwrap_or(-1);
         }
-        if (0..64).contains(&p) {
-            self.live |= 1 << p;
+        if let Some(g) = usize::try_from(p).ok().and_then(|i| self.generations.get_mut(i)) {
+            *g = generation;
         }
         symbols
     }
 
-    /// True if partition `p` is ours and its books current.
-    fn current(&mut self, p: i32) -> bool {
-        if !(0..64).contains(&p) {
-            return self.owner.owns(p);
-        }
-        if !self.owner.owns(p) {
-            self.live &= !(1 << p);
-        }
-        self.live & (1 << p) != 0
+    /// True if partition `p` is ours and its books current: rebuilt under its generation now,
+    /// and at a known offset (a partition taken over with no snapshot has none until its first
+    /// command, and a file whose book has no offset would not decode).
+    fn current(&self, p: i32) -> bool {
+        let rebuilt = usize::try_from(p).ok().and_then(|i| self.generations.get(i)).copied();
+        let offset = usize::try_from(p).ok().and_then(|i| self.next.get(i)).copied().unwrap_or(-1);
+        self.owner.owns(p) && rebuilt == Some(self.owner.generation(p)) && offset >= 0
     }
 
     /// Images the touched books and hands them to the I/O thread; the caller then pushes the
     /// marker. False if the I/O thread is gone.
     pub fn take(&mut self, engine: &Engine) -> bool {
-        let current: Vec<bool> = (0..self.next.len().max(64) as i32).map(|p| self.current(p)).collect();
-        let current = |p: i32| usize::try_from(p).ok().and_then(|i| current.get(i)).copied().unwrap_or(false);
+        let current = |p: i32| self.current(p);
         let books = engine
             .books()
             .iter()
@@ -219,10 +226,11 @@ impl Taker {
             .filter(|&(p, &n)| n >= 0 && current(p as i32))
             .map(|(p, &n)| (p as i32, n))
             .collect();
+        let generations = (0..self.next.len() as i32).map(|p| (p, self.owner.generation(p))).collect();
         self.since = 0;
         let Some(tx) = &self.tx else { return false };
         self.busy.store(true, Ordering::Release);
-        tx.send(Taken { offsets, books }).is_ok()
+        tx.send(Taken { offsets, books, generations }).is_ok()
     }
 }
 
@@ -238,6 +246,8 @@ pub struct Writer {
     busy: Arc<AtomicBool>,
     /// The thread writing the last one.
     thread: Option<JoinHandle<()>>,
+    /// Who owns what: partitions given up since the images were taken are left out.
+    owner: Arc<Ownership>,
 }
 
 impl Writer {
@@ -249,7 +259,17 @@ impl Writer {
             return;
         };
         self.finish();
-        let snapshot = Snapshot { offsets: taken.offsets, books: taken.books, extra: projection.encode() };
+        let owner = &self.owner;
+        let still = |p: &i32| {
+            taken.generations.iter().any(|(q, g)| q == p && *g == owner.generation(*p) && owner.owns(*p))
+        };
+        let offsets: Vec<(i32, i64)> = taken.offsets.into_iter().filter(|(p, _)| still(p)).collect();
+        if offsets.is_empty() {
+            self.busy.store(false, Ordering::Release);
+            return;
+        }
+        let books = taken.books.into_iter().filter(|(p, _)| still(p)).collect();
+        let snapshot = Snapshot { offsets, books, extra: projection.encode() };
         let (dir, busy, metrics) = (self.dir.clone(), self.busy.clone(), metrics.clone());
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
             let started = std::time::Instant::now();
@@ -306,8 +326,8 @@ pub fn pair(
         return (Taker::new(config.snapshot_every, symbols, restored, None, busy, owner), None);
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    let taker = Taker::new(config.snapshot_every, symbols, restored, Some(tx), busy.clone(), owner);
-    (taker, Some(Writer { dir, rx, busy, thread: None }))
+    let taker = Taker::new(config.snapshot_every, symbols, restored, Some(tx), busy.clone(), owner.clone());
+    (taker, Some(Writer { dir, rx, busy, thread: None, owner }))
 }
 
 /// Partition `p`'s newest snapshot in `dir` that restores: where to start reading it and what to
