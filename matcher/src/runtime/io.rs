@@ -10,7 +10,7 @@
 //!
 //! Exactly once on the topics: output partition *i* of `trades` and `order-events` holds the
 //! events of `orders` partition *i*'s commands, in order. On start the thread reads the last
-//! message of each output partition and emits to it only events past that one ([`Outlet`]), so a
+//! message of each output partition and emits to it only events past that one (`Outlet`), so a
 //! command emitted again after a crash (its outputs written, its offset not yet committed) adds
 //! nothing to the topics; Redis writes are idempotent anyway.
 //!
