@@ -12,6 +12,11 @@
 //! ([`Restart::default`]: 0.5 s, 1 s, …) each time the harness calls [`Supervisor::tick`], which
 //! it does every 100 ms while it waits — as `lab up` does.
 //!
+//! With [`Config::matchers`] at 2 (`./lab up --matchers 2`), `matcher` and `matcher-2` share the
+//! `orders` partitions by leases in Redis (`--share-partitions`, `--lease-ms` [`LEASE_MS`],
+//! `--snapshot-every` [`SNAPSHOT_EVERY`]); the gateways, nginx's read path and the checks read
+//! from `matcher` (its front reads Redis, so it answers for every partition).
+//!
 //! # The flow
 //! [`Config::senders`] threads, one signed-up user each, send through nginx's `/api/v1/orders`
 //! with their token as `Bearer`, [`Config::rate`] new orders a second in all: even threads sell,
@@ -34,6 +39,14 @@
 //! both keep their data on disk (Tansu's sqlite; Redis's AOF, flushed by its SIGTERM shutdown).
 //! [`Fault::PauseRedis`] and [`Fault::PauseBroker`] (SIGSTOP, SIGCONT) are the other kind of
 //! outage — a process that hangs with its connections open — for runs that ask for them.
+//!
+//! With two matchers, [`Fault::KillMatcher2`] SIGKILLs `matcher-2` (and [`Fault::KillMatcher`]
+//! `matcher`) once each owns its share of the partitions (`matcher_owns_partition{partition}` on
+//! each one's `/metrics`): the killed one's partitions stop matching until its leases expire and
+//! a matcher — the other, or itself restarted — takes them over from the newest snapshot and the
+//! log. The row's notes say who owned each partition from the kill until they were shared again
+//! (which must happen, else a problem), and its *time to recover* counts only orders on the
+//! killed matcher's partitions.
 //!
 //! # Recovery
 //! Two times, both from the fault (a kill) or from the restart (a stop or pause: the outage itself
@@ -79,13 +92,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
-use crate::{http, Restart, Service, Signal, Stack, Supervisor};
+use crate::{http, Kind, Restart, Service, Signal, Stack, Supervisor};
 
 /// How long after recovery an error is still the fault's: requests that were in flight.
 pub const GRACE: Duration = Duration::from_secs(2);
 
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// With shared partitions: the matchers' lease time (`--lease-ms`, the default, said explicitly).
+pub const LEASE_MS: u64 = 3000;
+
+/// With shared partitions: a snapshot every this many commands (`--snapshot-every`).
+pub const SNAPSHOT_EVERY: u64 = 50;
 
 /// The symbols the flow trades (the default table's).
 const SYMBOLS: [&str; 3] = ["ABC", "DEF", "XYZ"];
@@ -94,7 +113,12 @@ const SYMBOLS: [&str; 3] = ["ABC", "DEF", "XYZ"];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// SIGKILL the matcher; the supervisor restarts it (it replays the log from its snapshot).
+    /// With two matchers ([`Config::matchers`]) it is `matcher`, the one the gateways read from.
     KillMatcher,
+    /// SIGKILL `matcher-2` of a stack with two matchers ([`Config::matchers`]), once each owns
+    /// its share of the `orders` partitions: its partitions match again when its leases expire,
+    /// on the other matcher or on itself restarted.
+    KillMatcher2,
     /// SIGKILL `gateway-1`; nginx sends to `gateway-2` meanwhile.
     KillGateway,
     /// SIGKILL `order-svc-1`; the gateways send to `order-svc-2` meanwhile.
@@ -123,8 +147,9 @@ impl Fault {
     ];
 
     /// Every fault.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::KillMatcher,
+        Fault::KillMatcher2,
         Fault::KillGateway,
         Fault::KillOrderSvc,
         Fault::KillNginx,
@@ -134,15 +159,38 @@ impl Fault {
         Fault::PauseBroker,
     ];
 
+    /// Issue 11's faults for a stack of `matchers` matchers: [`Fault::ISSUE`], and with two or
+    /// more, [`Fault::KillMatcher2`] after the first matcher's kill.
+    pub fn issue(matchers: usize) -> Vec<Fault> {
+        let mut faults = Fault::ISSUE.to_vec();
+        if matchers >= 2 {
+            faults.insert(1, Fault::KillMatcher2);
+        }
+        faults
+    }
+
     /// A SIGKILL the supervisor recovers from.
     pub fn is_kill(self) -> bool {
-        matches!(self, Fault::KillMatcher | Fault::KillGateway | Fault::KillOrderSvc | Fault::KillNginx)
+        matches!(
+            self,
+            Fault::KillMatcher
+                | Fault::KillMatcher2
+                | Fault::KillGateway
+                | Fault::KillOrderSvc
+                | Fault::KillNginx
+        )
+    }
+
+    /// A matcher's SIGKILL.
+    pub fn is_matcher_kill(self) -> bool {
+        matches!(self, Fault::KillMatcher | Fault::KillMatcher2)
     }
 
     /// The process it hits.
     pub fn process(self) -> &'static str {
         match self {
             Fault::KillMatcher => "matcher",
+            Fault::KillMatcher2 => "matcher-2",
             Fault::KillGateway => "gateway-1",
             Fault::KillOrderSvc => "order-svc-1",
             Fault::KillNginx => "nginx",
@@ -155,6 +203,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::KillMatcher => "kill-matcher",
+            Fault::KillMatcher2 => "kill-matcher-2",
             Fault::KillGateway => "kill-gateway",
             Fault::KillOrderSvc => "kill-order-svc",
             Fault::KillNginx => "kill-nginx",
@@ -171,12 +220,18 @@ impl Fault {
     }
 
     /// How it reads in the table.
-    fn label(self, outage: Duration) -> String {
-        let secs = outage.as_secs_f64();
+    fn label(self, config: &Config) -> String {
+        let secs = config.outage.as_secs_f64();
         match self {
-            Fault::KillMatcher | Fault::KillGateway | Fault::KillOrderSvc | Fault::KillNginx => {
-                format!("{} SIGKILL", self.process())
+            Fault::KillMatcher | Fault::KillMatcher2 if config.matchers > 1 => {
+                let n = if config.matchers == 2 { "two".to_owned() } else { config.matchers.to_string() };
+                format!("{} SIGKILL ({n} matchers)", self.process())
             }
+            Fault::KillMatcher
+            | Fault::KillMatcher2
+            | Fault::KillGateway
+            | Fault::KillOrderSvc
+            | Fault::KillNginx => format!("{} SIGKILL", self.process()),
             Fault::StopRedis | Fault::StopBroker => format!("{} stopped {secs:.0} s", self.process()),
             Fault::PauseRedis | Fault::PauseBroker => format!("{} SIGSTOP {secs:.0} s", self.process()),
         }
@@ -198,6 +253,11 @@ pub struct Config {
     pub recover_timeout: Duration,
     /// The faults, in order.
     pub faults: Vec<Fault>,
+    /// Matchers in the stack (1: one owns every partition). With more, they share the `orders`
+    /// partitions by leases in Redis (`--share-partitions`, `--lease-ms` [`LEASE_MS`], and a
+    /// snapshot every [`SNAPSHOT_EVERY`] commands, so a partition taken over has one to start
+    /// from); `matcher` is the one the gateways and the checks read from.
+    pub matchers: usize,
     /// Progress lines on stderr.
     pub progress: bool,
     /// Where to copy the stack's logs when the run ends (the run directory is removed).
@@ -214,6 +274,7 @@ impl Config {
             outage: Duration::from_secs(3),
             recover_timeout: Duration::from_secs(90),
             faults: Fault::ISSUE.to_vec(),
+            matchers: 1,
             progress: true,
             keep_logs: None,
         }
@@ -355,6 +416,10 @@ impl fmt::Display for Table {
 /// cannot be read); a broken invariant is a row's problem.
 pub fn run(config: &Config) -> anyhow::Result<Table> {
     anyhow::ensure!(config.senders >= 2 && config.rate > 0.0, "two senders at least, and a rate");
+    anyhow::ensure!(config.matchers >= 1, "one matcher at least");
+    if let Some(f) = config.faults.iter().find(|f| **f == Fault::KillMatcher2 && config.matchers < 2) {
+        bail!("{} needs two matchers at least (--matchers 2)", f.name());
+    }
     let mut h = Harness::start(config)?;
     let mut table = Table::default();
     let mut result = Ok(());
@@ -369,7 +434,7 @@ pub fn run(config: &Config) -> anyhow::Result<Table> {
         let broken = row.ready.is_none();
         table.rows.push(row);
         if broken {
-            table.skipped = config.faults[n + 1..].iter().map(|f| f.label(config.outage)).collect();
+            table.skipped = config.faults[n + 1..].iter().map(|f| f.label(config)).collect();
             break;
         }
     }
@@ -410,6 +475,8 @@ struct Harness<'c> {
     /// Duplicate trades found by the last check.
     duplicates: usize,
     started: Instant,
+    /// For the matchers' `/metrics` (who owns which partition), with a short timeout.
+    probe: reqwest::blocking::Client,
 }
 
 impl<'c> Harness<'c> {
@@ -423,12 +490,20 @@ impl<'c> Harness<'c> {
                 o.gateways = 2;
                 o.nginx_front = true;
                 o.auth = true;
+                o.matchers = config.matchers;
             },
-            |_| {},
+            |p| {
+                if config.matchers > 1 {
+                    for m in p.procs.iter_mut().filter(|p| p.kind == Kind::Matcher) {
+                        let (lease, every) = (LEASE_MS.to_string(), SNAPSHOT_EVERY.to_string());
+                        m.args.extend(["--lease-ms".to_owned(), lease, "--snapshot-every".to_owned(), every]);
+                    }
+                }
+            },
         );
         let names: Vec<String> = (0..config.senders).map(|i| format!("fault-user-{i}")).collect();
         let users = names.iter().map(|n| stack.as_user("nginx", n)).collect();
-        let h = Harness {
+        let mut h = Harness {
             config,
             stack,
             users,
@@ -438,8 +513,16 @@ impl<'c> Harness<'c> {
             lost: HashSet::new(),
             duplicates: 0,
             started,
+            probe: reqwest::blocking::Client::builder().timeout(Duration::from_secs(1)).build()?,
         };
         h.say(&format!("stack up in {}", h.stack.dir().display()));
+        if config.matchers > 1 {
+            // The second matcher takes its share from the first a moment after both are up.
+            match h.owners_settled(Duration::from_secs(60)) {
+                Ok(o) => h.say(&format!("the matchers share the partitions: {}", show_owners(&o))),
+                Err(o) => h.say(&format!("the partitions are not shared after 60 s: {}", show_owners(&o))),
+            }
+        }
         Ok(h)
     }
 
@@ -481,9 +564,45 @@ impl<'c> Harness<'c> {
         self.stack.sup.state("").procs.into_iter().map(|p| (p.name, p.restarts)).collect()
     }
 
+    /// Who owns each `orders` partition, by each matcher's `matcher_owns_partition{partition}`
+    /// (a matcher that does not answer owns nothing).
+    fn owners(&self) -> Owners {
+        let n = partitions("orders") as usize;
+        let mut owners = vec![Vec::new(); n];
+        for m in self.stack.all(Kind::Matcher) {
+            let text = self.probe.get(m.url("/metrics")).send().and_then(|r| r.text());
+            let Ok(text) = text else { continue };
+            for line in text.lines().filter(|l| l.starts_with("matcher_owns_partition{")) {
+                let p = line.split("partition=\"").nth(1).and_then(|r| r.split('"').next());
+                let Some(p) = p.and_then(|p| p.parse::<usize>().ok()).filter(|&p| p < n) else { continue };
+                if line.rsplit(' ').next() == Some("1") {
+                    owners[p].push(m.name.clone());
+                }
+            }
+        }
+        owners
+    }
+
+    /// Waits (the supervisor ticking) until the partitions are [`settled`]: their owners, or
+    /// `Err` with the last seen after `timeout`.
+    fn owners_settled(&mut self, timeout: Duration) -> Result<Owners, Owners> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.sup().tick();
+            let owners = self.owners();
+            if settled(&owners, self.config.matchers) {
+                return Ok(owners);
+            }
+            if Instant::now() > deadline {
+                return Err(owners);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// One fault with the flow around it, then the checks.
     fn phase(&mut self, n: usize, fault: Fault) -> anyhow::Result<Row> {
-        let label = fault.label(self.config.outage);
+        let label = fault.label(self.config);
         let name = fault.process();
         let mut row = Row { fault: label.clone(), ..Row::default() };
         let restarts_before = self.restarts();
@@ -491,10 +610,41 @@ impl<'c> Harness<'c> {
         let flow = Flow::start(n, &self.users, self.config, &self.table);
         self.idle(self.config.settle);
 
+        // Matchers sharing the partitions: kill one only once each owns its share, and time the
+        // recovery by the orders of the partitions it owned (the others' never stopped).
+        let sharing = fault.is_matcher_kill() && self.config.matchers > 1;
+        let mut before = None;
+        let mut victim: Option<Vec<u16>> = None;
+        if sharing {
+            let owners = match self.owners_settled(Duration::from_secs(30)) {
+                Ok(o) => o,
+                Err(o) => {
+                    row.notes.push(format!(
+                        "the partitions were not settled before the kill: {}",
+                        show_owners(&o)
+                    ));
+                    o
+                }
+            };
+            let mine: Vec<u16> =
+                (0..owners.len() as u16).filter(|&p| owners[p as usize].iter().any(|m| m == name)).collect();
+            if mine.is_empty() {
+                row.notes.push(format!("{name} owned no partition when it was killed"));
+            } else {
+                victim = Some(mine);
+            }
+            before = Some(owners);
+        }
+
         let pid_before = self.stack.sup.pid(name);
         let fault_at = Instant::now();
+        let mut timeline = before.map(|b| Timeline::new(fault_at, b));
         match fault {
-            Fault::KillMatcher | Fault::KillGateway | Fault::KillOrderSvc | Fault::KillNginx => {
+            Fault::KillMatcher
+            | Fault::KillMatcher2
+            | Fault::KillGateway
+            | Fault::KillOrderSvc
+            | Fault::KillNginx => {
                 self.stack.kill(name);
             }
             Fault::StopRedis | Fault::StopBroker => {
@@ -526,6 +676,9 @@ impl<'c> Harness<'c> {
             |h: &Harness| !fault.is_kill() || h.stack.sup.pid(name).is_some_and(|p| Some(p) != pid_before);
         let ready_at = loop {
             self.sup().tick();
+            if let Some(t) = timeline.as_mut() {
+                t.see(self.owners());
+            }
             if restarted(self) && self.not_ready().is_empty() {
                 break Some(Instant::now());
             }
@@ -541,6 +694,44 @@ impl<'c> Harness<'c> {
             std::thread::sleep(Duration::from_millis(100));
         };
         row.ready = ready_at.map(|t| t - from);
+        if let (Some(t), Some(_)) = (timeline.as_mut(), ready_at) {
+            // The killed matcher is back: the partitions are shared again.
+            let until = deadline.max(Instant::now() + Duration::from_secs(30));
+            let shared = loop {
+                self.sup().tick();
+                let owners = self.owners();
+                let done = settled(&owners, self.config.matchers);
+                t.see(owners);
+                if done {
+                    break Some(Instant::now());
+                }
+                if Instant::now() > until {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            row.notes.push(format!("owners: {t}"));
+            match shared {
+                Some(at) => row.notes.push(format!(
+                    "the partitions were shared again {:.2} s after the kill",
+                    (at - fault_at).as_secs_f64()
+                )),
+                None => {
+                    let tails: Vec<String> = self
+                        .stack
+                        .all(Kind::Matcher)
+                        .iter()
+                        .map(|m| format!("---- {}:\n{}", m.name, self.stack.tail(&m.name)))
+                        .collect();
+                    row.problems.push(format!(
+                        "the partitions were not shared again {:.0} s after the kill: {}\n{}",
+                        (Instant::now() - fault_at).as_secs_f64(),
+                        show_owners(&t.last),
+                        tails.join("\n")
+                    ));
+                }
+            }
+        }
         let ready = row.ready.map_or("never".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
         self.say(&format!("{label}: ready again after {ready}; flow for {:?} more", self.config.settle));
         self.idle(self.config.settle);
@@ -575,9 +766,10 @@ impl<'c> Harness<'c> {
             row.problems.push(format!("{e:#}; the matcher's log ends:\n{}", self.stack.tail("matcher")));
         }
         let orders = self.front_orders(&calls, &mut row)?;
-        row.recovered = recovered(&calls, &orders, from, from_ns);
+        row.recovered = recovered(&calls, &orders, from, from_ns, victim.as_deref());
         if row.recovered.is_none() {
-            row.problems.push("no order sent after the fault was acknowledged and matched".into());
+            let of = victim.as_ref().map_or(String::new(), |v| format!(" (on partitions {v:?})"));
+            row.problems.push(format!("no order sent after the fault{of} was acknowledged and matched"));
         }
         let window_end = from + row.recovered.unwrap_or_default().max(row.ready.unwrap_or_default()) + GRACE;
         tally(&mut row, &calls, Some((fault_at, window_end)));
@@ -886,13 +1078,85 @@ impl<'c> Harness<'c> {
     }
 }
 
-/// From `from`, the first order sent after it that was acknowledged and matched: the later of its
-/// `202` and its `persisted` hop (or `matched`, if the persisted one is missing).
+/// Per `orders` partition, the matchers that say they own it.
+type Owners = Vec<Vec<String>>;
+
+/// Settled: every partition has exactly one owner, and none more than its fair share (the
+/// partitions over the `matchers`, rounded up): what the leases converge to.
+fn settled(owners: &Owners, matchers: usize) -> bool {
+    let share = owners.len().div_ceil(matchers.max(1));
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for o in owners {
+        let [one] = o.as_slice() else { return false };
+        *held.entry(one.as_str()).or_default() += 1;
+    }
+    held.values().all(|&n| n <= share)
+}
+
+/// `nobody`, `matcher`, `matcher+matcher-2` (two at once would be a bug).
+fn who(owners: &[String]) -> String {
+    if owners.is_empty() {
+        "nobody".to_owned()
+    } else {
+        owners.join("+")
+    }
+}
+
+/// `partition 0 → matcher, partition 1 → matcher-2`.
+fn show_owners(owners: &Owners) -> String {
+    let each: Vec<String> =
+        owners.iter().enumerate().map(|(p, o)| format!("partition {p} → {}", who(o))).collect();
+    each.join(", ")
+}
+
+/// The partitions' owners as they changed after a fault.
+struct Timeline {
+    from: Instant,
+    last: Owners,
+    /// Per partition: its owner before, then each change and when.
+    changes: Vec<Vec<String>>,
+}
+
+impl Timeline {
+    fn new(from: Instant, before: Owners) -> Timeline {
+        let changes = before.iter().map(|o| vec![who(o)]).collect();
+        Timeline { from, last: before, changes }
+    }
+
+    /// One look at the owners.
+    fn see(&mut self, now: Owners) {
+        let at = self.from.elapsed().as_secs_f64();
+        for (p, o) in now.iter().enumerate() {
+            if self.last.get(p) != Some(o) && self.changes.get(p).is_some_and(|c| c.len() < 20) {
+                self.changes[p].push(format!("{} at +{at:.2} s", who(o)));
+            }
+        }
+        self.last = now;
+    }
+}
+
+impl fmt::Display for Timeline {
+    /// `partition 0: matcher; partition 1: matcher-2 → nobody at +0.01 s → matcher-2 at +3.1 s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let each: Vec<String> = self
+            .changes
+            .iter()
+            .enumerate()
+            .map(|(p, c)| format!("partition {p}: {}", c.join(" → ")))
+            .collect();
+        f.write_str(&each.join("; "))
+    }
+}
+
+/// From `from`, the first order sent after it (on one of partitions `only`, if given) that was
+/// acknowledged and matched: the later of its `202` and its `persisted` hop (or `matched`, if the
+/// persisted one is missing).
 fn recovered(
     calls: &[Call],
     orders: &HashMap<OrderId, Value>,
     from: Instant,
     from_ns: u64,
+    only: Option<&[u16]>,
 ) -> Option<Duration> {
     calls
         .iter()
@@ -900,6 +1164,9 @@ fn recovered(
         .filter_map(|c| {
             let (CallKind::New(_), Answer::Ok(v)) = (&c.kind, &c.answer) else { return None };
             let id = OrderId(v["order_id"].as_str()?.parse().ok()?);
+            if only.is_some_and(|ps| !ps.contains(&id.partition())) {
+                return None;
+            }
             let o = orders.get(&id)?;
             let hops = &o["hops"];
             let matched = hops["persisted_ns"].as_u64().or_else(|| hops["matched_ns"].as_u64())?;

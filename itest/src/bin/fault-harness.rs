@@ -6,6 +6,7 @@
 //! ```text
 //! cargo build --release -p matcher -p order-svc -p gateway
 //! cargo run --release -p itest --bin fault-harness -- --outage-secs 10
+//! cargo run --release -p itest --bin fault-harness -- --matchers 2   # two matchers sharing
 //! ```
 //! (or the same without `--release` for the debug binaries the tests use).
 
@@ -34,11 +35,16 @@ struct Args {
     /// How long the stack may take to be ready again after a fault.
     #[arg(long, default_value_t = 180.0)]
     recover_timeout_secs: f64,
-    /// The faults, comma-separated, in order (default: issue 11's six): kill-matcher,
+    /// The faults, comma-separated, in order (default: issue 11's six, and kill-matcher-2 after
+    /// kill-matcher with two matchers): kill-matcher, kill-matcher-2 (needs --matchers 2),
     /// kill-gateway, kill-order-svc, kill-nginx, stop-redis, stop-broker, pause-redis,
     /// pause-broker.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// Matchers in the stack; with 2 or more they share the orders partitions by leases in
+    /// Redis (`./lab up --matchers N`).
+    #[arg(long, default_value_t = 1)]
+    matchers: usize,
     /// Copy the stack's logs here when the run ends (its run directory is removed).
     #[arg(long)]
     keep_logs: Option<std::path::PathBuf>,
@@ -63,7 +69,8 @@ fn main() -> ExitCode {
         settle: Duration::from_secs_f64(args.settle_secs),
         outage: Duration::from_secs_f64(args.outage_secs),
         recover_timeout: Duration::from_secs_f64(args.recover_timeout_secs),
-        faults: if list.is_empty() { Fault::ISSUE.to_vec() } else { list },
+        faults: if list.is_empty() { Fault::issue(args.matchers) } else { list },
+        matchers: args.matchers,
         progress: true,
         keep_logs: args.keep_logs,
     };
