@@ -590,6 +590,30 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
+/// The summed `VmRSS` of every process in process group `pgid`, in kB: a supervised process and
+/// its children (the supervisor makes each process lead its own group, so for nginx this is the
+/// master and its workers; pages they share are counted in each). `None` if no process of the
+/// group has a resident size (the group is gone).
+pub fn group_rss_kb(pgid: u32) -> Option<u64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        if stat_pgrp(&stat) == Some(pgid) {
+            if let Some(kb) = rss_kb(pid) {
+                *total.get_or_insert(0) += kb;
+            }
+        }
+    }
+    total
+}
+
+/// The process group of a `/proc/<pid>/stat` line (the fields after the command name, which is in
+/// parentheses and may hold spaces and parentheses itself: state, ppid, pgrp, …).
+fn stat_pgrp(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// The sum of a metric's samples (all label sets) in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -696,5 +720,16 @@ mod tests {
         assert_eq!(metric_sum(text, "matcher_absent"), 0.0);
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn a_process_group_is_read_from_stat_and_summed() {
+        assert_eq!(stat_pgrp("4242 (nginx) S 1 4240 4240 0 -1 4194560"), Some(4240));
+        assert_eq!(stat_pgrp("7 (a) b (c) R 1 9 9 0"), Some(9), "a command name with ') '");
+        assert_eq!(stat_pgrp("garbage"), None);
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let group = stat_pgrp(&stat).unwrap();
+        assert!(group_rss_kb(group).unwrap() >= rss_kb(me).unwrap(), "the group holds this process");
     }
 }

@@ -2,16 +2,21 @@
 //!
 //! # Layout
 //! - [`stream`]: the synthetic order flow, full or restricted to what every peer supports.
+//! - [`regime`]: regime streams (static, normal, swing, flash crash): a GBM fair price, power-law
+//!   depth, a realistic order lifecycle; in our native form and in the peers' common subset.
 //! - [`peers`]: our engine and the crates.io books we compare against, behind one trait.
 //! - [`report`]: throughput and HdrHistogram latency of a replay, and the Markdown table.
 //! - [`feed`]: a minimal stack of the benchmarks' own (broker, Redis, release matcher), the
 //!   bounded-book command flow produced straight to `orders`, and the exact caught-up wait; used
-//!   by `src/bin/mem-bench.rs` and `src/bin/recovery-bench.rs`.
+//!   by `src/bin/mem-bench.rs` and `src/bin/recovery-bench.rs`. `src/bin/edge-mem.rs` sends the
+//!   same [`feed::Flow`] through nginx to the full stack and samples the edge's memory with its
+//!   helpers (`group_rss_kb`, `metric_sum`, `RunDir`).
 //! - `src/bin/book-bench.rs`: the book benchmark binary; `benches/book.rs`: its criterion twin.
 #![forbid(unsafe_code)]
 
 pub mod feed;
 pub mod peers;
+pub mod regime;
 pub mod report;
 pub mod stream;
 

@@ -1,5 +1,5 @@
 //! Measuring a replay and printing the numbers: throughput over whole runs, per-command latency
-//! from an HdrHistogram.
+//! from an HdrHistogram; the regimes' tables (each regime, then all side by side with the worst).
 
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,26 @@ pub type Maker<'a> = Box<dyn FnMut() -> Box<dyn Book> + 'a>;
 /// throughput, interleaved (book A, book B, …, A, B, …) so that a noisy neighbour slows every
 /// book alike; then one replay per book timing every command.
 pub fn measure(cmds: &[Command], runs: usize, makers: &mut [Maker<'_>]) -> Vec<Result> {
+    measure_with(runs, makers, |_| cmds)
+}
+
+/// [`measure`] with a stream of its own for each maker (`streams[i]` for `makers[i]`): one
+/// regime's native form through our book, interleaved with its common form through every book.
+pub fn measure_each(streams: &[&[Command]], runs: usize, makers: &mut [Maker<'_>]) -> Vec<Result> {
+    assert_eq!(streams.len(), makers.len(), "one stream per book");
+    measure_with(runs, makers, |i| streams[i])
+}
+
+fn measure_with<'c>(
+    runs: usize,
+    makers: &mut [Maker<'_>],
+    stream: impl Fn(usize) -> &'c [Command],
+) -> Vec<Result> {
     let mut rates = vec![Vec::with_capacity(runs); makers.len()];
     let mut names = vec![""; makers.len()];
     for _ in 0..runs.max(1) {
         for (i, make) in makers.iter_mut().enumerate() {
+            let cmds = stream(i);
             let mut book = make();
             names[i] = book.name();
             let start = Instant::now();
@@ -45,7 +61,7 @@ pub fn measure(cmds: &[Command], runs: usize, makers: &mut [Maker<'_>]) -> Vec<R
         let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
         let mut book = make();
         let mut last = Instant::now();
-        for cmd in cmds {
+        for cmd in stream(i) {
             book.apply(cmd);
             let now = Instant::now();
             latency.saturating_record((now.duration_since(last).as_nanos() as u64).max(1));
@@ -97,6 +113,97 @@ pub fn table(results: &[Result]) -> String {
     s
 }
 
+/// One row of a regime's table: a book's result on one form of the regime's stream.
+pub struct RegimeLine<'a> {
+    /// Which form it replayed (`native`, `common`).
+    pub form: &'static str,
+    /// What it did.
+    pub result: &'a Result,
+    /// Its throughput in the regime's messages per second (the form's length aside).
+    pub msgs_per_s: f64,
+}
+
+/// A Markdown table of one regime's results. "time ×" is each book's time for the regime over
+/// our book's on the same form; latency is per command of the form replayed.
+pub fn regime_table(lines: &[RegimeLine<'_>]) -> String {
+    let mut s = String::from(
+        "| book | form | M msg/s | time × | p50 µs | p99 µs | p99.9 µs | p99.99 µs | max µs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for l in lines {
+        let ours = lines.iter().find(|o| o.form == l.form).map_or(l.msgs_per_s, |o| o.msgs_per_s);
+        let h = &l.result.latency;
+        s += &format!(
+            "| {} | {} | {:.2} | {:.2}× | {} | {} | {} | {} | {} |\n",
+            l.result.name,
+            l.form,
+            l.msgs_per_s / 1e6,
+            ours / l.msgs_per_s,
+            us(h.value_at_quantile(0.50)),
+            us(h.value_at_quantile(0.99)),
+            us(h.value_at_quantile(0.999)),
+            us(h.value_at_quantile(0.9999)),
+            us(h.max()),
+        );
+    }
+    s
+}
+
+/// One regime's throughput per book, in the regime's messages per second.
+pub struct RegimeRow {
+    /// The regime's name.
+    pub regime: &'static str,
+    /// Our book on the native form.
+    pub native: f64,
+    /// Every book on the common form, ours first: (name, messages per second).
+    pub common: Vec<(&'static str, f64)>,
+}
+
+/// The regimes side by side, M msg/s, and our speed over each peer's on the same (common) form;
+/// then the worst case of each column, named.
+pub fn regime_summary(rows: &[RegimeRow]) -> String {
+    let Some(first) = rows.first() else { return String::new() };
+    let ours = first.common.first().map_or("ours", |c| c.0);
+    let peers: Vec<&str> = first.common.iter().skip(1).map(|c| c.0).collect();
+    let mut s = format!("| regime | {ours}, native | {ours}, common |");
+    for p in first.common.iter().skip(1) {
+        s += &format!(" {} |", p.0);
+    }
+    for p in &peers {
+        s += &format!(" ours ÷ {p} |");
+    }
+    s += "\n|---|";
+    s += &"---:|".repeat(2 + 2 * peers.len());
+    s += "\n";
+    // Every column's value per row: throughputs in M msg/s, then ratios.
+    let columns = |r: &RegimeRow| {
+        let mut v = vec![r.native / 1e6];
+        v.extend(r.common.iter().map(|c| c.1 / 1e6));
+        let base = r.common.first().map_or(0.0, |c| c.1);
+        v.extend(r.common.iter().skip(1).map(|c| base / c.1));
+        v
+    };
+    let ratio_from = 1 + first.common.len();
+    let cell = |k: usize, v: f64| if k >= ratio_from { format!("{v:.2}×") } else { format!("{v:.2}") };
+    for r in rows {
+        s += &format!("| {} |", r.regime);
+        for (k, v) in columns(r).into_iter().enumerate() {
+            s += &format!(" {} |", cell(k, v));
+        }
+        s += "\n";
+    }
+    s += "| **worst** |";
+    for k in 0..ratio_from + peers.len() {
+        let worst = rows
+            .iter()
+            .map(|r| (columns(r).get(k).copied().unwrap_or(f64::NAN), r.regime))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((v, regime)) = worst {
+            s += &format!(" {} ({regime}) |", cell(k, v));
+        }
+    }
+    s + "\n"
+}
+
 /// Writes `h` as an `.hgrm` percentile file (HdrHistogram's text format), values divided by
 /// `divisor` (1e3 for µs from ns, 1e6 for ms) under the column `header`.
 pub fn write_hgrm(
@@ -124,4 +231,46 @@ pub fn write_hgrm(
         )?;
     }
     file.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &'static str) -> Result {
+        Result { name, throughput: 0.0, latency: Histogram::new(3).expect("valid") }
+    }
+
+    #[test]
+    fn the_summary_names_the_worst_regime_of_each_column() {
+        let row = |regime, native: f64, ours: f64, peer: f64| RegimeRow {
+            regime,
+            native: native * 1e6,
+            common: vec![("trading-lab", ours * 1e6), ("lobster 0.7", peer * 1e6)],
+        };
+        let s = regime_summary(&[row("static", 3.0, 2.5, 2.0), row("flash-crash", 2.0, 1.8, 2.4)]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| regime | trading-lab, native | trading-lab, common | lobster 0.7 | ours ÷ lobster 0.7 |"
+        );
+        assert_eq!(lines[2], "| static | 3.00 | 2.50 | 2.00 | 1.25× |");
+        assert_eq!(
+            lines[4],
+            "| **worst** | 2.00 (flash-crash) | 1.80 (flash-crash) | 2.00 (static) | 0.75× (flash-crash) |"
+        );
+    }
+
+    #[test]
+    fn a_regime_table_compares_books_on_the_same_form() {
+        let (a, b, c) = (result("trading-lab"), result("trading-lab"), result("lobster 0.7"));
+        let lines = [
+            RegimeLine { form: "native", result: &a, msgs_per_s: 3e6 },
+            RegimeLine { form: "common", result: &b, msgs_per_s: 2e6 },
+            RegimeLine { form: "common", result: &c, msgs_per_s: 1e6 },
+        ];
+        let s = regime_table(&lines);
+        assert!(s.contains("| trading-lab | common | 2.00 | 1.00× |"), "{s}");
+        assert!(s.contains("| lobster 0.7 | common | 1.00 | 2.00× |"), "{s}");
+    }
 }

@@ -1,11 +1,13 @@
 //! The book allocates nothing in steady state: after a warm-up, a long stretch of the realistic
-//! stream runs with a counting global allocator that sees zero allocations from this thread.
+//! stream — and of each market regime's, flash crash included — runs with a counting global
+//! allocator that sees zero allocations from this thread.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use perf::peers::{Book, Ours};
+use perf::regime::{self, Regime, RegimeSpec};
 use perf::stream::{self, Mix, StreamSpec};
 
 /// Counts allocations made by a thread while its `COUNTING` flag is set (per thread, so tests
@@ -69,6 +71,33 @@ fn steady_state_allocates_nothing() {
     COUNTING.with(|c| c.set(false));
     assert_eq!(allocations(), 0, "allocations while applying {} commands", measured.len());
     book.engine().validate().unwrap();
+}
+
+#[test]
+fn every_regime_allocates_nothing_after_the_warm_up() {
+    for regime in Regime::ALL {
+        let spec = RegimeSpec { regime, commands: 300_000, depth: 5_000, seed: 9 };
+        let stream = regime::generate(&spec);
+        let mut book = Ours::new(&stream::table(1), regime::capacity(&stream));
+        // The warm-up fills the book; the flash crash (from 40 %) comes after it.
+        let (warm, measured) = stream.native.split_at(stream.stats.warm_up);
+        for cmd in warm {
+            book.apply(cmd);
+        }
+        let before = allocations();
+        COUNTING.with(|c| c.set(true));
+        for cmd in measured {
+            book.apply(cmd);
+        }
+        COUNTING.with(|c| c.set(false));
+        assert_eq!(
+            allocations() - before,
+            0,
+            "{regime:?}: allocations while applying {} messages",
+            measured.len()
+        );
+        book.engine().validate().unwrap();
+    }
 }
 
 #[test]

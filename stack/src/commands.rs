@@ -501,6 +501,7 @@ fn bench_smoke() -> anyhow::Result<()> {
     for book in ["trading-lab", "lobster", "orderbook-rs"] {
         anyhow::ensure!(text.contains(&format!("| {book}")), "book-bench printed no row for {book}:\n{text}");
     }
+    anyhow::ensure!(text.contains("| **worst** |"), "book-bench printed no market-regime summary:\n{text}");
     Ok(())
 }
 

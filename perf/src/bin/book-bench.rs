@@ -1,26 +1,35 @@
 //! `book-bench`: replays a synthetic stream through our book, then the common subset through our
-//! book and the peers, and prints throughput and latency percentiles side by side.
+//! book and the peers, then each market regime ([`perf::regime`]) through our book and the
+//! peers, and prints throughput and latency percentiles side by side, each regime's message mix
+//! and book shape, and the worst regime.
 //!
-//! Flags: `--commands N` (default 1,000,000), `--symbols N` (4), `--depth N` (resting orders per
-//! symbol, 5,000), `--window N` (client-id window per book; the engine default), `--runs N`
-//! (throughput runs per book, 5), `--seed N`, `--no-peers`,
+//! Flags: `--commands N` (every stream; default 1,000,000 for the full mix and common subset,
+//! 2,000,000 per regime), `--symbols N` (4), `--depth N` (resting orders per symbol, 5,000; per
+//! regime book too), `--window N` (client-id window per book; the engine default), `--runs N`
+//! (throughput runs per book, 5), `--seed N`, `--regime NAME[,NAME…]|all|none` (only these
+//! regimes, without the full mix and common subset; `none`: no regimes), `--no-peers`,
 //! `--hgrm DIR` (write each latency histogram as an `.hgrm` percentile file).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use flags::*;
+use perf::feed::thousands;
 use perf::peers::{Book, Lobster, OrderbookRs, Ours};
-use perf::report::{self, Result};
+use perf::regime::{self, RegimeSpec, RegimeStream, PROFILE_BUCKETS};
+use perf::report::{self, RegimeLine, RegimeRow, Result};
 use perf::stream::{self, Mix, StreamSpec};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Minimal flag parsing: this binary takes only numbers and switches.
+/// Minimal flag parsing: this binary takes only numbers, switches and regime names.
 mod flags {
+    use perf::regime::Regime;
+
     pub struct Flags {
-        pub commands: usize,
+        /// `--commands`, if given: every stream's length.
+        pub commands: Option<usize>,
         pub symbols: u32,
         pub depth: usize,
         pub runs: usize,
@@ -28,11 +37,15 @@ mod flags {
         pub peers: bool,
         pub hgrm: Option<std::path::PathBuf>,
         pub window: Option<usize>,
+        /// The regimes to run.
+        pub regimes: Vec<Regime>,
+        /// Whether to run the full mix and the common subset (not when `--regime` names some).
+        pub mixes: bool,
     }
 
     pub fn parse() -> Result<Flags, String> {
         let mut f = Flags {
-            commands: 1_000_000,
+            commands: None,
             symbols: 4,
             depth: 5_000,
             runs: 5,
@@ -40,6 +53,8 @@ mod flags {
             peers: true,
             hgrm: None,
             window: None,
+            regimes: Regime::ALL.to_vec(),
+            mixes: true,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -47,26 +62,38 @@ mod flags {
             let num =
                 |v: String, name: &str| v.parse::<u64>().map_err(|_| format!("{name}: not a number: {v}"));
             match arg.as_str() {
-                "--commands" => f.commands = num(value("--commands")?, "--commands")? as usize,
+                "--commands" => f.commands = Some(num(value("--commands")?, "--commands")? as usize),
                 "--symbols" => f.symbols = num(value("--symbols")?, "--symbols")? as u32,
                 "--depth" => f.depth = num(value("--depth")?, "--depth")? as usize,
                 "--runs" => f.runs = num(value("--runs")?, "--runs")? as usize,
                 "--seed" => f.seed = num(value("--seed")?, "--seed")?,
                 "--window" => f.window = Some(num(value("--window")?, "--window")? as usize),
+                "--regime" => match value("--regime")?.as_str() {
+                    "none" => f.regimes.clear(),
+                    list => {
+                        f.regimes = Regime::parse_list(list).map_err(|e| e.to_string())?;
+                        f.mixes = false;
+                    }
+                },
                 "--no-peers" => f.peers = false,
                 "--hgrm" => f.hgrm = Some(value("--hgrm")?.into()),
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown flag {other}")),
             }
         }
-        if f.commands == 0 || f.symbols == 0 || f.runs == 0 {
+        if f.commands == Some(0) || f.symbols == 0 || f.runs == 0 {
             return Err("--commands, --symbols and --runs must be at least 1".into());
         }
         Ok(f)
     }
 }
 
-const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] [--window N] [--runs N] [--seed N] [--no-peers] [--hgrm DIR]";
+const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] [--window N] [--runs N] [--seed N] [--regime static|normal|swing|flash-crash[,…]|all|none] [--no-peers] [--hgrm DIR]";
+
+/// Messages per regime unless `--commands` says otherwise (issue 12's scale).
+const REGIME_COMMANDS: usize = 2_000_000;
+/// Commands of the full mix and common subset unless `--commands` says otherwise.
+const MIX_COMMANDS: usize = 1_000_000;
 
 fn write_hgrm(dir: &PathBuf, results: &[Result], tag: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -94,14 +121,32 @@ fn main() {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let profile = if cfg!(debug_assertions) { "debug (numbers meaningless)" } else { "optimized" };
+    let sizes = match flags.commands {
+        Some(n) => format!("{n} commands per stream"),
+        None if flags.mixes && !flags.regimes.is_empty() => {
+            format!("{MIX_COMMANDS} commands per mix, {REGIME_COMMANDS} messages per regime")
+        }
+        None if flags.mixes => format!("{MIX_COMMANDS} commands"),
+        None => format!("{REGIME_COMMANDS} messages per regime"),
+    };
+    println!("# book-bench: {sizes}, seed {}, {} CPUs, {profile} build\n", flags.seed, cpus);
+    if flags.mixes {
+        mixes(&flags);
+    }
+    if !flags.regimes.is_empty() {
+        regimes(&flags);
+    }
     println!(
-        "# book-bench: {} commands, seed {}, {} CPUs, {profile} build\n",
-        flags.commands, flags.seed, cpus
+        "Latency is per command, measured with one clock read between commands ({:.0} ns each, included).",
+        report::clock_overhead_ns()
     );
+}
 
+/// The full mix through our book, then the common subset through ours and the peers.
+fn mixes(flags: &Flags) {
     let full = StreamSpec {
         mix: Mix::Full,
-        commands: flags.commands,
+        commands: flags.commands.unwrap_or(MIX_COMMANDS),
         symbols: flags.symbols,
         depth: flags.depth,
         seed: flags.seed,
@@ -175,8 +220,147 @@ fn main() {
             eprintln!("book-bench: writing histograms: {e}");
         }
     }
+}
+
+/// Each regime: its native form through our book, interleaved with its common form through ours
+/// and the peers; its mix, shape and table; then all regimes side by side and the worst.
+fn regimes(flags: &Flags) {
+    let commands = flags.commands.unwrap_or(REGIME_COMMANDS);
+    println!("## Market regimes\n");
     println!(
-        "Latency is per command, measured with one clock read between commands ({:.0} ns each, included).",
-        report::clock_overhead_ns()
+        "One symbol, ~{} resting orders; fair price a GBM on the tick grid (σ 3e-6 per message) times the regime's shape; \
+         passive orders d ticks from it with P(d) ∝ (d+2)^-1.5 up to 500; see perf/src/regime.rs.",
+        thousands(flags.depth as u64)
+    );
+    if flags.peers {
+        println!(
+            "The peers' adapters take only GTC limits and cancels, so they replay each regime's **common** form: \
+             an IOC is a limit then a cancel of what rests of it, a modify a cancel then a new limit \
+             (both lose priority, as our replace does; the two forms leave the same book). \
+             Ours replays both; \"time ×\" compares books on the same form. \
+             Throughput counts the regime's messages whichever form was replayed.\n"
+        );
+    }
+    let table = stream::table(1);
+    let symbol = table.get(common::SymbolId(0)).expect("one symbol").clone();
+    let price = |ticks: i64| symbol.price_decimal(common::Price(ticks)).to_string();
+    let mut rows = Vec::new();
+    for &regime in &flags.regimes {
+        let spec = RegimeSpec { regime, commands, depth: flags.depth, seed: flags.seed };
+        eprint!("generating the {} regime ({commands} messages)... ", regime.name());
+        let t = Instant::now();
+        let stream = regime::generate(&spec);
+        eprintln!("{:.1}s", t.elapsed().as_secs_f64());
+        println!("### {} — {}\n", regime.name(), regime.describe());
+        describe(&stream, &price);
+        let mut capacity = regime::capacity(&stream);
+        if let Some(window) = flags.window {
+            capacity.client_window = window;
+        }
+        let native: &[_] = &stream.native;
+        let common: &[_] = &stream.common;
+        let mut streams = vec![native];
+        let mut makers: Vec<report::Maker<'_>> =
+            vec![Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>)];
+        if flags.peers {
+            streams.extend([common, common, common]);
+            makers.push(Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>));
+            makers.push(Box::new(|| Box::new(Lobster::new(capacity.orders)) as Box<dyn Book>));
+            makers.push(Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>));
+        }
+        eprintln!(
+            "replaying {} ({} interleaved runs + 1 timed per command each)...",
+            if flags.peers {
+                "native through trading-lab, common through trading-lab, lobster, orderbook-rs"
+            } else {
+                "native through trading-lab"
+            },
+            flags.runs
+        );
+        let results = report::measure_each(&streams, flags.runs, &mut makers);
+        let msgs = stream.native.len() as f64;
+        let lines: Vec<RegimeLine<'_>> = results
+            .iter()
+            .zip(&streams)
+            .enumerate()
+            .map(|(i, (r, s))| RegimeLine {
+                form: if i == 0 { "native" } else { "common" },
+                result: r,
+                msgs_per_s: r.throughput * msgs / s.len() as f64,
+            })
+            .collect();
+        println!("{}", report::regime_table(&lines));
+        rows.push(RegimeRow {
+            regime: regime.name(),
+            native: lines[0].msgs_per_s,
+            common: lines[1..].iter().map(|l| (l.result.name, l.msgs_per_s)).collect(),
+        });
+        if let Some(dir) = &flags.hgrm {
+            if let Err(e) = write_hgrm(dir, &results[..1], &format!("{}-native", regime.name())) {
+                eprintln!("book-bench: writing histograms: {e}");
+            }
+            if let Err(e) = write_hgrm(dir, &results[1..], &format!("{}-common", regime.name())) {
+                eprintln!("book-bench: writing histograms: {e}");
+            }
+        }
+    }
+    if flags.peers {
+        println!("### Every regime, M msg/s (ours ÷ peer: on the same common form)\n");
+        println!("{}", report::regime_summary(&rows));
+    } else if let Some(worst) = rows.iter().min_by(|a, b| a.native.total_cmp(&b.native)) {
+        println!("Worst regime: {} at {:.2} M msg/s.\n", worst.regime, worst.native / 1e6);
+    }
+}
+
+/// Prints a regime stream's message mix, order lifecycle, book shape and mid price.
+fn describe(stream: &RegimeStream, price: &dyn Fn(i64) -> String) {
+    let s = &stream.stats;
+    let n = stream.native.len().max(1) as f64;
+    let pct = |k: usize| 100.0 * k as f64 / n;
+    println!(
+        "Mix: {} messages: {:.1} % new ({:.1} % GTC limit, {:.1} % IOC — {:.0} % of new), {:.1} % cancel, {:.1} % modify \
+         (reprice or size up, {:.0} per 100 new); {} fills. Of resting orders that ended, {:.1} % were canceled, {:.1} % filled.",
+        thousands(stream.native.len() as u64),
+        pct(s.new_orders()),
+        pct(s.limits),
+        pct(s.iocs),
+        100.0 * s.ioc_share(),
+        pct(s.cancels),
+        pct(s.modifies),
+        100.0 * s.modify_share(),
+        thousands(s.fills as u64),
+        100.0 * s.canceled_share(),
+        100.0 * (1.0 - s.canceled_share()),
+    );
+    let sh = &s.shape;
+    let spread = |v: &regime::Spread| {
+        format!("{} (max {})", thousands(v.mean.round() as u64), thousands(v.max as u64))
+    };
+    let buckets: Vec<String> = PROFILE_BUCKETS
+        .iter()
+        .map(|&(from, to)| if to - from == 1 { format!("{from}") } else { format!("{from}–{}", to - 1) })
+        .collect();
+    let profile: Vec<String> = sh.profile.iter().map(|v| format!("{v:.1}")).collect();
+    println!(
+        "Book (after a {}-message warm-up), mean per side: bids {} orders on {} levels, asks {} orders on {} levels. \
+         Lots per price tick at {} ticks from the touch: {}.",
+        thousands(s.warm_up as u64),
+        spread(&sh.orders[0]),
+        spread(&sh.levels[0]),
+        spread(&sh.orders[1]),
+        spread(&sh.levels[1]),
+        buckets.join(" | "),
+        profile.join(" | "),
+    );
+    let m = &s.mid;
+    println!(
+        "Mid: {} after the warm-up, low {} (message {}), high {} (message {}), {} at the end. Common form: {} commands.\n",
+        price(m.start),
+        price(m.low.0),
+        thousands(m.low.1 as u64),
+        price(m.high.0),
+        thousands(m.high.1 as u64),
+        price(m.end),
+        thousands(stream.common.len() as u64),
     );
 }

@@ -28,7 +28,12 @@ fn main() {
     let parse = |name: &str, default: &str| -> Vec<usize> {
         flag(&args, name, default)
             .split(',')
-            .map(|v| v.trim().replace('_', "").parse().unwrap_or_else(|_| die(&format!("{name}: not a number: {v}"))))
+            .map(|v| {
+                v.trim()
+                    .replace('_', "")
+                    .parse()
+                    .unwrap_or_else(|_| die(&format!("{name}: not a number: {v}")))
+            })
             .collect()
     };
     let opens = parse("--open", "1000,10000,100000");
@@ -56,7 +61,8 @@ fn main() {
         let mut bytes = 0;
         for _ in 0..runs {
             let started = Instant::now();
-            let images: Vec<(i32, matcher::BookImage)> = engine.books().iter().map(|b| (0, b.image())).collect();
+            let images: Vec<(i32, matcher::BookImage)> =
+                engine.books().iter().map(|b| (0, b.image())).collect();
             pauses.push(started.elapsed());
             let snap = Snapshot { offsets: vec![(0, 1)], books: images, extra: Vec::new() };
             let started = Instant::now();
@@ -118,7 +124,10 @@ fn build(table: &SymbolTable, capacity: Capacity, books: usize, open: usize, lev
             let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
             let step = (i / 2 % levels) as i64 % band + 1;
             let price = if side == Side::Buy { reference - step } else { reference + step };
-            let o = NewOrder { tif: TimeInForce::Gtc, ..order(side, price, &format!("a{}", i % 8), format!("o{i}")) };
+            let o = NewOrder {
+                tif: TimeInForce::Gtc,
+                ..order(side, price, &format!("a{}", i % 8), format!("o{i}"))
+            };
             send(&mut engine, CommandKind::New(o));
         }
     }
