@@ -51,8 +51,8 @@ enum Cmd {
         /// Also run Prometheus (Debian's), scraping every service every 5 s, on :9090.
         #[arg(long)]
         with_prometheus: bool,
-        /// How many matchers: more than one share the orders partitions (symbols) in one consumer
-        /// group, and one takes over a dead one's partitions (matcher, matcher-2, …).
+        /// How many matchers: more than one share the orders partitions (symbols) by leases in
+        /// Redis, and one takes over a dead one's partitions (matcher, matcher-2, …).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         matchers: u16,
     },
