@@ -284,6 +284,41 @@ pub fn matcher_proc(plan: &mut Plan) -> anyhow::Result<&mut Proc> {
     plan.procs.iter_mut().find(|p| p.kind == Kind::Matcher).context("a matcher in the plan")
 }
 
+/// A benchmark binary's `main`: `-h`/`--help` prints `usage`; flags `parse` refuses exit 2 with
+/// its message; `run` is handed the Ctrl-C/SIGTERM flag ([`on_signals`]), and its failure exits 1
+/// with `name` and the error.
+pub fn bench_main<F>(
+    name: &str,
+    usage: &str,
+    parse: impl FnOnce(&[String]) -> Result<F, String>,
+    run: impl FnOnce(&F, &AtomicBool) -> anyhow::Result<()>,
+) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{usage}");
+        return;
+    }
+    let flags = match parse(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = on_signals().and_then(|cancel| run(&flags, &cancel)) {
+        eprintln!("{name}: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Flag `flag`'s `value` as a whole number (`_` separators allowed), or the error with `usage`.
+pub fn whole_number(flag: &str, value: &str, usage: &str) -> Result<u64, String> {
+    value
+        .replace('_', "")
+        .parse::<u64>()
+        .map_err(|_| format!("{flag}: {value:?} is not a whole number\n{usage}"))
+}
+
 /// A flag set by SIGINT or SIGTERM: the benchmarks check it and stop their stack.
 pub fn on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let cancel = Arc::new(AtomicBool::new(false));
@@ -292,6 +327,62 @@ pub fn on_signals() -> anyhow::Result<Arc<AtomicBool>> {
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
     Ok(cancel)
+}
+
+// ---- the matcher's committed offsets -----------------------------------------------------------
+
+/// Reads the matcher group's committed offsets on `orders` (it never joins the group nor commits):
+/// what the matcher has persisted.
+pub struct Committed {
+    consumer: BaseConsumer,
+    group: String,
+    partitions: i32,
+}
+
+impl Committed {
+    /// A reader for the matcher of `plan`.
+    pub fn connect(plan: &Plan) -> anyhow::Result<Committed> {
+        let matcher = plan.get("matcher").context("a matcher in the plan")?;
+        let group = matcher.flag("--group").unwrap_or("matcher").to_owned();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &plan.kafka)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating the offsets reader")?;
+        let partitions = stack::plan::TOPICS.iter().find(|(t, _)| *t == "orders").map_or(1, |&(_, n)| n);
+        Ok(Committed { consumer, group, partitions })
+    }
+
+    /// The committed offset per partition (0 before the first commit).
+    pub fn offsets(&self) -> anyhow::Result<Vec<i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition("orders", p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .with_context(|| format!("reading group {}'s committed offsets", self.group))?;
+        let mut out = vec![0; self.partitions as usize];
+        for e in got.elements() {
+            if let (Offset::Offset(n), Some(slot)) = (e.offset(), out.get_mut(e.partition() as usize)) {
+                *slot = n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commands on `orders` (up to each partition's end now) not yet committed, summed.
+    pub fn behind_log_end(&self) -> anyhow::Result<u64> {
+        let committed = self.offsets()?;
+        let mut lag = 0;
+        for (p, done) in committed.into_iter().enumerate() {
+            let (_, high) = self.consumer.fetch_watermarks("orders", p as i32, Duration::from_secs(5))?;
+            lag += (high - done).max(0) as u64;
+        }
+        Ok(lag)
+    }
 }
 
 // ---- the producer ------------------------------------------------------------------------------
@@ -314,10 +405,8 @@ pub type OnPoll<'a> = &'a mut dyn FnMut(&Supervisor, u64, u64);
 /// A benchmark's connections to its stack and the flow it produces. See the module doc.
 pub struct Feed {
     producer: Producer,
-    /// Reads the matcher group's committed offsets (it never joins the group nor commits).
-    offsets: BaseConsumer,
-    group: String,
-    partitions: i32,
+    /// The matcher group's committed offsets.
+    offsets: Committed,
     http: reqwest::blocking::Client,
     metrics_url: String,
     /// Wakes the matcher's dozing consumer when a chunk is in (as order-svc does).
@@ -348,14 +437,8 @@ impl Feed {
             .set("queue.buffering.max.messages", (2 * config.chunk + 1_000).to_string())
             .set("message.timeout.ms", "60000");
         let producer = Producer::create(&kafka).context("creating the producer")?;
-        let group = matcher.flag("--group").unwrap_or("matcher").to_owned();
-        let offsets: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &plan.kafka)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .context("creating the offsets reader")?;
-        let partitions = stack::plan::TOPICS.iter().find(|(t, _)| *t == "orders").map_or(1, |&(_, n)| n);
+        let offsets = Committed::connect(plan)?;
+        let partitions = offsets.partitions;
         let waker = match matcher.flag("--wake-listen") {
             Some(addr) => Waker::new(&[addr.to_owned()])?,
             None => None,
@@ -364,8 +447,6 @@ impl Feed {
         Ok(Feed {
             producer,
             offsets,
-            group,
-            partitions,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?,
             metrics_url: matcher.url("/metrics"),
             waker,
@@ -467,21 +548,7 @@ impl Feed {
 
     /// The matcher group's committed offset per partition (0 before its first commit).
     pub fn committed(&self) -> anyhow::Result<Vec<i64>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            tpl.add_partition("orders", p);
-        }
-        let got = self
-            .offsets
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .with_context(|| format!("reading group {}'s committed offsets", self.group))?;
-        let mut out = vec![0; self.partitions as usize];
-        for e in got.elements() {
-            if let (Offset::Offset(n), Some(slot)) = (e.offset(), out.get_mut(e.partition() as usize)) {
-                *slot = n;
-            }
-        }
-        Ok(out)
+        self.offsets.offsets()
     }
 
     /// Produced but not yet persisted by the matcher, summed over the partitions.

@@ -60,10 +60,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context};
 use common::{NewOrder, Side, SymbolTable};
 use hdrhistogram::Histogram;
-use perf::feed::{group_rss_kb, metric_sum, on_signals, thousands, Flow, RunDir, Step};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use perf::feed::{
+    bench_main, group_rss_kb, metric_sum, thousands, whole_number, Committed, Flow, RunDir, Step,
+};
 use serde_json::{json, Value};
 use stack::{Kind, Options, Plan, Ports, Supervisor};
 use tungstenite::client::IntoClientRequest;
@@ -141,11 +140,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             continue;
         }
         let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
-        let num = |v: &str| {
-            v.replace('_', "")
-                .parse::<u64>()
-                .map_err(|_| format!("{name}: {v:?} is not a whole number\n{USAGE}"))
-        };
+        let num = |v: &str| whole_number(name, v, USAGE);
         let real = |v: &str| match v.parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(x),
             _ => Err(format!("{name}: {v:?} is not a number\n{USAGE}")),
@@ -212,23 +207,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return;
-    }
-    let f = match flags(&args) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let result = on_signals().and_then(|cancel| run(&f, &cancel));
-    if let Err(e) = result {
-        eprintln!("edge-mem: {e:#}");
-        std::process::exit(1);
-    }
+    bench_main("edge-mem", USAGE, flags, run);
 }
 
 // ---- the run -----------------------------------------------------------------------------------
@@ -769,51 +748,17 @@ async fn login(client: &reqwest::Client, url: &str, user: &str) -> anyhow::Resul
 /// Tells when the stack has done everything sent: the matcher's committed offsets at the end of
 /// `orders`, and the gateways' market-data consumers without lag.
 struct Drain {
-    consumer: BaseConsumer,
-    group: String,
-    partitions: i32,
+    committed: Committed,
 }
 
 impl Drain {
     fn connect(plan: &Plan) -> anyhow::Result<Drain> {
-        let matcher = plan.get("matcher").context("a matcher in the plan")?;
-        let group = matcher.flag("--group").unwrap_or("matcher").to_owned();
-        // Reads the matcher group's committed offsets; never joins the group nor commits.
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &plan.kafka)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .context("creating the offsets reader")?;
-        let partitions = stack::plan::TOPICS.iter().find(|(t, _)| *t == "orders").map_or(1, |&(_, n)| n);
-        Ok(Drain { consumer, group, partitions })
+        Ok(Drain { committed: Committed::connect(plan)? })
     }
 
     /// Commands on `orders` the matcher has not yet committed, summed over the partitions.
     fn matcher_lag(&self) -> anyhow::Result<u64> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            tpl.add_partition("orders", p);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .with_context(|| format!("reading group {}'s committed offsets", self.group))?;
-        let mut lag = 0;
-        for p in 0..self.partitions {
-            let (_, high) = self.consumer.fetch_watermarks("orders", p, Duration::from_secs(5))?;
-            let done = committed
-                .elements()
-                .iter()
-                .find(|e| e.partition() == p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(n) => Some(n),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            lag += (high - done).max(0) as u64;
-        }
-        Ok(lag)
+        self.committed.behind_log_end()
     }
 
     /// Waits until the matcher has committed everything (failing after `timeout`), then up to

@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use perf::feed::{
-    bench_plan, matcher_proc, metric_sum, on_signals, rss_kb, thousands, Counts, Feed, FeedConfig, Progress,
-    RunDir, CANCEL_AFTER,
+    bench_main, bench_plan, matcher_proc, metric_sum, rss_kb, thousands, whole_number, Counts, Feed,
+    FeedConfig, Progress, RunDir, CANCEL_AFTER,
 };
 use stack::Supervisor;
 
@@ -96,11 +96,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             continue;
         }
         let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
-        let num = |v: &str| {
-            v.replace('_', "")
-                .parse::<u64>()
-                .map_err(|_| format!("{name}: {v:?} is not a whole number\n{USAGE}"))
-        };
+        let num = |v: &str| whole_number(name, v, USAGE);
         match name.as_str() {
             "--orders" => orders = num(value)?,
             "--at" => {
@@ -136,29 +132,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return;
-    }
-    let f = match flags(&args) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let cancel = match on_signals() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mem-bench: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = run(&f, &cancel) {
-        eprintln!("mem-bench: {e:#}");
-        std::process::exit(1);
-    }
+    bench_main("mem-bench", USAGE, flags, run);
 }
 
 // ---- the run -----------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use perf::feed::{
-    bench_plan, matcher_proc, on_signals, thousands, Feed, FeedConfig, Progress, RunDir, CANCEL_AFTER,
+    bench_main, bench_plan, matcher_proc, thousands, whole_number, Feed, FeedConfig, Progress, RunDir,
+    CANCEL_AFTER,
 };
 use stack::Supervisor;
 
@@ -112,11 +113,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             continue;
         }
         let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
-        let num = |v: &str| {
-            v.replace('_', "")
-                .parse::<u64>()
-                .map_err(|_| format!("{name}: {v:?} is not a whole number\n{USAGE}"))
-        };
+        let num = |v: &str| whole_number(name, v, USAGE);
         match name.as_str() {
             "--lengths" => {
                 f.lengths =
@@ -152,23 +149,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return;
-    }
-    let f = match flags(&args) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let outcome = on_signals().and_then(|cancel| run(&f, &cancel));
-    if let Err(e) = outcome {
-        eprintln!("recovery-bench: {e:#}");
-        std::process::exit(1);
-    }
+    bench_main("recovery-bench", USAGE, flags, run);
 }
 
 // ---- the matcher's log -------------------------------------------------------------------------
