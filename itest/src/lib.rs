@@ -165,6 +165,24 @@ impl Stack {
         )
     }
 
+    /// Broker, Redis, `matchers` matchers each started with `args` too, and one order-svc: the
+    /// matcher's own tests (no gateways, no nginx).
+    pub fn start_with_matcher_args(matchers: usize, args: &[&str]) -> Stack {
+        Stack::with(
+            |o| {
+                o.order_svcs = 1;
+                o.gateways = 0;
+                o.nginx_front = false;
+                o.matchers = matchers;
+            },
+            |p| {
+                for m in p.procs.iter_mut().filter(|p| p.kind == Kind::Matcher) {
+                    m.args.extend(args.iter().map(|a| a.to_string()));
+                }
+            },
+        )
+    }
+
     /// A stack from the native options, edited by `options`, then its plan edited by `plan`.
     /// Test tuning: our services and Redis log at `info` (the broker stays at the plan's `warn`:
     /// Tansu traces every fetch at `info`); the matcher is not pinned and spins briefly (tests

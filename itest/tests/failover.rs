@@ -7,25 +7,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use itest::{http, wait_until, Kind, Service, Stack};
+use itest::{http, wait_until, Service, Stack};
 use serde_json::Value;
 
 const MATCHERS: [&str; 2] = ["matcher", "matcher-2"];
 
 fn stack() -> Stack {
-    Stack::with(
-        |o| {
-            o.order_svcs = 1;
-            o.gateways = 0;
-            o.nginx_front = false;
-            o.matchers = 2;
-        },
-        |p| {
-            for m in p.procs.iter_mut().filter(|p| p.kind == Kind::Matcher) {
-                m.args.extend(["--snapshot-every", "3", "--lease-ms", "3000"].map(String::from));
-            }
-        },
-    )
+    Stack::start_with_matcher_args(2, &["--snapshot-every", "3", "--lease-ms", "3000"])
 }
 
 fn post(svc: &Service, body: &str) -> String {

@@ -32,22 +32,12 @@ fn status(matcher: &Service, id: &str) -> Value {
     r.json::<Value>().unwrap_or(Value::Null)["status"].clone()
 }
 
-#[test]
-fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() {
-    let mut s = Stack::start(1, 1, false);
-    // Through the gateway, so it and order-svc are stopped with requests behind them.
-    let first = place(&s.as_user("gateway-1", "alice"), "warm-s", "sell");
-    let second = place(&s.as_user("gateway-1", "bob"), "warm-b", "buy");
-    wait_until("first trade", Duration::from_secs(30), || status(&s.svc("matcher"), &second) == "filled")
-        .unwrap();
-    assert_eq!(status(&s.svc("matcher"), &first), "filled");
-
-    // SIGTERM in the middle of a steady flow (four senders straight to order-svc), so batches are
-    // being matched and written when the drain starts. The flow goes on while the matcher is down:
-    // those orders wait in the log.
-    let order_svc = &s.svc("order-svc-1");
+/// A steady flow straight to `order_svc` (four senders, each a sell then a buy of one lot at one
+/// price, so every pair trades); `fault` runs `after` it started, the flow goes on 200 ms more (what
+/// a stopped matcher misses waits in the log). The ids of every order placed, and `fault`'s result.
+fn steady_flow<R>(order_svc: &Service, after: Duration, fault: impl FnOnce() -> R) -> (Vec<String>, R) {
     let enough = AtomicBool::new(false);
-    let (ids, exit) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let senders: Vec<_> = (0..4)
             .map(|t| {
                 let enough = &enough;
@@ -63,13 +53,29 @@ fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() 
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_secs(1));
-        let exit = s.terminate("matcher", GRACE);
+        std::thread::sleep(after);
+        let out = fault();
         std::thread::sleep(Duration::from_millis(200));
         enough.store(true, Ordering::Relaxed);
-        let ids: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
-        (ids, exit)
-    });
+        (senders.into_iter().flat_map(|h| h.join().unwrap()).collect(), out)
+    })
+}
+
+#[test]
+fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() {
+    let mut s = Stack::start(1, 1, false);
+    // Through the gateway, so it and order-svc are stopped with requests behind them.
+    let first = place(&s.as_user("gateway-1", "alice"), "warm-s", "sell");
+    let second = place(&s.as_user("gateway-1", "bob"), "warm-b", "buy");
+    wait_until("first trade", Duration::from_secs(30), || status(&s.svc("matcher"), &second) == "filled")
+        .unwrap();
+    assert_eq!(status(&s.svc("matcher"), &first), "filled");
+
+    // SIGTERM in the middle of a steady flow (four senders straight to order-svc), so batches are
+    // being matched and written when the drain starts. The flow goes on while the matcher is down:
+    // those orders wait in the log.
+    let order_svc = s.svc("order-svc-1");
+    let (ids, exit) = steady_flow(&order_svc, Duration::from_secs(1), || s.terminate("matcher", GRACE));
     let exit = exit.expect("the matcher stops on SIGTERM");
     assert!(exit.success(), "matcher exit: {exit:?}\n{}", s.tail("matcher"));
     let log = std::fs::read_to_string(s.log_path("matcher")).unwrap();
@@ -112,42 +118,9 @@ fn a_killed_matcher_adds_nothing_twice_to_the_topics() {
     // Offsets committed once a second: a SIGKILL in the middle of a steady flow leaves up to a
     // second of outputs written but not committed, which the next run emits again (same ids).
     // The topics must still hold each event once.
-    let mut s = Stack::with(
-        |o| {
-            o.order_svcs = 1;
-            o.gateways = 0;
-            o.nginx_front = false;
-        },
-        |p| {
-            for m in p.procs.iter_mut().filter(|p| p.kind == itest::Kind::Matcher) {
-                m.args.extend(["--commit-interval-ms".into(), "1000".into()]);
-            }
-        },
-    );
-    let order_svc = &s.svc("order-svc-1");
-    let enough = AtomicBool::new(false);
-    let ids = std::thread::scope(|scope| {
-        let senders: Vec<_> = (0..4)
-            .map(|t| {
-                let enough = &enough;
-                scope.spawn(move || {
-                    let mut ids = Vec::new();
-                    let mut i = 0;
-                    while !enough.load(Ordering::Relaxed) {
-                        ids.push(place(order_svc, &format!("s-{t}-{i}"), "sell"));
-                        ids.push(place(order_svc, &format!("b-{t}-{i}"), "buy"));
-                        i += 1;
-                    }
-                    ids
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(1500));
-        s.kill("matcher");
-        std::thread::sleep(Duration::from_millis(200));
-        enough.store(true, Ordering::Relaxed);
-        senders.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<String>>()
-    });
+    let mut s = Stack::start_with_matcher_args(1, &["--commit-interval-ms", "1000"]);
+    let order_svc = s.svc("order-svc-1");
+    let (ids, ()) = steady_flow(&order_svc, Duration::from_millis(1500), || s.kill("matcher"));
     s.start_again("matcher");
     for id in &ids {
         wait_until(id, Duration::from_secs(30), || status(&s.svc("matcher"), id) == "filled").unwrap();

@@ -6,23 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use itest::{http, wait_until, Kind, Service, Stack};
+use itest::{http, wait_until, Service, Stack};
 use serde_json::Value;
 
 /// Broker, Redis, the matcher (a snapshot every 4 commands) and one order-svc.
 fn stack() -> Stack {
-    Stack::with(
-        |o| {
-            o.order_svcs = 1;
-            o.gateways = 0;
-            o.nginx_front = false;
-        },
-        |p| {
-            for m in p.procs.iter_mut().filter(|p| p.kind == Kind::Matcher) {
-                m.args.extend(["--snapshot-every".into(), "4".into()]);
-            }
-        },
-    )
+    Stack::start_with_matcher_args(1, &["--snapshot-every", "4"])
 }
 
 fn post(svc: &Service, path: &str, body: &str) -> String {

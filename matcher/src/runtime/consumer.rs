@@ -70,11 +70,35 @@ struct Commits {
 impl Commits {
     /// Takes what the I/O thread reported since the last call.
     fn collect(&mut self) {
-        for (p, next) in self.rx.try_iter() {
-            let entry = self.pending.entry(p).or_insert(next);
-            *entry = (*entry).max(next);
+        while let Ok((p, next)) = self.rx.try_recv() {
+            self.note(p, next);
         }
     }
+
+    /// Partition `p` is persisted up to `next`.
+    fn note(&mut self, p: i32, next: i64) {
+        let entry = self.pending.entry(p).or_insert(next);
+        *entry = (*entry).max(next);
+    }
+}
+
+/// The group's committed offset of each of `partitions` (0 where nothing was committed yet).
+fn committed(
+    consumer: &OrdersConsumer,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+    timeout: Duration,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).context("reading committed offsets")?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), if let Offset::Offset(n) = e.offset() { n } else { 0 }))
+        .collect())
 }
 
 /// A partition taken over, for the loop to start.
@@ -141,14 +165,8 @@ impl Group {
     /// offset and end noted for the loop.
     /// Fails (nothing granted) if the broker cannot say where the partition stands.
     fn take_over(&self, consumer: &BaseConsumer<Context>, topic: &str, p: i32) -> anyhow::Result<Assigned> {
-        let mut one = TopicPartitionList::new();
-        one.add_partition(topic, p);
-        let committed = consumer
-            .committed_offsets(one, Duration::from_secs(5))
-            .context("reading the committed offset")?
-            .elements()
-            .first()
-            .map_or(0, |e| if let Offset::Offset(n) = e.offset() { n } else { 0 });
+        let committed =
+            committed(consumer, topic, [p], Duration::from_secs(5))?.get(&p).copied().unwrap_or(0);
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(5))
             .context("reading the partition's ends")?;
@@ -307,19 +325,7 @@ fn consume(
         metrics.owned_partitions.set(0);
         tracing::info!(group = %config.group, lease_ms = ttl.as_millis() as u64, "sharing the orders partitions by leases");
     } else {
-        let mut all = TopicPartitionList::new();
-        for p in 0..partitions {
-            all.add_partition(&config.orders_topic, p);
-        }
-        let committed =
-            consumer.committed_offsets(all, Duration::from_secs(10)).context("reading committed offsets")?;
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(n) => n,
-                _ => 0,
-            };
-            emit_from.insert(e.partition(), offset);
-        }
+        emit_from = committed(&consumer, &config.orders_topic, 0..partitions, Duration::from_secs(10))?;
         let mut remaining = 0;
         for p in 0..partitions {
             let (low, high) = consumer
@@ -499,10 +505,7 @@ fn consume(
         let mut commits = consumer.context().commits.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match commits.rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((p, next)) => {
-                    let entry = commits.pending.entry(p).or_insert(next);
-                    *entry = (*entry).max(next);
-                }
+                Ok((p, next)) => commits.note(p, next),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) if stop.stopped() => return Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}

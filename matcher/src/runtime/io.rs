@@ -1009,10 +1009,10 @@ mod tests {
         }
     }
 
-    /// A resting sell (command 1), then a buy (command 2) that takes all of it: one batch.
-    fn a_trade(sink: &mut Sink<'_>) -> Batch {
+    /// Account `a`'s buy (order 2, `c2`) takes all 5 lots of its sell (order 1, `c1`) at 100.00.
+    fn full_fill() -> EventKind {
         let account = Account::new("a").unwrap();
-        let fill = EventKind::Fill {
+        EventKind::Fill {
             fill: 0,
             maker: OrderId(1),
             taker: OrderId(2),
@@ -1025,7 +1025,12 @@ mod tests {
             maker_client_order_id: ClientOrderId::new("c1").unwrap(),
             taker_account: account,
             taker_client_order_id: ClientOrderId::new("c2").unwrap(),
-        };
+        }
+    }
+
+    /// A resting sell (command 1), then a buy (command 2) that takes all of it: one batch.
+    fn a_trade(sink: &mut Sink<'_>) -> Batch {
+        let fill = full_fill();
         let level =
             |qty| EventKind::Level { side: Side::Sell, price: Price(10_000), qty: Qty(qty), orders: 1 };
         let mut b = Batch::default();
@@ -1158,21 +1163,7 @@ mod tests {
         sink.outlet.last.insert((Topic::Events, 0), (2, 0));
         sink.outlet.last.insert((Topic::Trades, 0), (1, 9));
         let mut b = Batch::default();
-        let account = Account::new("a").unwrap();
-        let fill = EventKind::Fill {
-            fill: 0,
-            maker: OrderId(1),
-            taker: OrderId(2),
-            taker_side: Side::Buy,
-            price: Price(10_000),
-            qty: Qty(5),
-            maker_leaves: Qty(0),
-            taker_leaves: Qty(0),
-            maker_account: account,
-            maker_client_order_id: ClientOrderId::new("c1").unwrap(),
-            taker_account: account,
-            taker_client_order_id: ClientOrderId::new("c2").unwrap(),
-        };
+        let fill = full_fill();
         let level = EventKind::Level { side: Side::Sell, price: Price(10_000), qty: Qty(0), orders: 0 };
         for (index, kind) in
             [accepted(2, Side::Buy, TimeInForce::Gtc, 10_000), fill, level].into_iter().enumerate()
