@@ -98,7 +98,8 @@ impl OrderIndex {
 pub struct Capacity {
     /// Resting orders per book before its slab grows.
     pub orders: usize,
-    /// Price levels per side before the ladder grows.
+    /// Ticks from the best price, per side, whose levels the ladder indexes directly (rounded up
+    /// to a power of two; levels further out are kept sorted, [`crate::ladder`]).
     pub levels: usize,
     /// Ended client order ids remembered per book for duplicate protection.
     pub client_window: usize,
@@ -256,14 +257,13 @@ impl Book {
 
     /// Number of price levels on one side (O(1): the metrics read it after each command).
     pub fn levels(&self, side: Side) -> usize {
-        self.ladder(side).levels.len()
+        self.ladder(side).len()
     }
 
     /// The open quantity resting at one price on one side (zero: no level there). Allocates
     /// nothing, unlike [`Book::depth`].
     pub fn qty_at(&self, side: Side, price: Price) -> Qty {
-        let ladder = self.ladder(side);
-        ladder.find(price).map_or(Qty::ZERO, |i| ladder.levels[i].qty)
+        self.ladder(side).get(price).map_or(Qty::ZERO, |l| l.qty)
     }
 
     /// Best bid: (price, total open quantity there).
@@ -278,14 +278,14 @@ impl Book {
 
     /// The top `n` levels of each side, with the sequence number they are at.
     pub fn depth(&self, n: usize) -> Depth {
-        let side = |l: &Ladder| l.levels.iter().rev().take(n).map(|l| (l.price, l.qty)).collect();
+        let side = |l: &Ladder| l.iter().take(n).map(|l| (l.price, l.qty)).collect();
         Depth { seq: self.tape.seq, bids: side(&self.bids), asks: side(&self.asks) }
     }
 
     /// Every resting order of a side, best level first, in queue order within a level.
     pub fn orders(&self, side: Side) -> Vec<RestingOrder> {
         let mut all = Vec::new();
-        for level in self.ladder(side).levels.iter().rev() {
+        for level in self.ladder(side).iter() {
             let mut slot = level.head;
             while slot != NIL {
                 all.push(self.resting(slot));
@@ -429,7 +429,8 @@ impl Book {
         if taker.leaves.is_zero() {
             self.clients.close(client);
         } else if o.order_type == OrderType::Limit && o.tif == TimeInForce::Gtc {
-            let node = Node {
+            let slot = self.slab.alloc();
+            self.slab[slot] = Node {
                 id,
                 price: limit,
                 leaves: taker.leaves,
@@ -440,7 +441,6 @@ impl Book {
                 side: o.side,
                 post_only: o.post_only,
             };
-            let slot = self.slab.insert(node);
             index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
             self.link(slot, em);
         } else {
@@ -459,7 +459,7 @@ impl Book {
     /// Whether `taker` could fill in full right now (self-trade candidates don't count).
     fn fillable(&self, taker: &Taker) -> bool {
         let mut need = taker.leaves.0;
-        for level in self.ladder(taker.side.opposite()).levels.iter().rev() {
+        for level in self.ladder(taker.side.opposite()).iter() {
             if need == 0 || !crosses(taker.side, taker.limit, level.price) {
                 break;
             }
@@ -489,7 +489,7 @@ impl Book {
         };
         let maker_side = opposite.side;
         while !taker.leaves.is_zero() {
-            let Some(level) = opposite.levels.last_mut() else { break };
+            let Some(level) = opposite.best_mut() else { break };
             if !crosses(taker.side, taker.limit, level.price) {
                 break;
             }
@@ -552,7 +552,7 @@ impl Book {
             let (qty, orders) = (level.qty, level.count);
             tape.emit(em, EventKind::Level { side: maker_side, price, qty, orders });
             if orders == 0 {
-                opposite.levels.pop();
+                opposite.pop_best();
             }
         }
     }
@@ -564,8 +564,7 @@ impl Book {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let i = ladder.level_at(price);
-        let level = &mut ladder.levels[i];
+        let level = ladder.level_at(price);
         self.slab[slot].prev = level.tail;
         self.slab[slot].next = NIL;
         if level.tail == NIL {
@@ -588,8 +587,7 @@ impl Book {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let i = ladder.level_of(price);
-        let level = &mut ladder.levels[i];
+        let level = ladder.level_of(price);
         if prev == NIL {
             level.head = next;
         } else {
@@ -604,7 +602,7 @@ impl Book {
         level.remove(leaves);
         let (qty, orders) = (level.qty, level.count);
         if orders == 0 {
-            ladder.levels.remove(i);
+            ladder.remove(price);
         }
         self.tape.emit(em, EventKind::Level { side, price, qty, orders });
     }
@@ -632,10 +630,10 @@ impl Book {
         self.slab.remove(slot);
     }
 
-    /// True if `account` owns the order in `slot`.
+    /// True if `account` owns the order in `slot`: its name against the owner's (no hashing).
     #[inline]
     fn owns(&self, slot: u32, account: &Account) -> bool {
-        self.accounts.find(account) == Some(self.slab[slot].account)
+        self.accounts.name(self.slab[slot].account) == *account
     }
 
     /// Cancels the order in `slot` at its owner's request.
@@ -676,8 +674,7 @@ impl Book {
                     Side::Buy => &mut self.bids,
                     Side::Sell => &mut self.asks,
                 };
-                let i = ladder.level_of(node.price);
-                let level = &mut ladder.levels[i];
+                let level = ladder.level_of(node.price);
                 // `qty <= node.leaves` (this branch's condition): no underflow.
                 level.remove(Qty(node.leaves.0 - qty.0));
                 let (level_qty, orders) = (level.qty, level.count);
@@ -730,10 +727,11 @@ impl Book {
     ) {
         let Some(owner) = self.accounts.find(&account) else { return };
         for side in [Side::Buy, Side::Sell] {
-            let mut i = self.ladder(side).levels.len();
-            while i > 0 {
-                i -= 1;
-                let mut slot = self.ladder(side).levels[i].head;
+            // The prices first: levels go as their last orders do (rare: allocating is fine).
+            let prices: Vec<Price> = self.ladder(side).iter().map(|l| l.price).collect();
+            for price in prices {
+                let Some(level) = self.ladder(side).get(price) else { continue };
+                let mut slot = level.head;
                 while slot != NIL {
                     let next = self.slab[slot].next;
                     if self.slab[slot].account == owner && self.slab[slot].id.partition() == partition {
@@ -783,7 +781,7 @@ impl Book {
                 }
                 LevelImage { price: level.price, orders }
             };
-            ladder.levels.iter().rev().map(level).collect()
+            ladder.iter().map(level).collect()
         };
         BookImage {
             symbol: self.tape.symbol,
@@ -824,16 +822,15 @@ impl Book {
             band_bps: self.band_bps,
             reference: image.reference,
             halted: image.halted,
-            bids: Ladder::with_capacity(Side::Buy, capacity.levels.max(image.bids.len())),
-            asks: Ladder::with_capacity(Side::Sell, capacity.levels.max(image.asks.len())),
+            bids: Ladder::with_capacity(Side::Buy, capacity.levels),
+            asks: Ladder::with_capacity(Side::Sell, capacity.levels),
             slab: Slab::with_capacity(capacity.orders.max(orders)),
             clients: ClientIds::new(capacity.orders.max(orders), capacity.client_window),
             accounts: Accounts::with_capacity(1024),
             name: self.name.clone(),
         };
         for (side, levels) in [(Side::Buy, &image.bids), (Side::Sell, &image.asks)] {
-            // The image lists levels best first; a ladder keeps them best last.
-            for l in levels.iter().rev() {
+            for l in levels {
                 let mut level = Level { price: l.price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
                 for o in &l.orders {
                     let account = book.accounts.intern(&o.account);
@@ -860,10 +857,11 @@ impl Book {
                     level.count += 1;
                     level.add(o.leaves);
                 }
-                match side {
-                    Side::Buy => book.bids.levels.push(level),
-                    Side::Sell => book.asks.levels.push(level),
-                }
+                let ladder = match side {
+                    Side::Buy => &mut book.bids,
+                    Side::Sell => &mut book.asks,
+                };
+                *ladder.level_at(l.price) = level;
             }
         }
         // Oldest first: each one closed after the last, as they ended (`ClientIds::recent`).
@@ -879,7 +877,7 @@ impl Book {
     pub(crate) fn slots(&self) -> Vec<(OrderId, u32)> {
         let mut all = Vec::with_capacity(self.len());
         for ladder in [&self.bids, &self.asks] {
-            for level in &ladder.levels {
+            for level in ladder.iter() {
                 let mut slot = level.head;
                 while slot != NIL {
                     all.push((self.slab[slot].id, slot));
@@ -894,12 +892,8 @@ impl Book {
     pub fn validate(&self, index: &OrderIndex) -> Result<(), String> {
         let mut live = 0;
         for ladder in [&self.bids, &self.asks] {
-            for pair in ladder.levels.windows(2) {
-                if !ladder.better(pair[1].price, pair[0].price) {
-                    return Err(format!("{:?} levels out of order: {:?}", ladder.side, pair));
-                }
-            }
-            for level in &ladder.levels {
+            ladder.validate()?;
+            for level in ladder.iter() {
                 let (mut qty, mut count, mut prev, mut slot) = (0u64, 0u32, NIL, level.head);
                 while slot != NIL {
                     let n = &self.slab[slot];
@@ -977,7 +971,7 @@ mod tests {
     fn a_resting_order_without_its_level_stops_the_book() {
         let (mut book, mut index, slot) = one_bid();
         book.validate(&index).unwrap();
-        book.bids.levels.clear();
+        book.bids.clear();
         let mut out = Vec::new();
         let mut em = Emitter::new(OrderId(2), Timestamp(0), &mut out);
         book.cancel(slot, Account::new("a").unwrap(), &mut index, &mut em);
@@ -988,7 +982,7 @@ mod tests {
     fn a_smaller_replace_without_its_level_stops_the_book() {
         let (mut book, mut index, slot) = one_bid();
         let price = book.slab[slot].price;
-        book.bids.levels.clear();
+        book.bids.clear();
         let mut out = Vec::new();
         let mut em = Emitter::new(OrderId(2), Timestamp(0), &mut out);
         let replace = Replace {

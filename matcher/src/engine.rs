@@ -37,9 +37,10 @@ impl Engine {
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         let mut em = Emitter::new(cmd.id, cmd.ts, out);
         let index = &mut self.index;
-        match cmd.kind {
+        // By reference: a command is ~100 bytes, not worth copying onto the stack.
+        match &cmd.kind {
             CommandKind::New(o) => match self.books.get_mut(o.symbol.0 as usize) {
-                Some(book) => book.new_order(cmd.id, &o, index, &mut em),
+                Some(book) => book.new_order(cmd.id, o, index, &mut em),
                 None => em.unsequenced(EventKind::Rejected {
                     order_id: cmd.id,
                     account: o.account,
@@ -55,7 +56,7 @@ impl Engine {
             CommandKind::Replace(r) => {
                 let loc = index.get(&r.order_id).filter(|loc| loc.symbol == r.symbol.0);
                 match (loc, self.books.get_mut(r.symbol.0 as usize)) {
-                    (Some(loc), Some(book)) => book.replace(loc.slot, &r, index, &mut em),
+                    (Some(loc), Some(book)) => book.replace(loc.slot, r, index, &mut em),
                     (None, Some(_)) => unknown(&mut em, r.order_id, r.account, RejectReason::UnknownOrder),
                     (_, None) => unknown(&mut em, r.order_id, r.account, RejectReason::UnknownSymbol),
                 }
@@ -68,10 +69,10 @@ impl Engine {
                 }
             }
             CommandKind::SetReference { symbol, price } => match self.books.get_mut(symbol.0 as usize) {
-                Some(book) => book.set_reference(price, &mut em),
+                Some(book) => book.set_reference(*price, &mut em),
                 None => unknown(&mut em, cmd.id, Account::anonymous(), RejectReason::UnknownSymbol),
             },
-            CommandKind::MassCancel { account } => {
+            &CommandKind::MassCancel { account } => {
                 // Produced to every partition: each copy cancels the orders that came in on its
                 // own, so the outcome does not depend on how partitions interleave (a replay, a
                 // partition that moved to another matcher).

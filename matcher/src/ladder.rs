@@ -1,8 +1,15 @@
-//! One side of a book: its price levels, sorted so the best price is last.
+//! One side of a book: its price levels, indexed by price.
 //!
-//! Most activity is at or near the top of the book, so keeping the best level at the end of a
-//! `Vec` makes the common cases — trade against the best, add near the best, remove an emptied
-//! best — cheap pushes and pops, with no allocation once the `Vec` has its capacity.
+//! Prices live on a tick grid and nearly all activity is within a few hundred ticks of the best
+//! price, so the levels within `window` ticks of the best sit in a direct-mapped ring: the level
+//! at price `p` is `slots[p mod window]`, found, created and removed in O(1) with no search and
+//! no shifting, and an occupancy bitmap finds the next level when the best empties (a scan of
+//! 64 ticks per word). Levels further from the best — a book spread wider than the window — sit
+//! in a sorted `Vec`, worst first; they move into the ring as the best comes towards them and
+//! out of it as the best moves away, each move O(1) (they are always the far end's best). (This
+//! replaced one sorted `Vec` of all levels: a binary search per lookup, and a memmove of every
+//! better level per level created or emptied, which cost most when the price ran across
+//! hundreds of levels — README "Speed".)
 //!
 //! A level's total is the sum of its orders' open quantities (`Book::validate` checks it after
 //! every command in the tests). [`Level::add`] and [`Level::remove`] keep it, checked: a broken
@@ -49,23 +56,46 @@ impl Level {
     }
 }
 
-/// The levels of one side, worst first, best last.
+/// An empty ring slot.
+const VACANT: Level = Level { price: Price(0), qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
+
+/// The levels of one side.
+///
+/// Keys: a price's key is larger the better the price (the price for bids, its negation for
+/// asks), so one code path serves both sides. Invariant: with `best` the best level's key, a
+/// level with `best - key < window` is in the ring (its bit set), any other is in `far`.
 #[derive(Debug)]
 pub struct Ladder {
     /// Bids (highest price is best) or asks (lowest is best).
     pub side: Side,
-    /// Sorted worst to best (ascending price for bids, descending for asks): the best level is
-    /// `levels.last()`.
-    pub levels: Vec<Level>,
+    /// The ring: the level of key `k` (within the window) at `k & mask`.
+    slots: Vec<Level>,
+    /// Which ring slots hold a level: bit `i % 64` of word `i / 64`.
+    bits: Vec<u64>,
+    /// `window - 1`; the window is a power of two.
+    mask: usize,
+    /// Levels in the ring.
+    near: usize,
+    /// Levels `window` or more ticks worse than the best, worst first (ascending key).
+    far: Vec<Level>,
+    /// The best level's key (meaningless while the side is empty).
+    best: i64,
 }
 
-/// How many levels from the top a lookup scans before falling back to binary search.
-const LINEAR_SCAN: usize = 8;
-
 impl Ladder {
-    /// An empty side with room for `capacity` levels.
-    pub fn with_capacity(side: Side, capacity: usize) -> Ladder {
-        Ladder { side, levels: Vec::with_capacity(capacity) }
+    /// An empty side whose ring covers `window` ticks from the best (rounded up to a power of
+    /// two). The ring's memory is written now.
+    pub fn with_capacity(side: Side, window: usize) -> Ladder {
+        let window = window.clamp(1, 1 << 24).next_power_of_two();
+        Ladder {
+            side,
+            slots: vec![VACANT; window],
+            bits: vec![0; window.div_ceil(64)],
+            mask: window - 1,
+            near: 0,
+            far: Vec::new(),
+            best: 0,
+        }
     }
 
     /// The sort key: larger is better on both sides.
@@ -73,8 +103,35 @@ impl Ladder {
     fn key(&self, price: Price) -> i64 {
         match self.side {
             Side::Buy => price.0,
-            Side::Sell => -price.0,
+            Side::Sell => price.0.wrapping_neg(),
         }
+    }
+
+    /// The ring slot of a key.
+    #[inline]
+    fn pos(&self, key: i64) -> usize {
+        key as usize & self.mask
+    }
+
+    /// How many ticks `key` is worse than the best (the caller knows it is not better).
+    #[inline]
+    fn below_best(&self, key: i64) -> u64 {
+        self.best.wrapping_sub(key) as u64
+    }
+
+    #[inline]
+    fn occupied(&self, i: usize) -> bool {
+        self.bits[i >> 6] & (1 << (i & 63)) != 0
+    }
+
+    #[inline]
+    fn set(&mut self, i: usize) {
+        self.bits[i >> 6] |= 1 << (i & 63);
+    }
+
+    #[inline]
+    fn unset(&mut self, i: usize) {
+        self.bits[i >> 6] &= !(1 << (i & 63));
     }
 
     /// True if `a` is a strictly better price than `b` for this side.
@@ -83,60 +140,273 @@ impl Ladder {
         self.key(a) > self.key(b)
     }
 
+    /// Number of levels.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.near + self.far.len()
+    }
+
+    /// True if the side has no level.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.near == 0
+    }
+
     /// The best level.
     #[inline]
     pub fn best(&self) -> Option<&Level> {
-        self.levels.last()
+        (!self.is_empty()).then(|| &self.slots[self.pos(self.best)])
     }
 
-    /// `Ok(index)` of the level at `price`, or `Err(index)` where it would be inserted.
+    /// The best level, to change.
     #[inline]
-    pub fn find(&self, price: Price) -> Result<usize, usize> {
+    pub fn best_mut(&mut self) -> Option<&mut Level> {
+        let i = self.pos(self.best);
+        (!self.is_empty()).then(|| &mut self.slots[i])
+    }
+
+    /// Where the level at `key` is: `Ok(Some(i))` in the ring at `i`, `Ok(None)` not there (and
+    /// not in `far`), `Err(r)` far from the best (`r` as `binary_search` gives it).
+    #[inline]
+    fn locate(&self, key: i64) -> Result<Option<usize>, Result<usize, usize>> {
+        if self.is_empty() || key > self.best {
+            return Ok(None);
+        }
+        if self.below_best(key) <= self.mask as u64 {
+            let i = self.pos(key);
+            return Ok(self.occupied(i).then_some(i));
+        }
+        Err(self.far.binary_search_by_key(&key, |l| self.key(l.price)))
+    }
+
+    /// The level at `price`, if there is one.
+    #[inline]
+    pub fn get(&self, price: Price) -> Option<&Level> {
+        match self.locate(self.key(price)) {
+            Ok(i) => i.map(|i| &self.slots[i]),
+            Err(r) => r.ok().map(|i| &self.far[i]),
+        }
+    }
+
+    /// The level of a resting order at `price`. A linked order's level exists (it is removed
+    /// only with its last order), so a missing one means the book is corrupt: this stops the
+    /// book thread — in release builds too — rather than go on matching on a broken book (a
+    /// `debug_assert!` and an early return here once left the order linked in a freed slot).
+    /// The matcher stops and replays what was not committed on the next start.
+    #[inline]
+    pub fn level_of(&mut self, price: Price) -> &mut Level {
+        match self.locate(self.key(price)) {
+            Ok(Some(i)) => &mut self.slots[i],
+            Err(Ok(i)) => &mut self.far[i],
+            Ok(None) | Err(Err(_)) => corrupt(),
+        }
+    }
+
+    /// The level at `price`, created empty if missing.
+    #[inline]
+    pub fn level_at(&mut self, price: Price) -> &mut Level {
         let key = self.key(price);
-        let len = self.levels.len();
-        // Near the top first: where most adds and cancels land.
-        let scan = len.min(LINEAR_SCAN);
-        for i in (len - scan..len).rev() {
-            let k = self.key(self.levels[i].price);
-            if k == key {
-                return Ok(i);
-            }
-            if k < key {
-                return Err(i + 1);
-            }
+        let fresh = Level { price, ..VACANT };
+        if self.is_empty() {
+            self.best = key;
+        } else if key > self.best {
+            self.raise_best(key);
+        } else if self.below_best(key) > self.mask as u64 {
+            return match self.far.binary_search_by_key(&key, |l| self.key(l.price)) {
+                Ok(i) => &mut self.far[i],
+                Err(i) => {
+                    self.far.insert(i, fresh);
+                    &mut self.far[i]
+                }
+            };
         }
-        self.levels[..len - scan].binary_search_by_key(&key, |l| self.key(l.price))
+        let i = self.pos(key);
+        if !self.occupied(i) {
+            self.slots[i] = fresh;
+            self.set(i);
+            self.near += 1;
+        }
+        &mut self.slots[i]
     }
 
-    /// The index of the level of a resting order at `price`. A linked order's level exists (it
-    /// is removed only with its last order), so a missing one means the book is corrupt: this
-    /// stops the book thread — in release builds too — rather than go on matching on a broken
-    /// book (a `debug_assert!` and an early return here once left the order linked in a freed
-    /// slot). The matcher stops and replays what was not committed on the next start.
+    /// Removes the (emptied) level at `price`, which must exist.
     #[inline]
-    pub fn level_of(&self, price: Price) -> usize {
-        match self.find(price) {
-            Ok(i) => i,
-            Err(_) => corrupt(),
+    pub fn remove(&mut self, price: Price) {
+        let key = self.key(price);
+        match self.locate(key) {
+            Ok(Some(i)) => {
+                self.unset(i);
+                self.near -= 1;
+                if key == self.best {
+                    self.lower_best();
+                }
+            }
+            Err(Ok(i)) => {
+                self.far.remove(i);
+            }
+            Ok(None) | Err(Err(_)) => corrupt(),
         }
     }
 
-    /// The level at `price`, created empty if missing; returns its index.
+    /// Removes the best level (emptied by a take).
     #[inline]
-    pub fn level_at(&mut self, price: Price) -> usize {
-        match self.find(price) {
-            Ok(i) => i,
-            Err(i) => {
-                let level = Level { price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
-                self.levels.insert(i, level);
-                i
-            }
+    pub fn pop_best(&mut self) {
+        if !self.is_empty() {
+            let i = self.pos(self.best);
+            self.unset(i);
+            self.near -= 1;
+            self.lower_best();
         }
+    }
+
+    /// A new best at `key`, better than the current one: the levels that fall `window` or more
+    /// ticks behind it leave the ring for `far`, in ascending key order (all better than what
+    /// `far` holds).
+    fn raise_best(&mut self, key: i64) {
+        let window = self.mask as u64 + 1;
+        // Keys best - window + 1 ..= min(key - window, best) leave: `gone` of them, lowest first.
+        let gone = (key.wrapping_sub(self.best) as u64).min(window);
+        let mut k = self.best.wrapping_sub(self.mask as i64);
+        let mut left = gone;
+        while left > 0 && self.near > 0 {
+            let i = self.pos(k);
+            let word = self.bits[i >> 6] >> (i & 63);
+            if word == 0 {
+                // Nothing set from here to the end of this word (or of the ring): skip it.
+                let skip = ((64 - (i & 63)).min(self.mask + 1 - i) as u64).min(left);
+                k = k.wrapping_add(skip as i64);
+                left -= skip;
+                continue;
+            }
+            let step = u64::from(word.trailing_zeros());
+            if step >= left {
+                break;
+            }
+            k = k.wrapping_add(step as i64);
+            let i = self.pos(k);
+            self.far.push(self.slots[i]);
+            self.unset(i);
+            self.near -= 1;
+            k = k.wrapping_add(1);
+            left -= step + 1;
+        }
+        self.best = key;
+    }
+
+    /// The best level is gone: the next one in the ring becomes the best, or (ring empty) the
+    /// best of `far`; then `far`'s levels now within the window move into the ring.
+    fn lower_best(&mut self) {
+        if self.near > 0 {
+            let gap = self.prev_set(self.pos(self.best.wrapping_sub(1)));
+            self.best = self.best.wrapping_sub(1 + gap as i64);
+        } else if let Some(level) = self.far.last() {
+            self.best = self.key(level.price);
+        } else {
+            return;
+        }
+        while let Some(&level) = self.far.last() {
+            let key = self.key(level.price);
+            if self.below_best(key) > self.mask as u64 {
+                break;
+            }
+            self.far.pop();
+            let i = self.pos(key);
+            self.slots[i] = level;
+            self.set(i);
+            self.near += 1;
+        }
+    }
+
+    /// Steps from ring slot `from` down (wrapping) to the first occupied slot: 0 if `from` is.
+    /// The ring must hold a level.
+    fn prev_set(&self, from: usize) -> usize {
+        let (mut i, mut steps) = (from, 0);
+        loop {
+            let b = i & 63;
+            let word = self.bits[i >> 6] & (u64::MAX >> (63 - b));
+            if word != 0 {
+                return steps + b - (63 - word.leading_zeros() as usize);
+            }
+            steps += b + 1;
+            i = if i >> 6 == 0 { self.mask } else { (i & !63) - 1 };
+        }
+    }
+
+    /// The levels, best first.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { ladder: self, key: self.best, near: self.near, far: self.far.len() }
     }
 
     /// Total open quantity and order count on this side.
     pub fn totals(&self) -> (u64, u64) {
-        self.levels.iter().fold((0, 0), |(q, c), l| (q + l.qty.0, c + u64::from(l.count)))
+        self.iter().fold((0, 0), |(q, c), l| (q + l.qty.0, c + u64::from(l.count)))
+    }
+
+    /// Checks the layout's invariants (levels sorted, each where its distance from the best puts
+    /// it). For tests.
+    pub fn validate(&self) -> Result<(), String> {
+        let set: usize = self.bits.iter().map(|w| w.count_ones() as usize).sum();
+        if set != self.near || (self.near == 0 && !self.far.is_empty()) {
+            return Err(format!(
+                "{:?}: {set} ring bits, {} ring levels, {} far",
+                self.side,
+                self.near,
+                self.far.len()
+            ));
+        }
+        if self.near > 0 && self.key(self.slots[self.pos(self.best)].price) != self.best {
+            return Err(format!("{:?}: the best slot holds another price", self.side));
+        }
+        let mut prev: Option<i64> = None;
+        for (n, level) in self.iter().enumerate() {
+            let key = self.key(level.price);
+            if prev.is_some_and(|p| p <= key) {
+                return Err(format!("{:?}: levels out of order at {level:?}", self.side));
+            }
+            let in_ring = n < self.near;
+            if in_ring != (self.below_best(key) <= self.mask as u64) {
+                return Err(format!("{:?}: {level:?} on the wrong side of the window", self.side));
+            }
+            prev = Some(key);
+        }
+        Ok(())
+    }
+
+    /// Drops every level (a corrupt book, in tests).
+    #[cfg(test)]
+    pub fn clear(&mut self) {
+        self.bits.fill(0);
+        self.near = 0;
+        self.far.clear();
+    }
+}
+
+/// The levels of a side, best first: the ring's from the best down, then `far`'s.
+pub struct Iter<'a> {
+    ladder: &'a Ladder,
+    /// The key to search down from in the ring.
+    key: i64,
+    /// Ring levels not yet given.
+    near: usize,
+    /// `far` levels not yet given (the next is `far[far - 1]`).
+    far: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Level;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Level> {
+        let l = self.ladder;
+        if self.near > 0 {
+            let gap = l.prev_set(l.pos(self.key));
+            let key = self.key.wrapping_sub(gap as i64);
+            self.key = key.wrapping_sub(1);
+            self.near -= 1;
+            return Some(&l.slots[l.pos(key)]);
+        }
+        self.far = self.far.checked_sub(1)?;
+        Some(&l.far[self.far])
     }
 }
 
@@ -149,40 +419,96 @@ fn corrupt() -> ! {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn prices(l: &Ladder) -> Vec<i64> {
-        l.levels.iter().map(|l| l.price.0).collect()
+        l.iter().map(|l| l.price.0).collect()
     }
 
     #[test]
-    fn best_is_last_on_both_sides() {
-        for (side, want) in [(Side::Buy, vec![1, 5, 9, 10, 20]), (Side::Sell, vec![20, 10, 9, 5, 1])] {
-            let mut l = Ladder::with_capacity(side, 4);
-            for p in [10, 5, 20, 1, 9, 10, 5] {
-                l.level_at(Price(p));
+    fn best_comes_first_on_both_sides() {
+        for (side, want) in [(Side::Buy, vec![20, 10, 9, 5, 1]), (Side::Sell, vec![1, 5, 9, 10, 20])] {
+            for window in [1, 4, 64, 4096] {
+                let mut l = Ladder::with_capacity(side, window);
+                for p in [10, 5, 20, 1, 9, 10, 5] {
+                    l.level_at(Price(p));
+                }
+                assert_eq!(prices(&l), want, "{side:?}, window {window}");
+                assert_eq!(l.best().unwrap().price.0, want[0]);
+                assert_eq!(l.len(), 5);
+                l.validate().unwrap();
             }
-            assert_eq!(prices(&l), want, "{side:?}");
-            assert_eq!(l.best().unwrap().price.0, *want.last().unwrap());
+        }
+        assert!(Ladder::with_capacity(Side::Buy, 4).better(Price(5), Price(4)));
+        assert!(Ladder::with_capacity(Side::Sell, 4).better(Price(4), Price(5)));
+    }
+
+    /// Random creates and removes, prices moving in runs, against a sorted map: every lookup, the
+    /// order of the levels and the ring/far split agree after every step, for windows from one
+    /// tick (everything but the best is far) to wider than the prices spread.
+    #[test]
+    fn agrees_with_a_sorted_map_as_the_price_runs() {
+        for side in [Side::Buy, Side::Sell] {
+            for window in [1, 2, 4, 64, 128, 1024] {
+                let mut l = Ladder::with_capacity(side, window);
+                let mut model: BTreeMap<i64, ()> = BTreeMap::new();
+                let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ window as u64;
+                let mut centre: i64 = 10_000;
+                for step in 0..20_000u32 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    if step % 500 == 0 {
+                        // A run: the centre jumps, sometimes past the window.
+                        centre += ((x >> 40) % 601) as i64 - 300;
+                    }
+                    let p = Price(centre + ((x >> 20) % 301) as i64 - 150);
+                    if (x >> 50).is_multiple_of(3) && !model.is_empty() {
+                        // Remove a present level: the best half the time.
+                        let p = if (x >> 55).is_multiple_of(2) {
+                            l.best().unwrap().price
+                        } else {
+                            let n = (x >> 8) as usize % model.len();
+                            Price(*model.keys().nth(n).unwrap())
+                        };
+                        l.remove(p);
+                        model.remove(&p.0);
+                    } else {
+                        assert_eq!(l.level_at(p).price, p);
+                        model.insert(p.0, ());
+                    }
+                    let want: Vec<i64> = match side {
+                        Side::Buy => model.keys().rev().copied().collect(),
+                        Side::Sell => model.keys().copied().collect(),
+                    };
+                    if step % 97 == 0 || model.len() < 3 {
+                        assert_eq!(prices(&l), want, "{side:?}, window {window}, step {step}");
+                        l.validate().unwrap();
+                        for q in p.0 - 3..p.0 + 3 {
+                            assert_eq!(l.get(Price(q)).is_some(), model.contains_key(&q), "{q}");
+                        }
+                    }
+                    assert_eq!(l.len(), model.len());
+                    assert_eq!(l.best().map(|b| b.price.0), want.first().copied());
+                }
+            }
         }
     }
 
     #[test]
-    fn find_agrees_with_a_plain_search_past_the_linear_window() {
-        let mut l = Ladder::with_capacity(Side::Buy, 64);
-        for p in (0..40).map(|i| i * 3) {
-            l.level_at(Price(p));
-        }
-        for p in -2..125 {
-            let plain = l.levels.iter().position(|x| x.price.0 >= p);
-            match l.find(Price(p)) {
-                Ok(i) => assert_eq!(l.levels[i].price.0, p),
-                Err(i) => assert_eq!(Some(i).filter(|&i| i < l.levels.len()), plain, "{p}"),
-            }
-        }
-        assert!(l.better(Price(5), Price(4)));
-        let asks = Ladder::with_capacity(Side::Sell, 1);
-        assert!(asks.better(Price(4), Price(5)));
+    fn a_level_is_changed_in_place() {
+        let mut l = Ladder::with_capacity(Side::Sell, 4);
+        l.level_at(Price(10)).add(Qty(3));
+        l.level_at(Price(30)).add(Qty(4));
+        l.level_at(Price(10)).add(Qty(1));
+        l.level_of(Price(30)).add(Qty(1));
+        assert_eq!(l.get(Price(10)).map(|l| l.qty), Some(Qty(4)));
+        assert_eq!(l.get(Price(30)).map(|l| l.qty), Some(Qty(5)));
+        assert_eq!(l.get(Price(20)), None);
+        l.best_mut().unwrap().remove(Qty(4));
+        l.pop_best();
+        assert_eq!(l.best().map(|l| (l.price, l.qty)), Some((Price(30), Qty(5))));
+        l.validate().unwrap();
     }
 
     #[test]
@@ -218,5 +544,14 @@ mod tests {
         let mut l = Ladder::with_capacity(Side::Buy, 4);
         l.level_at(Price(10));
         l.level_of(Price(11));
+    }
+
+    #[test]
+    #[should_panic(expected = "book is corrupt")]
+    fn removing_a_missing_far_level_stops_the_book() {
+        let mut l = Ladder::with_capacity(Side::Buy, 4);
+        l.level_at(Price(100));
+        l.level_at(Price(10));
+        l.remove(Price(11));
     }
 }

@@ -10,6 +10,19 @@ use crate::clients::Handle;
 /// "No slot": the end of a queue.
 pub const NIL: u32 = u32::MAX;
 
+/// A free slot's contents (never read).
+const VACANT: Node = Node {
+    id: OrderId(0),
+    price: Price(0),
+    leaves: Qty::ZERO,
+    account: ANONYMOUS,
+    client: Handle { slot: NIL, fingerprint: 0 },
+    prev: NIL,
+    next: NIL,
+    side: Side::Buy,
+    post_only: false,
+};
+
 /// One resting order.
 #[derive(Clone, Copy, Debug)]
 pub struct Node {
@@ -47,37 +60,38 @@ impl Slab {
     /// A slab that holds `capacity` orders before it first grows. Every slot is written now, so
     /// the memory is faulted in at start-up rather than on the hot path.
     pub fn with_capacity(capacity: usize) -> Slab {
-        let vacant = Node {
-            id: OrderId(0),
-            price: Price(0),
-            leaves: Qty::ZERO,
-            account: ANONYMOUS,
-            client: Handle { slot: NIL, fingerprint: 0 },
-            prev: NIL,
-            next: NIL,
-            side: Side::Buy,
-            post_only: false,
-        };
         let capacity = capacity.min(NIL as usize);
         // Lowest slots first: pop() takes from the end.
         let free = (0..capacity as u32).rev().collect();
-        Slab { nodes: vec![vacant; capacity], free }
+        Slab { nodes: vec![VACANT; capacity], free }
     }
 
     /// Stores a node, returning its slot.
     #[inline]
     pub fn insert(&mut self, node: Node) -> u32 {
+        let slot = self.alloc();
+        self.nodes[slot as usize] = node;
+        slot
+    }
+
+    /// Takes a slot for a node the caller writes next (`slab[slot] = Node { … }`): the fields go
+    /// straight into the slot (a node passed by value was built on the stack and copied, and the
+    /// copy's wide loads stalled on its fields' narrow stores).
+    #[inline(always)]
+    pub fn alloc(&mut self) -> u32 {
         match self.free.pop() {
-            Some(slot) => {
-                self.nodes[slot as usize] = node;
-                slot
-            }
-            None => {
-                assert!(self.nodes.len() < NIL as usize, "more than 2^32 - 1 resting orders in one book");
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
+            Some(slot) => slot,
+            None => self.grow(),
         }
+    }
+
+    /// [`Slab::alloc`] past the capacity: out of line, the hot path only branches here.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) -> u32 {
+        assert!(self.nodes.len() < NIL as usize, "more than 2^32 - 1 resting orders in one book");
+        self.nodes.push(VACANT);
+        (self.nodes.len() - 1) as u32
     }
 
     /// Gives a slot back.
