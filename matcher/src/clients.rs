@@ -136,12 +136,12 @@ impl ClientIds {
                 (self.keys.len() - 1) as u32
             }
         };
-        let (next, value) = match self.taken.get(fingerprint) {
-            Some(head) => (head & !CHAINED, slot | CHAINED),
-            None => (END, slot),
-        };
-        self.next[slot as usize] = next;
-        self.taken.insert(fingerprint, value);
+        // One probe: the new key heads its fingerprint's chain.
+        let head = self.taken.upsert(fingerprint, |head| match head {
+            Some(_) => slot | CHAINED,
+            None => slot,
+        });
+        self.next[slot as usize] = head.map_or(END, |head| head & !CHAINED);
         Handle { slot, fingerprint }
     }
 
@@ -161,12 +161,16 @@ impl ClientIds {
 
     /// Frees a slot: takes it out of its fingerprint's chain.
     fn release(&mut self, Handle { slot, fingerprint }: Handle) {
-        let value = self.taken.get(fingerprint).unwrap_or(END);
+        // One probe in the common case: take the entry out, put it back only if others share it.
+        let value = self.taken.remove(fingerprint);
+        debug_assert!(value.is_some(), "a taken id's fingerprint is in the table");
+        let value = value.unwrap_or(slot);
         let first = value & !CHAINED;
         if value & CHAINED == 0 {
             // The common case: this key alone has its fingerprint.
-            if first == slot {
-                self.taken.remove(fingerprint);
+            if first != slot {
+                // Another key's entry (never, while the table is consistent): leave it.
+                self.taken.insert(fingerprint, value);
             }
         } else {
             let head = if first == slot {

@@ -29,10 +29,12 @@ impl Key for u64 {
     }
 }
 
+/// `u32` keys are fingerprints, already well mixed (`clients::fingerprint`): used as they are,
+/// which saves the finaliser on every probe and on every entry a removal shifts.
 impl Key for u32 {
     #[inline]
     fn spread(self) -> u64 {
-        u64::from(self).spread()
+        u64::from(self) << 32
     }
 }
 
@@ -106,6 +108,29 @@ impl<K: Key, V: Value> Table<K, V> {
         match self.probe(key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
+                self.entries[i] = (key, value);
+                self.len += 1;
+                if self.len * 8 > self.entries.len() * 7 {
+                    self.grow();
+                }
+                None
+            }
+        }
+    }
+
+    /// Sets `key`'s value to `f(old value)` (`None`: absent) with one probe; returns the old value.
+    #[inline]
+    pub fn upsert(&mut self, key: K, f: impl FnOnce(Option<V>) -> V) -> Option<V> {
+        match self.probe(key) {
+            Ok(i) => {
+                let old = self.entries[i].1;
+                self.entries[i].1 = f(Some(old));
+                debug_assert!(self.entries[i].1 != V::EMPTY, "the empty marker is not a value");
+                Some(old)
+            }
+            Err(i) => {
+                let value = f(None);
+                debug_assert!(value != V::EMPTY, "the empty marker is not a value");
                 self.entries[i] = (key, value);
                 self.len += 1;
                 if self.len * 8 > self.entries.len() * 7 {
@@ -197,18 +222,24 @@ mod tests {
 
     #[test]
     fn keys_with_the_same_home_survive_removals_in_any_order() {
-        let mut t: Table<u32, u32> = Table::with_capacity(64, 0);
-        let keys: Vec<u32> = (0..40).collect();
-        for &k in &keys {
-            t.insert(k, k + 1);
-        }
-        for (n, &k) in keys.iter().rev().step_by(3).enumerate() {
-            assert_eq!(t.remove(k), Some(k + 1), "{n}");
-            assert_eq!(t.remove(k), None);
-        }
-        for &k in &keys {
-            let removed = (k as usize).is_multiple_of(3);
-            assert_eq!(t.get(k), (!removed).then_some(k + 1), "{k}");
+        // u32 keys are used as they are: keys equal modulo the table size share a home; from
+        // near the end, their run wraps around to the start.
+        let size = Table::<u32, u32>::with_capacity(64, 0).entries.len() as u32;
+        for home in [0, size - 3] {
+            let mut t: Table<u32, u32> = Table::with_capacity(64, 0);
+            let keys: Vec<u32> = (0..40).map(|k| home + k * size).collect();
+            for &k in &keys {
+                t.insert(k, k + 1);
+            }
+            for (n, &k) in keys.iter().rev().step_by(3).enumerate() {
+                assert_eq!(t.remove(k), Some(k + 1), "{n}");
+                assert_eq!(t.remove(k), None);
+            }
+            for (n, &k) in keys.iter().enumerate() {
+                // rev().step_by(3) from the 40th took the 40th, 37th, … 1st (n = 39, 36, … 0).
+                let removed = n.is_multiple_of(3);
+                assert_eq!(t.get(k), (!removed).then_some(k + 1), "home {home}, key {k}");
+            }
         }
     }
 }
