@@ -65,7 +65,7 @@ pub fn fingerprint(key: &ClientKey) -> u32 {
     key.hash(&mut h);
     // FxHasher's state is weak in some bits for some inputs (written word by word, ids that differ
     // only in their last bytes collided by the thousand): mix every bit in before taking 32.
-    (crate::table::Key::spread(h.finish()) >> 32) as u32
+    (crate::table::mix64(h.finish()) >> 32) as u32
 }
 
 impl ClientIds {
