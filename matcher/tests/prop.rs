@@ -175,6 +175,8 @@ struct Ledger {
 
 fn run(cmds: &[Command], window: usize) -> Result<Vec<u8>, TestCaseError> {
     let table = table();
+    // Small on purpose: the slab and tables grow; the ladder's ring covers two ticks, so most
+    // levels sit in its overflow and move in and out of the ring as the best price changes.
     let capacity = Capacity { orders: 8, levels: 2, client_window: window };
     let mut engine = Engine::new(&table, capacity);
     let mut oracle = Oracle::new(&table, window);
