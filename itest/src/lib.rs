@@ -187,18 +187,40 @@ impl Stack {
     /// Test tuning: our services and Redis log at `info` (the broker stays at the plan's `warn`:
     /// Tansu traces every fetch at `info`); the matcher is not pinned and spins briefly (tests
     /// run side by side on two cores); stops get 5 s at most.
-    pub fn with(options: impl FnOnce(&mut Options), plan: impl FnOnce(&mut Plan)) -> Stack {
+    pub fn with(options: impl Fn(&mut Options), plan: impl Fn(&mut Plan)) -> Stack {
         Stack::with_restarts(None, options, plan)
     }
 
     /// [`Stack::with`], with the supervisor restarting a process that dies (`restart`) as `./lab
     /// up`'s does, each time its owner calls [`Supervisor::tick`] (the fault harness,
     /// [`faults`]).
+    ///
+    /// Free ports are checked when they are chosen, and something else on the machine can take
+    /// one before the stack starts (seen once in CI: a matcher's port taken in between). Then the
+    /// whole stack is planned again on other ports, up to three times.
     pub fn with_restarts(
         restart: Option<Restart>,
-        options: impl FnOnce(&mut Options),
-        plan: impl FnOnce(&mut Plan),
+        options: impl Fn(&mut Options),
+        plan: impl Fn(&mut Plan),
     ) -> Stack {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Stack::try_start(restart, &options, &plan) {
+                Ok(stack) => return stack,
+                Err(e) if attempt < ATTEMPTS && format!("{e:#}").contains(stack::supervisor::PORT_TAKEN) => {
+                    eprintln!("itest: {e:#}; planning the stack again on other ports");
+                }
+                Err(e) => panic!("the stack did not start: {e:#}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(
+        restart: Option<Restart>,
+        options: &impl Fn(&mut Options),
+        plan: &impl Fn(&mut Plan),
+    ) -> anyhow::Result<Stack> {
         let dir = TempDir::new();
         let mut o = Options::native(dir.path(), Ports::Free);
         o.durable_redis = false;
@@ -215,10 +237,8 @@ impl Stack {
         }
         plan(&mut p);
         let mut sup = Supervisor::new(p, restart);
-        if let Err(e) = sup.start_all(&AtomicBool::new(false)) {
-            panic!("the stack did not start: {e:#}");
-        }
-        Stack { sup, dir, tokens: Default::default() }
+        sup.start_all(&AtomicBool::new(false))?;
+        Ok(Stack { sup, dir, tokens: Default::default() })
     }
 
     /// A process's address.

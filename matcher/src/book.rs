@@ -98,8 +98,9 @@ impl OrderIndex {
 pub struct Capacity {
     /// Resting orders per book before its slab grows.
     pub orders: usize,
-    /// Ticks from the best price, per side, whose levels the ladder indexes directly (rounded up
-    /// to a power of two; levels further out are kept sorted, [`crate::ladder`]).
+    /// Per side, levels fewer than this many ticks from the best price are indexed directly
+    /// (rounded up to a power of two; levels further out are kept sorted, [`crate::ladder`]).
+    /// Each side writes 2 × this × 32 bytes at start-up.
     pub levels: usize,
     /// Ended client order ids remembered per book for duplicate protection.
     pub client_window: usize,
@@ -204,8 +205,8 @@ impl Book {
             band_bps: spec.band_bps,
             reference: spec.reference,
             halted: false,
-            bids: Ladder::with_capacity(Side::Buy, capacity.levels),
-            asks: Ladder::with_capacity(Side::Sell, capacity.levels),
+            bids: Ladder::new(Side::Buy, capacity.levels),
+            asks: Ladder::new(Side::Sell, capacity.levels),
             slab: Slab::with_capacity(capacity.orders),
             clients: ClientIds::new(capacity.orders, capacity.client_window),
             accounts: Accounts::with_capacity(1024),
@@ -727,9 +728,11 @@ impl Book {
     ) {
         let Some(owner) = self.accounts.find(&account) else { return };
         for side in [Side::Buy, Side::Sell] {
-            // The prices first: levels go as their last orders do (rare: allocating is fine).
-            let prices: Vec<Price> = self.ladder(side).iter().map(|l| l.price).collect();
-            for price in prices {
+            // Level by level, best first; a level goes when its last order does, so the next one
+            // is found from the price, not from the level.
+            let mut at = self.ladder(side).best().map(|l| l.price);
+            while let Some(price) = at {
+                at = self.ladder(side).next_worse(price);
                 let Some(level) = self.ladder(side).get(price) else { continue };
                 let mut slot = level.head;
                 while slot != NIL {
@@ -822,15 +825,17 @@ impl Book {
             band_bps: self.band_bps,
             reference: image.reference,
             halted: image.halted,
-            bids: Ladder::with_capacity(Side::Buy, capacity.levels),
-            asks: Ladder::with_capacity(Side::Sell, capacity.levels),
+            bids: Ladder::new(Side::Buy, capacity.levels),
+            asks: Ladder::new(Side::Sell, capacity.levels),
             slab: Slab::with_capacity(capacity.orders.max(orders)),
             clients: ClientIds::new(capacity.orders.max(orders), capacity.client_window),
             accounts: Accounts::with_capacity(1024),
             name: self.name.clone(),
         };
         for (side, levels) in [(Side::Buy, &image.bids), (Side::Sell, &image.asks)] {
-            for l in levels {
+            // Worst first: each level is then the best so far, and those it leaves behind go to the
+            // ladder's overflow in order (best first would insert each at its front).
+            for l in levels.iter().rev() {
                 let mut level = Level { price: l.price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
                 for o in &l.orders {
                     let account = book.accounts.intern(&o.account);

@@ -5,9 +5,9 @@
 //! book rejects the second copy as long as the first is open or among the last `window` ended
 //! orders.
 //!
-//! Layout, for the cache: the hash table maps a 64-bit fingerprint of the key to the slot that
+//! Layout, for the cache: the hash table maps a 32-bit fingerprint of the key to the slot that
 //! holds the key (plus a flag when several keys share the fingerprint, chained through `next`), so
-//! the answer stays exact while the common paths touch one table entry. The 66-byte keys are read
+//! the answer stays exact while the common paths touch one table entry. The 40-byte keys are read
 //! only to confirm a fingerprint match (a duplicate, or a collision). Orders keep their key's slot
 //! and fingerprint, and the window ring stores both, so ending an order and evicting the oldest id
 //! never hash a key or read a cold key. Everything is pre-sized: steady state allocates nothing.

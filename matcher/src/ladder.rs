@@ -1,12 +1,14 @@
 //! One side of a book: its price levels, indexed by price.
 //!
 //! Prices live on a tick grid and nearly all activity is within a few hundred ticks of the best
-//! price, so the levels within `window` ticks of the best sit in a direct-mapped ring: the level
-//! at price `p` is `slots[p mod window]`, found, created and removed in O(1) with no search and
-//! no shifting, and an occupancy bitmap finds the next level when the best empties (a scan of
-//! 64 ticks per word). Levels further from the best — a book spread wider than the window — sit
-//! in a sorted `Vec`, worst first; they move into the ring as the best comes towards them and
-//! out of it as the best moves away, each move O(1) (they are always the far end's best). (This
+//! price, so the levels fewer than `window` ticks from the best sit in a direct-mapped ring: the
+//! level of key `k` (the price for bids, its negation for asks) is `slots[k mod window]`, found,
+//! created and removed in O(1) with no search and no shifting, and an occupancy bitmap finds the
+//! next level when the best empties (a scan of 64 ticks per word). Levels further from the best
+//! — a book spread wider than the window — sit in a sorted `Vec`, worst first (a binary search to
+//! find one, a shift of the further ones to make or remove one); they move into the ring as the
+//! best comes towards them and out of it as the best moves away, each move O(1) (they are always
+//! the far end's best). (This
 //! replaced one sorted `Vec` of all levels: a binary search per lookup, and a memmove of every
 //! better level per level created or emptied, which cost most when the price ran across
 //! hundreds of levels — README "Speed".)
@@ -83,17 +85,20 @@ pub struct Ladder {
 }
 
 impl Ladder {
-    /// An empty side whose ring covers `window` ticks from the best (rounded up to a power of
-    /// two). The ring's memory is written now.
-    pub fn with_capacity(side: Side, window: usize) -> Ladder {
+    /// An empty side whose ring covers the `window` ticks nearest the best (clamped to 1..=2^24,
+    /// rounded up to a power of two), with room for as many levels further out before the
+    /// overflow grows. Memory (2 × `window` × 32 bytes) is written now.
+    pub fn new(side: Side, window: usize) -> Ladder {
         let window = window.clamp(1, 1 << 24).next_power_of_two();
+        let mut far = Vec::with_capacity(window);
+        crate::prefault::vec(&mut far, VACANT);
         Ladder {
             side,
             slots: vec![VACANT; window],
             bits: vec![0; window.div_ceil(64)],
             mask: window - 1,
             near: 0,
-            far: Vec::new(),
+            far,
             best: 0,
         }
     }
@@ -332,6 +337,28 @@ impl Ladder {
         }
     }
 
+    /// The price of the best level strictly worse than `price` (which need not have a level).
+    pub fn next_worse(&self, price: Price) -> Option<Price> {
+        if self.is_empty() {
+            return None;
+        }
+        let key = self.key(price);
+        if key > self.best {
+            return Some(self.slots[self.pos(self.best)].price);
+        }
+        // The ring holds keys best - mask ..= best: look below `key` down to its bottom.
+        let below = self.below_best(key);
+        if below < self.mask as u64 {
+            let from = key.wrapping_sub(1);
+            let gap = self.prev_set(self.pos(from));
+            if (gap as u64) < self.mask as u64 - below {
+                return Some(self.slots[self.pos(from.wrapping_sub(gap as i64))].price);
+            }
+        }
+        let n = self.far.partition_point(|l| self.key(l.price) < key);
+        n.checked_sub(1).map(|i| self.far[i].price)
+    }
+
     /// The levels, best first.
     pub fn iter(&self) -> Iter<'_> {
         Iter { ladder: self, key: self.best, near: self.near, far: self.far.len() }
@@ -431,7 +458,7 @@ mod tests {
     fn best_comes_first_on_both_sides() {
         for (side, want) in [(Side::Buy, vec![20, 10, 9, 5, 1]), (Side::Sell, vec![1, 5, 9, 10, 20])] {
             for window in [1, 4, 64, 4096] {
-                let mut l = Ladder::with_capacity(side, window);
+                let mut l = Ladder::new(side, window);
                 for p in [10, 5, 20, 1, 9, 10, 5] {
                     l.level_at(Price(p));
                 }
@@ -441,8 +468,8 @@ mod tests {
                 l.validate().unwrap();
             }
         }
-        assert!(Ladder::with_capacity(Side::Buy, 4).better(Price(5), Price(4)));
-        assert!(Ladder::with_capacity(Side::Sell, 4).better(Price(4), Price(5)));
+        assert!(Ladder::new(Side::Buy, 4).better(Price(5), Price(4)));
+        assert!(Ladder::new(Side::Sell, 4).better(Price(4), Price(5)));
     }
 
     /// Random creates and removes, prices moving in runs, against a sorted map: every lookup, the
@@ -452,7 +479,7 @@ mod tests {
     fn agrees_with_a_sorted_map_as_the_price_runs() {
         for side in [Side::Buy, Side::Sell] {
             for window in [1, 2, 4, 64, 128, 1024] {
-                let mut l = Ladder::with_capacity(side, window);
+                let mut l = Ladder::new(side, window);
                 let mut model: BTreeMap<i64, ()> = BTreeMap::new();
                 let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ window as u64;
                 let mut centre: i64 = 10_000;
@@ -486,7 +513,20 @@ mod tests {
                         l.validate().unwrap();
                         for q in p.0 - 3..p.0 + 3 {
                             assert_eq!(l.get(Price(q)).is_some(), model.contains_key(&q), "{q}");
+                            let worse = match side {
+                                Side::Buy => model.range(..q).next_back(),
+                                Side::Sell => model.range(q + 1..).next(),
+                            };
+                            assert_eq!(l.next_worse(Price(q)).map(|p| p.0), worse.map(|(&k, _)| k), "{q}");
                         }
+                        // From every level, the walk mass cancel makes.
+                        let mut walk = Vec::new();
+                        let mut at = l.best().map(|b| b.price);
+                        while let Some(p) = at {
+                            walk.push(p.0);
+                            at = l.next_worse(p);
+                        }
+                        assert_eq!(walk, want);
                     }
                     assert_eq!(l.len(), model.len());
                     assert_eq!(l.best().map(|b| b.price.0), want.first().copied());
@@ -497,7 +537,7 @@ mod tests {
 
     #[test]
     fn a_level_is_changed_in_place() {
-        let mut l = Ladder::with_capacity(Side::Sell, 4);
+        let mut l = Ladder::new(Side::Sell, 4);
         l.level_at(Price(10)).add(Qty(3));
         l.level_at(Price(30)).add(Qty(4));
         l.level_at(Price(10)).add(Qty(1));
@@ -541,7 +581,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "book is corrupt")]
     fn a_missing_level_stops_the_book() {
-        let mut l = Ladder::with_capacity(Side::Buy, 4);
+        let mut l = Ladder::new(Side::Buy, 4);
         l.level_at(Price(10));
         l.level_of(Price(11));
     }
@@ -549,7 +589,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "book is corrupt")]
     fn removing_a_missing_far_level_stops_the_book() {
-        let mut l = Ladder::with_capacity(Side::Buy, 4);
+        let mut l = Ladder::new(Side::Buy, 4);
         l.level_at(Price(100));
         l.level_at(Price(10));
         l.remove(Price(11));

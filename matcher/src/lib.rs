@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`engine`]: [`Engine`], every book of one matcher, and the order-id index.
 //! - [`book`]: one symbol's [`Book`]: the matching rules.
-//! - [`ladder`]: one side's price levels, best last.
+//! - [`ladder`]: one side's price levels, in a ring indexed by tick near the best.
 //! - [`slab`]: resting orders with intrusive FIFO links.
 //! - [`table`]: the fixed-capacity hash table behind the order index and the client-id table.
 //! - [`clients`]: duplicate client order id protection.

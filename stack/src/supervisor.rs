@@ -28,6 +28,10 @@ use crate::plan::{Kind, Plan, Proc};
 use crate::probe;
 use crate::state::{ProcState, State};
 
+/// What a failed start says when one of the plan's ports already answers: callers that chose the
+/// ports themselves (the tests' free ports) may plan again.
+pub const PORT_TAKEN: &str = "is taken by something this stack did not start";
+
 /// When and how often a process that died is started again.
 #[derive(Clone, Copy, Debug)]
 pub struct Restart {
@@ -148,11 +152,7 @@ impl Supervisor {
         self.plan.prepare()?;
         for p in &self.plan.procs {
             if probe::port_open(p.port) {
-                bail!(
-                    "port {} is taken by something this stack did not start (for {}); stop it or free the port",
-                    p.port,
-                    p.name
-                );
+                bail!("port {} {PORT_TAKEN} (for {}); stop it or free the port", p.port, p.name);
             }
         }
         let kafka_users = self.plan.procs.iter().any(|p| matches!(p.kind, Kind::Matcher | Kind::OrderSvc));

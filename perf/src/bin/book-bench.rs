@@ -171,7 +171,7 @@ fn mixes(flags: &Flags) {
         capacity.client_window = window;
     }
     println!(
-        "Engine capacity per book: {} resting orders, {} levels per side, client-id window of {} ended orders.",
+        "Engine capacity per book: {} resting orders, a level ring of {} ticks per side, client-id window of {} ended orders.",
         capacity.orders, capacity.levels, capacity.client_window
     );
     eprintln!("replaying through trading-lab ({} runs + 1 timed per command)...", flags.runs);
