@@ -295,3 +295,42 @@ fn the_matcher_is_ready_only_once_it_has_caught_up_with_the_log() {
         order_when(&s.svc("matcher"), crossing["order_id"].as_str().unwrap(), |o| o["status"] == "filled");
     assert_eq!(sold["fills"][0]["price"], "98.00", "the rebuilt book held the resting order");
 }
+
+/// A Redis write that fails for any reason but the one a retried batch expects (re-adding a
+/// stream entry that exists) is retried, not counted as written: here the `trades:ABC` stream is
+/// replaced by a string, so the next trade's XADD meets WRONGTYPE. The batch is retried until the
+/// key is free again, and the trade then reaches the stream. (Before, every error inside a batch
+/// was ignored: the trade was never in the stream.)
+#[test]
+fn a_failed_redis_write_is_retried_not_dropped() {
+    let s = stack();
+    let matcher = s.svc("matcher");
+    let trade = |n: u32| {
+        let sell = post(&order_svc(&s), "/api/v1/orders", &v1(&format!("rs-{n}"), "sell", "100.00", "1"));
+        order_when(&matcher, sell["order_id"].as_str().unwrap(), |o| o["status"] == "resting");
+        let buy = post(&order_svc(&s), "/api/v1/orders", &v1(&format!("rb-{n}"), "buy", "100.00", "1"));
+        buy["order_id"].as_str().unwrap().to_owned()
+    };
+    let first = trade(1);
+    order_when(&matcher, &first, |o| o["status"] == "filled" && o["hops"]["persisted_ns"].as_u64().is_some());
+    assert_eq!(s.redis(&["XLEN", "trades:ABC"]), ":1");
+
+    s.redis(&["DEL", "trades:ABC"]);
+    assert_eq!(s.redis(&["SET", "trades:ABC", "not a stream"]), "+OK");
+    let retries = metric(&matcher, "matcher_io_retries_total").unwrap_or(0);
+    let second = trade(2);
+    let retried = wait_until("the failed batch retried", Duration::from_secs(30), || {
+        metric(&matcher, "matcher_io_retries_total").unwrap_or(0) > retries + 1
+    });
+    assert!(retried.is_ok(), "no retry: {}", s.tail("matcher"));
+    assert_eq!(s.redis(&["TYPE", "trades:ABC"]), "+string", "the stream key is still the trap");
+
+    s.redis(&["DEL", "trades:ABC"]);
+    order_when(&matcher, &second, |o| {
+        o["status"] == "filled" && o["hops"]["persisted_ns"].as_u64().is_some()
+    });
+    let written = wait_until("the trade in the stream", Duration::from_secs(30), || {
+        s.redis(&["XLEN", "trades:ABC"]) == ":1"
+    });
+    assert!(written.is_ok(), "trades:ABC: {}", s.redis(&["TYPE", "trades:ABC"]));
+}

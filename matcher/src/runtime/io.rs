@@ -139,9 +139,10 @@ async fn pump(
         let mut batch = Batch::default();
         // One MULTI/EXEC: a reader sees a batch's order, fills, trade and book all or none.
         batch.pipe.atomic();
-        // A transaction retried after its reply was lost (it had gone through) re-adds stream
-        // entries that exist: Redis refuses those — the only error a write here expects — and the
-        // rest is absolute, so the batch counts as written instead of failing for ever.
+        // Every command's result comes back (`ignore_errors`) and `Store::run` checks them: a
+        // transaction retried after its reply was lost (it had gone through) re-adds stream
+        // entries that exist, which Redis refuses — the only error a write here expects, the rest
+        // being absolute — while any other error fails the batch, which is then retried.
         batch.pipe.ignore_errors();
         let mut emitted = false;
         for _ in 0..available.min(BATCH) {
@@ -450,8 +451,8 @@ fn qty(spec: Option<&SymbolSpec>, q: Qty) -> String {
 /// Adds order `id` to its account's recent orders, keeping the newest [`keys::RECENT_KEPT`].
 fn recent(account: &str, id: OrderId, at: Timestamp, b: &mut Batch) {
     let key = keys::recent(account);
-    b.pipe.zadd(&key, id.to_string(), at.0 / 1_000_000).ignore();
-    b.pipe.zremrangebyrank(key, 0, -(keys::RECENT_KEPT + 1)).ignore();
+    b.pipe.zadd(&key, id.to_string(), at.0 / 1_000_000);
+    b.pipe.zremrangebyrank(key, 0, -(keys::RECENT_KEPT + 1));
 }
 
 impl<'a> Sink<'a> {
@@ -493,55 +494,51 @@ impl<'a> Sink<'a> {
                 price: limit,
                 qty: ordered,
             } => {
-                b.pipe
-                    .hset_multiple(
-                        keys::order(order_id),
-                        &[
-                            ("order_id", order_id.to_string()),
-                            ("symbol", symbol.to_owned()),
-                            ("account", account.to_string()),
-                            ("client_order_id", client_order_id.to_string()),
-                            ("side", side.as_str().to_owned()),
-                            ("type", order_type.as_str().to_owned()),
-                            ("time_in_force", tif.as_str().to_owned()),
-                            ("post_only", post_only.to_string()),
-                            ("price", limit.map(|p| price(spec, p)).unwrap_or_default()),
-                            ("qty", qty(spec, ordered)),
-                            ("filled_qty", qty(spec, Qty::ZERO)),
-                            ("status", OrderStatus::Accepted.as_str().to_owned()),
-                            ("entered_ns", e.ts.0.to_string()),
-                        ],
-                    )
-                    .ignore();
+                b.pipe.hset_multiple(
+                    keys::order(order_id),
+                    &[
+                        ("order_id", order_id.to_string()),
+                        ("symbol", symbol.to_owned()),
+                        ("account", account.to_string()),
+                        ("client_order_id", client_order_id.to_string()),
+                        ("side", side.as_str().to_owned()),
+                        ("type", order_type.as_str().to_owned()),
+                        ("time_in_force", tif.as_str().to_owned()),
+                        ("post_only", post_only.to_string()),
+                        ("price", limit.map(|p| price(spec, p)).unwrap_or_default()),
+                        ("qty", qty(spec, ordered)),
+                        ("filled_qty", qty(spec, Qty::ZERO)),
+                        ("status", OrderStatus::Accepted.as_str().to_owned()),
+                        ("entered_ns", e.ts.0.to_string()),
+                    ],
+                );
                 // The newest accepted order with this client id (the book refuses a reuse while
                 // the first is open or in its window); a plain `SET` also clears an expiry.
                 let client = keys::client(account.as_str(), symbol, client_order_id.as_str());
-                b.pipe.set(client, order_id.to_string()).ignore();
+                b.pipe.set(client, order_id.to_string());
                 recent(account.as_str(), order_id, e.ts, b);
                 if order_type == OrderType::Limit && tif == TimeInForce::Gtc {
-                    b.pipe.sadd(keys::open(account.as_str()), order_id.to_string()).ignore();
+                    b.pipe.sadd(keys::open(account.as_str()), order_id.to_string());
                 }
             }
             EventKind::Rejected { order_id, account, client_order_id, reason, qty: refused } => {
                 match client_order_id {
                     // A refused new order: it exists only as this rejection.
                     Some(cid) if order_id == e.cmd => {
-                        b.pipe
-                            .hset_multiple(
-                                keys::order(order_id),
-                                &[
-                                    ("order_id", order_id.to_string()),
-                                    ("symbol", symbol.to_owned()),
-                                    ("account", account.to_string()),
-                                    ("client_order_id", cid.to_string()),
-                                    ("qty", qty(spec, refused)),
-                                    ("filled_qty", "0".to_owned()),
-                                    ("status", OrderStatus::Rejected.as_str().to_owned()),
-                                    ("reject_reason", reason.as_str().to_owned()),
-                                    ("entered_ns", e.ts.0.to_string()),
-                                ],
-                            )
-                            .ignore();
+                        b.pipe.hset_multiple(
+                            keys::order(order_id),
+                            &[
+                                ("order_id", order_id.to_string()),
+                                ("symbol", symbol.to_owned()),
+                                ("account", account.to_string()),
+                                ("client_order_id", cid.to_string()),
+                                ("qty", qty(spec, refused)),
+                                ("filled_qty", "0".to_owned()),
+                                ("status", OrderStatus::Rejected.as_str().to_owned()),
+                                ("reject_reason", reason.as_str().to_owned()),
+                                ("entered_ns", e.ts.0.to_string()),
+                            ],
+                        );
                         // Only if no order holds the id (a duplicate's first copy keeps it).
                         let client = keys::client(account.as_str(), symbol, cid.as_str());
                         let mut set = redis::cmd("SET");
@@ -549,7 +546,7 @@ impl<'a> Sink<'a> {
                         if let Some(secs) = self.retention {
                             set.arg("EX").arg(secs);
                         }
-                        b.pipe.add_command(set).ignore();
+                        b.pipe.add_command(set);
                         recent(account.as_str(), order_id, e.ts, b);
                         b.expire.push(keys::order(order_id));
                     }
@@ -557,7 +554,7 @@ impl<'a> Sink<'a> {
                     // again if it has ended (or never existed).
                     _ => {
                         let note = format!("{}:{}", e.cmd, reason.as_str());
-                        b.pipe.hset(keys::order(order_id), "last_request_rejected", note).ignore();
+                        b.pipe.hset(keys::order(order_id), "last_request_rejected", note);
                         if self.projection.order(order_id).is_none() {
                             b.expire.push(keys::order(order_id));
                         }
@@ -585,32 +582,28 @@ impl<'a> Sink<'a> {
                 self.publish(Topic::Trades, e, symbol, b);
             }
             EventKind::Canceled { order_id, qty: open, reason, .. } => {
-                b.pipe
-                    .hset_multiple(
-                        keys::order(order_id),
-                        &[
-                            ("status", OrderStatus::Canceled.as_str().to_owned()),
-                            ("canceled_qty", qty(spec, open)),
-                            ("cancel_reason", reason.as_str().to_owned()),
-                        ],
-                    )
-                    .ignore();
+                b.pipe.hset_multiple(
+                    keys::order(order_id),
+                    &[
+                        ("status", OrderStatus::Canceled.as_str().to_owned()),
+                        ("canceled_qty", qty(spec, open)),
+                        ("cancel_reason", reason.as_str().to_owned()),
+                    ],
+                );
                 if let Change::Canceled(account) = change {
-                    b.pipe.srem(keys::open(account.as_str()), order_id.to_string()).ignore();
+                    b.pipe.srem(keys::open(account.as_str()), order_id.to_string());
                 }
             }
             EventKind::Replaced { order_id, price: limit, qty: open, .. } => {
-                b.pipe
-                    .hset_multiple(
-                        keys::order(order_id),
-                        &[
-                            ("price", price(spec, limit)),
-                            // The order's quantity is now what it filled plus its new open quantity
-                            // (the front works the open quantity out from the two).
-                            ("qty", qty(spec, self.projection.order(order_id).map_or(open, |o| o.qty))),
-                        ],
-                    )
-                    .ignore();
+                b.pipe.hset_multiple(
+                    keys::order(order_id),
+                    &[
+                        ("price", price(spec, limit)),
+                        // The order's quantity is now what it filled plus its new open quantity
+                        // (the front works the open quantity out from the two).
+                        ("qty", qty(spec, self.projection.order(order_id).map_or(open, |o| o.qty))),
+                    ],
+                );
             }
             EventKind::Level { .. } => {
                 if let Change::Levels(symbol) = change {
@@ -620,12 +613,10 @@ impl<'a> Sink<'a> {
                 }
             }
             EventKind::Status { halted, reference } => {
-                b.pipe
-                    .hset_multiple(
-                        keys::symbol(symbol),
-                        &[("halted", halted.to_string()), ("reference", price(spec, reference))],
-                    )
-                    .ignore();
+                b.pipe.hset_multiple(
+                    keys::symbol(symbol),
+                    &[("halted", halted.to_string()), ("reference", price(spec, reference))],
+                );
             }
         }
         self.publish(Topic::Events, e, symbol, b);
@@ -646,15 +637,13 @@ impl<'a> Sink<'a> {
     ) {
         let (price_s, qty_s) = (price(spec, at), qty(spec, traded));
         let fill = json!({"trade_id": trade_id, "price": price_s, "qty": qty_s, "ts": e.ts.0}).to_string();
-        b.pipe.hset(keys::fills(side.order_id), trade_id, fill).ignore();
-        b.pipe
-            .hset_multiple(
-                keys::order(side.order_id),
-                &[("filled_qty", qty(spec, side.filled)), ("status", side.status.as_str().to_owned())],
-            )
-            .ignore();
+        b.pipe.hset(keys::fills(side.order_id), trade_id, fill);
+        b.pipe.hset_multiple(
+            keys::order(side.order_id),
+            &[("filled_qty", qty(spec, side.filled)), ("status", side.status.as_str().to_owned())],
+        );
         if side.status == OrderStatus::Filled {
-            b.pipe.srem(keys::open(side.account.as_str()), side.order_id.to_string()).ignore();
+            b.pipe.srem(keys::open(side.account.as_str()), side.order_id.to_string());
         }
         if side.first {
             let cid = side.client_order_id.as_str();
@@ -664,7 +653,7 @@ impl<'a> Sink<'a> {
                 "qty": common::Decimal::parse(&qty_s).map_or(serde_json::Value::Null, |d| d.to_lab_json()),
                 "ts": e.ts.0 as f64 / 1e9,
             });
-            b.pipe.set_nx(keys::trade(side.account.as_str(), cid), lab.to_string()).ignore();
+            b.pipe.set_nx(keys::trade(side.account.as_str(), cid), lab.to_string());
         }
     }
 
@@ -682,21 +671,19 @@ impl<'a> Sink<'a> {
         if let Some(status) = status {
             let key = keys::order(id);
             if status == OrderStatus::Resting {
-                b.pipe.hset(&key, "status", status.as_str()).ignore();
+                b.pipe.hset(&key, "status", status.as_str());
             }
             if hops.gateway > 0 {
-                b.pipe.hset(&key, "hop_gateway_ns", hops.gateway).ignore();
+                b.pipe.hset(&key, "hop_gateway_ns", hops.gateway);
             }
-            b.pipe
-                .hset_multiple(
-                    key,
-                    &[
-                        ("hop_published_ns", hops.published),
-                        ("hop_consumed_ns", hops.consumed),
-                        ("hop_matched_ns", hops.matched),
-                    ],
-                )
-                .ignore();
+            b.pipe.hset_multiple(
+                key,
+                &[
+                    ("hop_published_ns", hops.published),
+                    ("hop_consumed_ns", hops.consumed),
+                    ("hop_matched_ns", hops.matched),
+                ],
+            );
             b.persisted.push(id);
         }
         let next = id.offset() as i64 + 1;
@@ -799,7 +786,7 @@ impl<'a> Sink<'a> {
     ) -> anyhow::Result<()> {
         for symbol in std::mem::take(&mut b.books) {
             let name = self.table.get(symbol).map_or("", |s| s.name.as_str());
-            b.pipe.set(keys::book(name), self.snapshot(symbol)).ignore();
+            b.pipe.set(keys::book(name), self.snapshot(symbol));
         }
         // Stream entries: ids are sequence numbers; skip what a previous run already added.
         for (symbol, seq, fields) in std::mem::take(&mut b.stream) {
@@ -821,14 +808,13 @@ impl<'a> Sink<'a> {
                     .arg("~")
                     .arg(keys::TRADES_KEPT)
                     .arg(keys::stream_id(seq))
-                    .arg(&fields)
-                    .ignore();
+                    .arg(&fields);
             }
             self.stream_last.insert(symbol, seq.max(last));
         }
         if let Some(secs) = self.retention {
             for key in b.expire.drain(..) {
-                b.pipe.expire(key, secs as i64).ignore();
+                b.pipe.expire(key, secs as i64);
             }
         }
         loop {
@@ -908,7 +894,20 @@ impl Store for redis::aio::ConnectionManager {
     }
 
     async fn run(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
-        pipe.query_async(self).await
+        let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(self).await?;
+        first_unexpected(results)
+    }
+}
+
+/// How Redis refuses a stream entry whose id is not past the stream's newest: what a batch
+/// written again after its reply was lost meets, and the one error a write expects.
+const STALE_ENTRY: &str = "equal or smaller than the target stream top item";
+
+/// `Ok` unless a command of a batch failed otherwise than by re-adding an existing stream entry.
+fn first_unexpected(results: Vec<redis::RedisResult<redis::Value>>) -> redis::RedisResult<()> {
+    match results.into_iter().filter_map(Result::err).find(|e| !e.to_string().contains(STALE_ENTRY)) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
@@ -982,6 +981,24 @@ mod tests {
             self.written.push(String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned());
             Ok(())
         }
+    }
+
+    /// A batch's results: re-adding an existing stream entry is expected (a batch written again
+    /// after its reply was lost); any other server error fails the batch.
+    #[test]
+    fn only_a_stale_stream_entry_is_an_expected_error() {
+        let server = |code: &str, detail: &str| redis::make_extension_error(code.into(), Some(detail.into()));
+        let stale = || {
+            Err(server("ERR", "The ID specified in XADD is equal or smaller than the target stream top item"))
+        };
+        let ok = || Ok(redis::Value::Okay);
+        assert!(first_unexpected(vec![]).is_ok());
+        assert!(first_unexpected(vec![ok(), stale(), ok(), stale()]).is_ok());
+        let wrong = Err(server("WRONGTYPE", "Operation against a key holding the wrong kind of value"));
+        let e = first_unexpected(vec![ok(), stale(), wrong, ok()]).unwrap_err();
+        assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+        let oom = Err(server("OOM", "command not allowed when used memory > 'maxmemory'"));
+        assert!(first_unexpected(vec![oom]).is_err());
     }
 
     fn retries() -> prometheus::IntCounter {
