@@ -188,6 +188,21 @@ fn crosses(side: Side, limit: Price, resting: Price) -> bool {
     }
 }
 
+/// Queues the order in `slot` (open quantity `leaves`) at the back of `level`, and counts it there.
+#[inline]
+fn enqueue(slab: &mut Slab, level: &mut Level, slot: u32, leaves: Qty) {
+    slab[slot].prev = level.tail;
+    slab[slot].next = NIL;
+    if level.tail == NIL {
+        level.head = slot;
+    } else {
+        slab[level.tail].next = slot;
+    }
+    level.tail = slot;
+    level.count += 1;
+    level.add(leaves);
+}
+
 /// An account id no account has: for a taker whose account has no order here yet.
 const NONE: AccountId = AccountId::MAX;
 
@@ -566,16 +581,7 @@ impl Book {
             Side::Sell => &mut self.asks,
         };
         let level = ladder.level_at(price);
-        self.slab[slot].prev = level.tail;
-        self.slab[slot].next = NIL;
-        if level.tail == NIL {
-            level.head = slot;
-        } else {
-            self.slab[level.tail].next = slot;
-        }
-        level.tail = slot;
-        level.count += 1;
-        level.add(leaves);
+        enqueue(&mut self.slab, level, slot, leaves);
         let (qty, orders) = (level.qty, level.count);
         self.tape.emit(em, EventKind::Level { side, price, qty, orders });
     }
@@ -836,7 +842,11 @@ impl Book {
             // Worst first: each level is then the best so far, and those it leaves behind go to the
             // ladder's overflow in order (best first would insert each at its front).
             for l in levels.iter().rev() {
-                let mut level = Level { price: l.price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL };
+                let ladder = match side {
+                    Side::Buy => &mut book.bids,
+                    Side::Sell => &mut book.asks,
+                };
+                let level = ladder.level_at(l.price);
                 for o in &l.orders {
                     let account = book.accounts.intern(&o.account);
                     let client = book.clients.open((account, o.client_order_id));
@@ -846,27 +856,15 @@ impl Book {
                         leaves: o.leaves,
                         account,
                         client,
-                        prev: level.tail,
+                        prev: NIL,
                         next: NIL,
                         side,
                         post_only: o.post_only,
                     };
                     let slot = book.slab.insert(node);
-                    if level.tail == NIL {
-                        level.head = slot;
-                    } else {
-                        book.slab[level.tail].next = slot;
-                    }
-                    level.tail = slot;
                     // `check` bounds a level to u32::MAX orders.
-                    level.count += 1;
-                    level.add(o.leaves);
+                    enqueue(&mut book.slab, level, slot, o.leaves);
                 }
-                let ladder = match side {
-                    Side::Buy => &mut book.bids,
-                    Side::Sell => &mut book.asks,
-                };
-                *ladder.level_at(l.price) = level;
             }
         }
         // Oldest first: each one closed after the last, as they ended (`ClientIds::recent`).

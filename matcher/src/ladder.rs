@@ -124,6 +124,12 @@ impl Ladder {
         self.best.wrapping_sub(key) as u64
     }
 
+    /// True if a level at `key` (not better than the best) belongs in the ring.
+    #[inline]
+    fn in_ring(&self, key: i64) -> bool {
+        self.below_best(key) <= self.mask as u64
+    }
+
     #[inline]
     fn occupied(&self, i: usize) -> bool {
         self.bits[i >> 6] & (1 << (i & 63)) != 0
@@ -177,7 +183,7 @@ impl Ladder {
         if self.is_empty() || key > self.best {
             return Ok(None);
         }
-        if self.below_best(key) <= self.mask as u64 {
+        if self.in_ring(key) {
             let i = self.pos(key);
             return Ok(self.occupied(i).then_some(i));
         }
@@ -216,8 +222,8 @@ impl Ladder {
             self.best = key;
         } else if key > self.best {
             self.raise_best(key);
-        } else if self.below_best(key) > self.mask as u64 {
-            return match self.far.binary_search_by_key(&key, |l| self.key(l.price)) {
+        } else if let Err(far) = self.locate(key) {
+            return match far {
                 Ok(i) => &mut self.far[i],
                 Err(i) => {
                     self.far.insert(i, fresh);
@@ -239,13 +245,7 @@ impl Ladder {
     pub fn remove(&mut self, price: Price) {
         let key = self.key(price);
         match self.locate(key) {
-            Ok(Some(i)) => {
-                self.unset(i);
-                self.near -= 1;
-                if key == self.best {
-                    self.lower_best();
-                }
-            }
+            Ok(Some(i)) => self.remove_near(i, key),
             Err(Ok(i)) => {
                 self.far.remove(i);
             }
@@ -257,9 +257,16 @@ impl Ladder {
     #[inline]
     pub fn pop_best(&mut self) {
         if !self.is_empty() {
-            let i = self.pos(self.best);
-            self.unset(i);
-            self.near -= 1;
+            self.remove_near(self.pos(self.best), self.best);
+        }
+    }
+
+    /// Takes the ring's level at slot `i` (key `key`) out; a new best if it was the best.
+    #[inline]
+    fn remove_near(&mut self, i: usize, key: i64) {
+        self.unset(i);
+        self.near -= 1;
+        if key == self.best {
             self.lower_best();
         }
     }
@@ -311,7 +318,7 @@ impl Ladder {
         }
         while let Some(&level) = self.far.last() {
             let key = self.key(level.price);
-            if self.below_best(key) > self.mask as u64 {
+            if !self.in_ring(key) {
                 break;
             }
             self.far.pop();
@@ -391,7 +398,7 @@ impl Ladder {
                 return Err(format!("{:?}: levels out of order at {level:?}", self.side));
             }
             let in_ring = n < self.near;
-            if in_ring != (self.below_best(key) <= self.mask as u64) {
+            if in_ring != self.in_ring(key) {
                 return Err(format!("{:?}: {level:?} on the wrong side of the window", self.side));
             }
             prev = Some(key);

@@ -125,18 +125,7 @@ impl<K: Key, V: Value> Table<K, V> {
     /// Sets `key` to `value` (which must not be `V::EMPTY`); returns the old value.
     #[inline]
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        debug_assert!(value != V::EMPTY, "the empty marker is not a value");
-        match self.probe(key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
-            Err(i) => {
-                self.entries[i] = (key, value);
-                self.len += 1;
-                if self.len * 8 > self.entries.len() * 7 {
-                    self.grow();
-                }
-                None
-            }
-        }
+        self.upsert(key, |_| value)
     }
 
     /// Sets `key`'s value to `f(old value)` (`None`: absent) with one probe; returns the old value.

@@ -1061,6 +1061,20 @@ mod tests {
         b
     }
 
+    /// After [`a_trade`]: a resting sell (command 3), then its cancel (command 4).
+    fn a_canceled_rest(sink: &mut Sink<'_>, b: &mut Batch) {
+        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, b);
+        sink.done(OrderId(3), false, Hops::default(), b);
+        let canceled = EventKind::Canceled {
+            order_id: OrderId(3),
+            side: Side::Sell,
+            price: Some(Price(100)),
+            qty: Qty(5),
+            reason: common::CancelReason::Requested,
+        };
+        sink.event(&event(4, 7, canceled), false, b);
+    }
+
     #[tokio::test]
     async fn a_batch_writes_the_orders_the_trade_and_the_book() {
         let table = SymbolTable::default();
@@ -1123,16 +1137,7 @@ mod tests {
         assert_eq!(touching(&b, "orders:a").iter().filter(|c| c.starts_with("ZADD")).count(), 2);
         // A resting order that is canceled leaves the set.
         let mut b = Batch::default();
-        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
-        sink.done(OrderId(3), false, Hops::default(), &mut b);
-        let canceled = EventKind::Canceled {
-            order_id: OrderId(3),
-            side: Side::Sell,
-            price: Some(Price(100)),
-            qty: Qty(5),
-            reason: common::CancelReason::Requested,
-        };
-        sink.event(&event(4, 7, canceled), false, &mut b);
+        a_canceled_rest(&mut sink, &mut b);
         assert_eq!(touching(&b, "open:a"), ["SADD 3", "SREM 3"]);
         // An IOC order never rests: never in the set.
         let mut b = Batch::default();
@@ -1262,16 +1267,7 @@ mod tests {
         // Orders 1 and 2 end in the trade (1 first), then order 3 is canceled: with a window of
         // one, ids c1 and c2 have left it and c3 is in it.
         let mut b = a_trade(&mut sink);
-        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
-        sink.done(OrderId(3), false, Hops::default(), &mut b);
-        let canceled = EventKind::Canceled {
-            order_id: OrderId(3),
-            side: Side::Sell,
-            price: Some(Price(100)),
-            qty: Qty(5),
-            reason: common::CancelReason::Requested,
-        };
-        sink.event(&event(4, 7, canceled), false, &mut b);
+        a_canceled_rest(&mut sink, &mut b);
         let tx = written(&mut sink, b).await;
         for key in ["client:a:ABC:c1", "client:a:ABC:c2"] {
             assert!(tx.contains(&expire(key, 60)), "{key}: {tx}");
