@@ -817,12 +817,13 @@ impl Book {
                 image.symbol.0, image.name, symbol.0, self.name
             )));
         }
-        if image.window.len() > capacity.client_window {
+        if image.window.len() > 2 * capacity.client_window {
             return Err(SnapshotError::Invalid(format!(
-                "symbol {}: {} ended client ids, the window holds {}",
+                "symbol {}: {} ended client ids, a window of {} holds at most {}",
                 symbol.0,
                 image.window.len(),
-                capacity.client_window
+                capacity.client_window,
+                2 * capacity.client_window
             )));
         }
         let orders = image.bids.iter().chain(&image.asks).map(|l| l.orders.len()).sum::<usize>();

@@ -1265,14 +1265,14 @@ mod tests {
         let mut sink = Sink::new(&table, Some(60));
         sink.projection = Projection::new(1);
         // Orders 1 and 2 end in the trade (1 first), then order 3 is canceled: with a window of
-        // one, ids c1 and c2 have left it and c3 is in it.
+        // one, generations [c1], [c2], [c3]: c1's has left, c2's is the previous one, c3's fills.
         let mut b = a_trade(&mut sink);
         a_canceled_rest(&mut sink, &mut b);
         let tx = written(&mut sink, b).await;
-        for key in ["client:a:ABC:c1", "client:a:ABC:c2"] {
-            assert!(tx.contains(&expire(key, 60)), "{key}: {tx}");
+        assert!(tx.contains(&expire("client:a:ABC:c1", 60)), "{tx}");
+        for key in ["client:a:ABC:c2", "client:a:ABC:c3"] {
+            assert!(!tx.contains(&expire(key, 60)), "{key}: {tx}");
         }
-        assert!(!tx.contains(&expire("client:a:ABC:c3", 60)), "{tx}");
         // An accepted order takes its client id outright (which also clears an expiry).
         assert!(tx.contains("SET $15 client:a:ABC:c3 $1 3 "), "{tx}");
     }

@@ -12,11 +12,12 @@
 //! which the sink still needs for its hop timestamps.
 //!
 //! Retention: each order forgotten is [`Retired::Ended`] (its Redis keys may now expire), and it
-//! joins its book's mirror of the duplicate window — the last `window` ended client ids per
-//! symbol, in the order the book closes them ([`crate::clients`]). The one that falls out of the
-//! mirror is [`Retired::Evicted`]: from then on the book would accept its client id again, so its
-//! `client:` key (which answers "which order had this id?") may expire too. The sink drains both
-//! with [`Projection::retired`].
+//! joins its book's mirror of the duplicate window — per symbol, the ended client ids in the order
+//! the book closes them, in generations of `window`: the one being filled and the one before it
+//! ([`crate::clients`]). When the filling one is full and another id ends, every id of the one
+//! before it is [`Retired::Evicted`]: from then on the book would accept those client ids again,
+//! so their `client:` keys (which answer "which order had this id?") may expire too. The sink
+//! drains both with [`Projection::retired`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -24,6 +25,46 @@ use common::{
     Account, ClientOrderId, Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, Side, SymbolId,
     TimeInForce,
 };
+
+/// A book's duplicate window as the projection mirrors it ([`crate::clients`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Window {
+    /// The ended ids the book remembers, oldest first: the generation before the filling one,
+    /// then the filling one.
+    ids: VecDeque<(Account, ClientOrderId)>,
+    /// How many of them are in the filling generation.
+    filling: usize,
+}
+
+impl Window {
+    /// The window a book restored from `ended` (its `ClientIds::recent`) holds: the generation
+    /// before the filling one is full whenever there is one, so the count says where the filling
+    /// one starts.
+    fn restored(ended: &[(Account, ClientOrderId)], window: usize) -> Window {
+        let filling = if ended.len() > window { ended.len() - window } else { ended.len() };
+        Window { ids: ended.iter().copied().collect(), filling }
+    }
+
+    /// An id ends; `evict` is told each id that leaves: a whole generation when the filling one
+    /// is full, or the id itself with no window.
+    fn push(
+        &mut self,
+        id: (Account, ClientOrderId),
+        window: usize,
+        mut evict: impl FnMut((Account, ClientOrderId)),
+    ) {
+        if window == 0 {
+            return evict(id);
+        }
+        if self.filling == window {
+            let previous = self.ids.len() - window;
+            self.ids.drain(..previous).for_each(&mut evict);
+            self.filling = 0;
+        }
+        self.ids.push_back(id);
+        self.filling += 1;
+    }
+}
 
 /// What the projection holds of an open order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,8 +176,8 @@ pub struct Projection {
     levels: HashMap<SymbolId, Levels>,
     /// The book's duplicate window: how many ended client ids it remembers per symbol.
     window: usize,
-    /// Per symbol, the last `window` ended client ids, oldest first.
-    recent: HashMap<SymbolId, VecDeque<(Account, ClientOrderId)>>,
+    /// Per symbol, the ended client ids the book remembers.
+    recent: HashMap<SymbolId, Window>,
     /// What ended or left the window since the last [`Projection::retired`].
     retired: Vec<Retired>,
 }
@@ -235,14 +276,15 @@ impl Projection {
             p.levels.insert(SymbolId(symbol), levels);
         }
         for (symbol, ended) in windows {
-            if ended.len() > window {
+            if ended.len() > 2 * window {
                 return Err(format!(
-                    "symbol {}: {} ended ids, the window holds {window}",
+                    "symbol {}: {} ended ids, a window of {window} holds at most {}",
                     symbol.0,
-                    ended.len()
+                    ended.len(),
+                    2 * window
                 ));
             }
-            p.recent.insert(symbol, ended.iter().copied().collect());
+            p.recent.insert(symbol, Window::restored(ended, window));
         }
         Ok(p)
     }
@@ -414,13 +456,14 @@ impl Projection {
             account: o.account,
             client_order_id: o.client_order_id,
         });
-        let recent = self.recent.entry(o.symbol).or_default();
-        recent.push_back((o.account, o.client_order_id));
-        if recent.len() > self.window {
-            if let Some((account, client_order_id)) = recent.pop_front() {
-                self.retired.push(Retired::Evicted { symbol: o.symbol, account, client_order_id });
-            }
-        }
+        let retired = &mut self.retired;
+        self.recent.entry(o.symbol).or_default().push(
+            (o.account, o.client_order_id),
+            self.window,
+            |(account, client_order_id)| {
+                retired.push(Retired::Evicted { symbol: o.symbol, account, client_order_id });
+            },
+        );
     }
 }
 
@@ -531,9 +574,9 @@ mod tests {
     }
 
     #[test]
-    fn ended_orders_retire_and_leave_a_window_in_the_order_they_ended() {
+    fn ended_orders_retire_and_leave_a_window_a_generation_at_a_time() {
         let mut p = Projection::new(2);
-        for id in 1..=3 {
+        for id in 1..=5 {
             p.apply(&accepted(id, 5, TimeInForce::Gtc));
             assert_eq!(p.done(OrderId(id)), Some(OrderStatus::Resting));
         }
@@ -561,22 +604,94 @@ mod tests {
             account: Account::new("a").unwrap(),
             client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
         };
-        // Orders 2 and 1 end (in that order): the window of two holds both.
+        // Orders 2 and 1 end (in that order): they fill a generation of two.
         p.apply(&cancel(10, 2));
         p.apply(&fill(11, 1, 11, 5));
         assert_eq!(p.retired().collect::<Vec<_>>(), [ended(2), ended(1)]);
-        // Order 3 ends: the oldest ended id (order 2's) leaves the window.
+        // Orders 3 and 4 end: a new generation; [2, 1] is still remembered.
         p.apply(&cancel(12, 3));
-        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(3), evicted(2)]);
+        p.apply(&cancel(12, 4));
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(3), ended(4)]);
+        // Order 5 ends: another generation starts, and [2, 1] leaves, in the order they ended.
+        p.apply(&cancel(12, 5));
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(5), evicted(2), evicted(1)]);
         // A command's own order retires when the command is done, not before.
         p.apply(&accepted(13, 5, TimeInForce::Ioc));
         p.apply(&cancel(13, 13));
         assert_eq!(p.retired().count(), 0);
         p.done(OrderId(13));
-        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(13), evicted(1)]);
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(13)], "[5, 13] fills; [3, 4] stays");
+        // With no window, an ended id leaves at once.
+        let mut p = Projection::new(0);
+        p.apply(&accepted(1, 5, TimeInForce::Gtc));
+        p.done(OrderId(1));
+        p.apply(&cancel(2, 1));
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(1), evicted(1)]);
         // An unknown order retires nothing.
         p.apply(&cancel(14, 99));
         assert_eq!(p.retired().count(), 0);
+    }
+
+    /// The mirror must forget exactly what the book forgets: random streams (orders that rest,
+    /// trade, are canceled, replaced, IOC, from a few accounts reusing a few client ids) through
+    /// the real engine, its events through a projection; after every command the projection's
+    /// window equals the book's.
+    #[test]
+    fn the_window_mirror_follows_the_books_window() {
+        use common::{Cancel, Command, CommandKind, NewOrder, Replace, SymbolTable};
+        let table = SymbolTable::default();
+        for (seed, window) in [(1u64, 1), (2, 3), (3, 5), (4, 0)] {
+            let capacity = crate::Capacity { orders: 16, levels: 8, client_window: window };
+            let mut engine = crate::Engine::new(&table, capacity);
+            let mut p = Projection::new(window);
+            let mut x = seed;
+            let mut next = |n: u64| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (x >> 33) % n
+            };
+            let mut out = Vec::new();
+            for i in 1..=3_000u64 {
+                let account = Account::new(["a", "b", "c"][next(3) as usize]).unwrap();
+                let id = OrderId(i);
+                let target = OrderId(1 + next(i));
+                let kind = match next(10) {
+                    0..=5 => CommandKind::New(NewOrder {
+                        symbol: ABC,
+                        account,
+                        client_order_id: ClientOrderId::new(&format!("c{}", next(12))).unwrap(),
+                        side: if next(2) == 0 { Side::Buy } else { Side::Sell },
+                        order_type: OrderType::Limit,
+                        tif: if next(4) == 0 { TimeInForce::Ioc } else { TimeInForce::Gtc },
+                        post_only: false,
+                        price: Some(Price(9_995 + next(10) as i64)),
+                        qty: Qty(1 + next(5)),
+                    }),
+                    6..=8 => CommandKind::Cancel(Cancel { order_id: target, account }),
+                    _ => CommandKind::Replace(Replace {
+                        symbol: ABC,
+                        order_id: target,
+                        account,
+                        price: Some(Price(9_995 + next(10) as i64)),
+                        qty: Some(Qty(1 + next(5))),
+                    }),
+                };
+                out.clear();
+                engine.apply(&Command { id, ts: Timestamp(i), kind }, &mut out);
+                for e in &out {
+                    p.apply(e);
+                }
+                p.done(id);
+                let book = engine.book(ABC).unwrap().image().window;
+                let mirror: Vec<_> =
+                    p.recent.get(&ABC).map(|w| w.ids.iter().copied().collect()).unwrap_or_default();
+                assert_eq!(mirror, book, "seed {seed}, window {window}, after command {i}");
+                for r in p.retired() {
+                    if let Retired::Evicted { account, client_order_id, .. } = r {
+                        assert!(!book.contains(&(account, client_order_id)), "evicted but remembered");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -592,12 +707,19 @@ mod tests {
         assert_eq!(q.orders, p.orders);
         assert_eq!(q.levels, p.levels);
         assert_eq!(q.encode(), p.encode(), "the same state, the same bytes");
-        assert_eq!(q.recent[&ABC].len(), 1);
+        assert_eq!(q.recent[&ABC], Window { ids: windows[0].1.iter().copied().collect(), filling: 1 });
         // Bad bytes, an unknown format, a window too long: errors, never a guess.
         assert!(Projection::restore(b"{", [], 2).is_err());
         let future = String::from_utf8(p.encode()).unwrap().replace("\"v\":1", "\"v\":2");
         assert!(Projection::restore(future.as_bytes(), [], 2).unwrap_err().contains("format 2"));
         assert!(Projection::restore(&p.encode(), windows.iter().map(|(s, w)| (*s, w.as_slice())), 0).is_err());
+        // Up to two generations come back, the older one full.
+        let ids: Vec<_> = (0..5)
+            .map(|i| (Account::new("a").unwrap(), ClientOrderId::new(&format!("c{i}")).unwrap()))
+            .collect();
+        let q = Projection::restore(&p.encode(), [(ABC, &ids[..])], 3).unwrap();
+        assert_eq!(q.recent[&ABC].filling, 2, "[c0, c1, c2] then [c3, c4]");
+        assert!(Projection::restore(&p.encode(), [(ABC, &ids[..])], 2).is_err(), "5 > 2 × 2");
     }
 
     #[test]
