@@ -102,7 +102,8 @@ pub struct Capacity {
     /// (rounded up to a power of two; levels further out are kept sorted, [`crate::ladder`]).
     /// Each side writes 2 × this × 32 bytes at start-up.
     pub levels: usize,
-    /// Ended client order ids remembered per book for duplicate protection.
+    /// Ended client order ids remembered per book for duplicate protection (W): the last W
+    /// always, up to 2W ([`crate::clients`]).
     pub client_window: usize,
 }
 

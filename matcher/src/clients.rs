@@ -103,16 +103,22 @@ const CHUNK: (usize, usize) = (16, 8);
 impl Generation {
     /// Room for `n` ids; every entry written now.
     fn new(n: usize) -> Generation {
+        // An entry holds an index of `index_bits` and at least two bits of tag.
+        assert!(n < 1 << 30, "a client-id window of {n} is more than a generation holds");
         let size = (n * 2).next_power_of_two().max(CHUNK.0);
         let words = (n / 8).next_power_of_two().max(CHUNK.1);
         let mut keys = Vec::with_capacity(n);
         crate::prefault::vec(&mut keys, (0, Account::anonymous()));
+        // Written, not just allocated zeroed (calloc'd pages would fault in on the hot path).
+        let mut bloom = Vec::with_capacity(words);
+        crate::prefault::vec(&mut bloom, u64::MAX);
+        bloom.resize(words, 0);
         Generation {
             keys,
             table: vec![FREE; size],
             shift: 32 - size.trailing_zeros(),
             index_bits: usize::BITS - n.leading_zeros(),
-            bloom: vec![0; words],
+            bloom,
             bloom_shift: 64 - words.trailing_zeros(),
             cleared: (size / CHUNK.0, words / CHUNK.1),
         }
@@ -219,7 +225,9 @@ impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones (see the module doc),
     /// faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
-        let slots = open.min(CHAINED as usize - 1);
+        // One more than the open orders: an order's id is taken before it is matched, so a book
+        // at capacity still takes a new order's id without growing.
+        let slots = (open + 1).min(CHAINED as usize - 1);
         let taken = Table::with_capacity(slots, 0);
         let blank = (0, Account::anonymous());
         ClientIds {
@@ -312,7 +320,8 @@ impl ClientIds {
         let [filling, previous, forgotten] = self.ages();
         if self.generations[filling].keys.len() == self.capacity {
             // The forgotten one becomes the filling one (cleared a chunk at each of the last W
-            // ends: already clear unless W is tiny), and the previous one is forgotten.
+            // ends, which is enough: at most W/4 chunks of each), and the previous one is
+            // forgotten.
             self.generations[forgotten].clear_all();
             self.generations[previous].forget();
             self.filling = forgotten;

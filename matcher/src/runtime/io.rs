@@ -750,9 +750,14 @@ impl<'a> Sink<'a> {
                     b.expire.push(keys::fills(order_id));
                     b.expire.push(keys::trade(account.as_str(), client_order_id.as_str()));
                 }
+                // In command order, not at the end of the transaction: the id may be accepted
+                // again later in this batch, and that order's `SET` must clear this expiry.
                 Retired::Evicted { symbol, account, client_order_id } => {
                     let name = table.get(symbol).map_or("", |s| s.name.as_str());
-                    b.expire.push(keys::client(account.as_str(), name, client_order_id.as_str()));
+                    let key = keys::client(account.as_str(), name, client_order_id.as_str());
+                    if let Some(secs) = self.retention {
+                        b.pipe.expire(key, secs as i64);
+                    }
                 }
             }
         }
@@ -1243,7 +1248,7 @@ mod tests {
             let touches = |s: &str| s.contains(&format!(" {key} "));
             assert!(touches(before) && !touches(after), "{key} is written after it is set to expire: {tx}");
         }
-        // Client ids stay while the book's window still refuses them (16,384 ended ids).
+        // Client ids stay while the book's window still refuses them (at least 16,384 ended ids).
         assert!(!tx.contains("EXPIRE $15 client:"), "{tx}");
 
         // A resting order: nothing of it expires.
@@ -1273,6 +1278,23 @@ mod tests {
         for key in ["client:a:ABC:c2", "client:a:ABC:c3"] {
             assert!(!tx.contains(&expire(key, 60)), "{key}: {tx}");
         }
+
+        // c1 left the window (the book accepts it again), and is accepted again in the same
+        // batch: its `SET` comes after the expiry, so the open order's key keeps no expiry.
+        let mut sink = Sink::new(&table, Some(60));
+        sink.projection = Projection::new(1);
+        let mut b = a_trade(&mut sink);
+        a_canceled_rest(&mut sink, &mut b);
+        let mut again = accepted(1, Side::Buy, TimeInForce::Gtc, 9_000);
+        if let EventKind::Accepted { order_id, .. } = &mut again {
+            *order_id = OrderId(5);
+        }
+        sink.event(&event(5, 8, again), false, &mut b);
+        sink.done(OrderId(5), false, Hops::default(), &mut b);
+        let tx = written(&mut sink, b).await;
+        let expired = tx.find(&expire("client:a:ABC:c1", 60)).expect("c1 expires");
+        let set = tx.rfind("SET $15 client:a:ABC:c1 $1 5 ").expect("c1 held by order 5");
+        assert!(expired < set, "the expiry must come before the order that takes the id again: {tx}");
         // An accepted order takes its client id outright (which also clears an expiry).
         assert!(tx.contains("SET $15 client:a:ABC:c3 $1 3 "), "{tx}");
     }
