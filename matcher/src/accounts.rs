@@ -5,8 +5,6 @@
 //! never leave the book (events carry the account itself). The table grows when an account is seen
 //! for the first time, which steady state does not do.
 
-use std::cell::Cell;
-
 use common::Account;
 use rustc_hash::FxHashMap;
 
@@ -23,9 +21,6 @@ pub struct Accounts {
     ids: FxHashMap<Account, AccountId>,
     /// Id → account.
     names: Vec<Account>,
-    /// The last account found and its id: orders come in runs from one account (a quoting
-    /// engine's burst, one client's flow), and comparing 33 bytes is cheaper than hashing them.
-    last: Cell<(Account, AccountId)>,
 }
 
 impl Accounts {
@@ -34,7 +29,6 @@ impl Accounts {
         let mut accounts = Accounts {
             ids: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
             names: Vec::with_capacity(capacity),
-            last: Cell::new((Account::anonymous(), ANONYMOUS)),
         };
         accounts.intern(&Account::anonymous());
         accounts
@@ -55,13 +49,7 @@ impl Accounts {
     /// The account's id, if it ever had an order accepted here.
     #[inline]
     pub fn find(&self, account: &Account) -> Option<AccountId> {
-        let (last, id) = self.last.get();
-        if last == *account {
-            return Some(id);
-        }
-        let id = self.ids.get(account).copied()?;
-        self.last.set((*account, id));
-        Some(id)
+        self.ids.get(account).copied()
     }
 
     /// The account behind an id.
@@ -84,15 +72,5 @@ mod tests {
         let id = a.intern(&alice);
         assert_eq!((id, a.intern(&alice), a.find(&alice)), (1, 1, Some(1)));
         assert_eq!(a.name(id), alice);
-        // The last account found is remembered; another one still finds its own.
-        let bob = Account::new("bob").unwrap();
-        assert_eq!(a.find(&bob), None);
-        assert_eq!(a.intern(&bob), 2);
-        for _ in 0..2 {
-            assert_eq!(
-                (a.find(&alice), a.find(&bob), a.find(&Account::anonymous())),
-                (Some(1), Some(2), Some(0))
-            );
-        }
     }
 }

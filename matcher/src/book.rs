@@ -102,8 +102,7 @@ pub struct Capacity {
     /// (rounded up to a power of two; levels further out are kept sorted, [`crate::ladder`]).
     /// Each side writes 2 × this × 32 bytes at start-up.
     pub levels: usize,
-    /// Ended client order ids remembered per book for duplicate protection (W): the last W
-    /// always, up to 2W ([`crate::clients`]).
+    /// Ended client order ids remembered per book for duplicate protection.
     pub client_window: usize,
 }
 
@@ -818,13 +817,12 @@ impl Book {
                 image.symbol.0, image.name, symbol.0, self.name
             )));
         }
-        if image.window.len() > 2 * capacity.client_window {
+        if image.window.len() > capacity.client_window {
             return Err(SnapshotError::Invalid(format!(
-                "symbol {}: {} ended client ids, a window of {} holds at most {}",
+                "symbol {}: {} ended client ids, the window holds {}",
                 symbol.0,
                 image.window.len(),
-                capacity.client_window,
-                2 * capacity.client_window
+                capacity.client_window
             )));
         }
         let orders = image.bids.iter().chain(&image.asks).map(|l| l.orders.len()).sum::<usize>();

@@ -110,8 +110,7 @@ impl Engine {
     /// image holds is the book's state ([`crate::snapshot`]).
     ///
     /// `Err`, with the engine unchanged, if the image is inconsistent ([`BookImage::check`]), its
-    /// symbol is unknown here or named differently, its window holds more than twice the
-    /// configured one (two generations, [`crate::clients`]), or one
+    /// symbol is unknown here or named differently, its window exceeds the configured one, or one
     /// of its orders rests in another book.
     pub fn restore(&mut self, image: &BookImage) -> Result<(), SnapshotError> {
         self.restore_all([image])

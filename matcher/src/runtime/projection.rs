@@ -12,98 +12,18 @@
 //! which the sink still needs for its hop timestamps.
 //!
 //! Retention: each order forgotten is [`Retired::Ended`] (its Redis keys may now expire), and it
-//! joins its book's mirror of the duplicate window — per symbol, the ended client ids in the order
-//! the book closes them, in generations of `window`: the one being filled and the one before it
-//! ([`crate::clients`]). When the filling one is full and another id ends, every id of the one
-//! before it leaves: from then on the book would accept those client ids again, so their
-//! `client:` keys (which answer "which order had this id?") may expire too. They are
-//! [`Retired::Evicted`] two at a time, one pair per later end in that book, not all at once: a
-//! generation is 16,384 ids, and one transaction expiring them all held Redis for 14–25 ms
-//! (measured). So a key expires a little later than it could, never earlier; and an id accepted
-//! again before its turn is dropped from the queue, so the new order's key never expires. The
-//! queue is in snapshots (the projection's `extra`). The sink drains both with
-//! [`Projection::retired`].
+//! joins its book's mirror of the duplicate window — the last `window` ended client ids per
+//! symbol, in the order the book closes them ([`crate::clients`]). The one that falls out of the
+//! mirror is [`Retired::Evicted`]: from then on the book would accept its client id again, so its
+//! `client:` key (which answers "which order had this id?") may expire too. The sink drains both
+//! with [`Projection::retired`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use common::{
     Account, ClientOrderId, Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, Side, SymbolId,
     TimeInForce,
 };
-
-/// A book's duplicate window as the projection mirrors it ([`crate::clients`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Window {
-    /// The ended ids the book remembers, oldest first: the generation before the filling one,
-    /// then the filling one.
-    ids: VecDeque<(Account, ClientOrderId)>,
-    /// How many of them are in the filling generation.
-    filling: usize,
-    /// Ids the book forgot whose eviction is not out yet, oldest first.
-    leaving: VecDeque<(Account, ClientOrderId)>,
-    /// The same ids, to drop one accepted again (then it leaves `leaving` unannounced).
-    leaving_set: HashSet<(Account, ClientOrderId)>,
-}
-
-/// Evictions announced per later end: two, so a generation's are all out before the next one
-/// leaves (W ends apart).
-const EVICT_PER_END: usize = 2;
-
-impl Window {
-    /// The window a book restored from `ended` (its `ClientIds::recent`) holds: the generation
-    /// before the filling one is full whenever there is one, so the count says where the filling
-    /// one starts.
-    fn restored(ended: &[(Account, ClientOrderId)], window: usize) -> Window {
-        let filling = if ended.len() > window { ended.len() - window } else { ended.len() };
-        Window { ids: ended.iter().copied().collect(), filling, ..Window::default() }
-    }
-
-    /// An id ends; `evict` is told the ids whose turn to leave has come: with no window, this
-    /// one; otherwise [`EVICT_PER_END`] of those the book forgot (a whole generation when the
-    /// filling one is full).
-    fn push(
-        &mut self,
-        id: (Account, ClientOrderId),
-        window: usize,
-        mut evict: impl FnMut((Account, ClientOrderId)),
-    ) {
-        if window == 0 {
-            return evict(id);
-        }
-        if self.filling == window {
-            // Normally all out already (W ends since the last generation left); else out now.
-            self.evict(usize::MAX, &mut evict);
-            let previous = self.ids.len() - window;
-            for id in self.ids.drain(..previous) {
-                self.leaving_set.insert(id);
-                self.leaving.push_back(id);
-            }
-            self.filling = 0;
-        }
-        self.ids.push_back(id);
-        self.filling += 1;
-        self.evict(EVICT_PER_END, evict);
-    }
-
-    /// Announces up to `n` of the ids waiting to leave (skipping those accepted again).
-    fn evict(&mut self, n: usize, mut evict: impl FnMut((Account, ClientOrderId))) {
-        let mut told = 0;
-        while told < n {
-            let Some(id) = self.leaving.pop_front() else { break };
-            if self.leaving_set.remove(&id) {
-                evict(id);
-                told += 1;
-            }
-        }
-    }
-
-    /// An order was accepted with this id: if it was waiting to leave, it must not expire.
-    fn accepted(&mut self, id: &(Account, ClientOrderId)) {
-        if !self.leaving_set.is_empty() {
-            self.leaving_set.remove(id);
-        }
-    }
-}
 
 /// What the projection holds of an open order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,8 +135,8 @@ pub struct Projection {
     levels: HashMap<SymbolId, Levels>,
     /// The book's duplicate window: how many ended client ids it remembers per symbol.
     window: usize,
-    /// Per symbol, the ended client ids the book remembers.
-    recent: HashMap<SymbolId, Window>,
+    /// Per symbol, the last `window` ended client ids, oldest first.
+    recent: HashMap<SymbolId, VecDeque<(Account, ClientOrderId)>>,
     /// What ended or left the window since the last [`Projection::retired`].
     retired: Vec<Retired>,
 }
@@ -240,10 +160,9 @@ impl Projection {
         }
     }
 
-    /// The open orders, levels and ids waiting to leave a window as bytes for a snapshot's `extra`
-    /// section (JSON, sorted, so the same state gives the same bytes). The duplicate-window mirror
-    /// itself is not in it: it equals the books' windows, which the snapshot holds
-    /// ([`Projection::restore`]).
+    /// The open orders and levels as bytes for a snapshot's `extra` section (JSON, sorted, so the
+    /// same state gives the same bytes). The duplicate-window mirror is not in it: it equals the
+    /// books' windows, which the snapshot holds ([`Projection::restore`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut orders: Vec<_> = self.orders.iter().collect();
         orders.sort_unstable_by_key(|(id, _)| **id);
@@ -272,19 +191,7 @@ impl Projection {
                 serde_json::json!([symbol.0, l.seq, side(&l.bids), side(&l.asks)])
             })
             .collect();
-        let mut leaving: Vec<_> = self.recent.iter().filter(|(_, w)| !w.leaving_set.is_empty()).collect();
-        leaving.sort_unstable_by_key(|(symbol, _)| **symbol);
-        let leaving: Vec<serde_json::Value> = leaving
-            .into_iter()
-            .map(|(symbol, w)| {
-                let ids = w.leaving.iter().filter(|id| w.leaving_set.contains(id));
-                let ids: Vec<_> = ids.map(|(a, c)| [a.as_str(), c.as_str()]).collect();
-                serde_json::json!([symbol.0, ids])
-            })
-            .collect();
-        serde_json::json!({"v": 1, "orders": orders, "levels": levels, "leaving": leaving})
-            .to_string()
-            .into_bytes()
+        serde_json::json!({"v": 1, "orders": orders, "levels": levels}).to_string().into_bytes()
     }
 
     /// A projection from [`Projection::encode`]'s bytes and each book's window of ended client
@@ -303,9 +210,6 @@ impl Projection {
             v: u32,
             orders: Vec<Order>,
             levels: Vec<(u32, u64, Prices, Prices)>,
-            /// Absent from snapshots written before evictions were spread out.
-            #[serde(default)]
-            leaving: Vec<(u32, Vec<(String, String)>)>,
         }
         let image: Image = serde_json::from_slice(bytes).map_err(|e| format!("the projection: {e}"))?;
         if image.v != 1 {
@@ -331,26 +235,14 @@ impl Projection {
             p.levels.insert(SymbolId(symbol), levels);
         }
         for (symbol, ended) in windows {
-            if ended.len() > 2 * window {
+            if ended.len() > window {
                 return Err(format!(
-                    "symbol {}: {} ended ids, a window of {window} holds at most {}",
+                    "symbol {}: {} ended ids, the window holds {window}",
                     symbol.0,
-                    ended.len(),
-                    2 * window
+                    ended.len()
                 ));
             }
-            p.recent.insert(symbol, Window::restored(ended, window));
-        }
-        for (symbol, ids) in image.leaving {
-            let w = p.recent.entry(SymbolId(symbol)).or_default();
-            for (account, id) in ids {
-                let id = (
-                    Account::new(&account).map_err(|e| format!("leaving: account {e}"))?,
-                    ClientOrderId::new(&id).map_err(|e| format!("leaving: client id {e}"))?,
-                );
-                w.leaving_set.insert(id);
-                w.leaving.push_back(id);
-            }
+            p.recent.insert(symbol, ended.iter().copied().collect());
         }
         Ok(p)
     }
@@ -404,9 +296,6 @@ impl Projection {
                     // An accepted order always has its book's symbol.
                     symbol: e.symbol.unwrap_or(SymbolId(u32::MAX)),
                 };
-                if let Some(w) = self.recent.get_mut(&order.symbol) {
-                    w.accepted(&(account, client_order_id));
-                }
                 self.orders.insert(order_id, order);
                 Change::Nothing
             }
@@ -525,14 +414,13 @@ impl Projection {
             account: o.account,
             client_order_id: o.client_order_id,
         });
-        let retired = &mut self.retired;
-        self.recent.entry(o.symbol).or_default().push(
-            (o.account, o.client_order_id),
-            self.window,
-            |(account, client_order_id)| {
-                retired.push(Retired::Evicted { symbol: o.symbol, account, client_order_id });
-            },
-        );
+        let recent = self.recent.entry(o.symbol).or_default();
+        recent.push_back((o.account, o.client_order_id));
+        if recent.len() > self.window {
+            if let Some((account, client_order_id)) = recent.pop_front() {
+                self.retired.push(Retired::Evicted { symbol: o.symbol, account, client_order_id });
+            }
+        }
     }
 }
 
@@ -643,9 +531,9 @@ mod tests {
     }
 
     #[test]
-    fn ended_orders_retire_and_leave_a_window_a_generation_at_a_time() {
+    fn ended_orders_retire_and_leave_a_window_in_the_order_they_ended() {
         let mut p = Projection::new(2);
-        for id in 1..=5 {
+        for id in 1..=3 {
             p.apply(&accepted(id, 5, TimeInForce::Gtc));
             assert_eq!(p.done(OrderId(id)), Some(OrderStatus::Resting));
         }
@@ -673,29 +561,19 @@ mod tests {
             account: Account::new("a").unwrap(),
             client_order_id: ClientOrderId::new(&format!("c{id}")).unwrap(),
         };
-        // Orders 2 and 1 end (in that order): they fill a generation of two.
+        // Orders 2 and 1 end (in that order): the window of two holds both.
         p.apply(&cancel(10, 2));
         p.apply(&fill(11, 1, 11, 5));
         assert_eq!(p.retired().collect::<Vec<_>>(), [ended(2), ended(1)]);
-        // Orders 3 and 4 end: a new generation; [2, 1] is still remembered.
+        // Order 3 ends: the oldest ended id (order 2's) leaves the window.
         p.apply(&cancel(12, 3));
-        p.apply(&cancel(12, 4));
-        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(3), ended(4)]);
-        // Order 5 ends: another generation starts, and [2, 1] leaves, in the order they ended.
-        p.apply(&cancel(12, 5));
-        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(5), evicted(2), evicted(1)]);
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(3), evicted(2)]);
         // A command's own order retires when the command is done, not before.
         p.apply(&accepted(13, 5, TimeInForce::Ioc));
         p.apply(&cancel(13, 13));
         assert_eq!(p.retired().count(), 0);
         p.done(OrderId(13));
-        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(13)], "[5, 13] fills; [3, 4] stays");
-        // With no window, an ended id leaves at once.
-        let mut p = Projection::new(0);
-        p.apply(&accepted(1, 5, TimeInForce::Gtc));
-        p.done(OrderId(1));
-        p.apply(&cancel(2, 1));
-        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(1), evicted(1)]);
+        assert_eq!(p.retired().collect::<Vec<_>>(), [ended(13), evicted(1)]);
         // An unknown order retires nothing.
         p.apply(&cancel(14, 99));
         assert_eq!(p.retired().count(), 0);
@@ -704,7 +582,7 @@ mod tests {
     /// The mirror must forget exactly what the book forgets: random streams (orders that rest,
     /// trade, are canceled, replaced, IOC, from a few accounts reusing a few client ids) through
     /// the real engine, its events through a projection; after every command the projection's
-    /// window equals the book's.
+    /// window equals the book's, and nothing evicted is still in it.
     #[test]
     fn the_window_mirror_follows_the_books_window() {
         use common::{Cancel, Command, CommandKind, NewOrder, Replace, SymbolTable};
@@ -719,6 +597,7 @@ mod tests {
                 (x >> 33) % n
             };
             let mut out = Vec::new();
+            let mut evicted = 0;
             for i in 1..=3_000u64 {
                 let account = Account::new(["a", "b", "c"][next(3) as usize]).unwrap();
                 let id = OrderId(i);
@@ -752,65 +631,16 @@ mod tests {
                 p.done(id);
                 let book = engine.book(ABC).unwrap().image().window;
                 let mirror: Vec<_> =
-                    p.recent.get(&ABC).map(|w| w.ids.iter().copied().collect()).unwrap_or_default();
+                    p.recent.get(&ABC).map(|w| w.iter().copied().collect()).unwrap_or_default();
                 assert_eq!(mirror, book, "seed {seed}, window {window}, after command {i}");
                 for r in p.retired() {
                     if let Retired::Evicted { account, client_order_id, .. } = r {
                         assert!(!book.contains(&(account, client_order_id)), "evicted but remembered");
+                        evicted += 1;
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn a_forgotten_generation_leaves_two_ids_per_end_and_one_accepted_again_never_expires() {
-        let mut p = Projection::new(3);
-        let a = Account::new("a").unwrap();
-        let ended = |p: &mut Projection, id: u64| {
-            p.apply(&accepted(id, 5, TimeInForce::Ioc));
-            let unfilled = EventKind::Canceled {
-                order_id: OrderId(id),
-                side: Side::Buy,
-                price: Some(Price(100)),
-                qty: Qty(5),
-                reason: CancelReason::Unfilled,
-            };
-            p.apply(&event(id, 1, unfilled));
-            p.done(OrderId(id));
-            p.retired()
-                .filter_map(|r| match r {
-                    Retired::Evicted { client_order_id, .. } => Some(client_order_id.as_str().to_owned()),
-                    Retired::Ended { .. } => None,
-                })
-                .collect::<Vec<_>>()
-        };
-        // Generations [c1 c2 c3], [c4 c5 c6]; c7 starts one and [c1 c2 c3] leaves, two per end.
-        for id in 1..=6 {
-            assert!(ended(&mut p, id).is_empty());
-        }
-        assert_eq!(ended(&mut p, 7), ["c1", "c2"]);
-        // c3 waits its turn, and survives a snapshot.
-        let q = Projection::restore(&p.encode(), [], 3).unwrap();
-        assert_eq!(q.recent[&ABC].leaving_set.len(), 1);
-        // The book (which forgot c3) accepts c3 again: it must not be expired now.
-        let again = EventKind::Accepted {
-            order_id: OrderId(8),
-            account: a,
-            client_order_id: ClientOrderId::new("c3").unwrap(),
-            side: Side::Buy,
-            order_type: OrderType::Limit,
-            tif: TimeInForce::Gtc,
-            post_only: false,
-            price: Some(Price(100)),
-            qty: Qty(5),
-        };
-        let mut restored = Projection::restore(&p.encode(), [], 3).unwrap();
-        for p in [&mut p, &mut restored] {
-            p.apply(&event(8, 0, again));
-            p.done(OrderId(8));
-            assert_eq!(p.retired().count(), 0, "order 8 rests");
-            assert!(ended(p, 9).is_empty(), "c3 is held by order 8");
+            assert!(evicted > 100, "seed {seed}: {evicted} evictions: the stream must end many orders");
         }
     }
 
@@ -827,20 +657,12 @@ mod tests {
         assert_eq!(q.orders, p.orders);
         assert_eq!(q.levels, p.levels);
         assert_eq!(q.encode(), p.encode(), "the same state, the same bytes");
-        assert_eq!(q.recent[&ABC], Window::restored(&windows[0].1, 2));
-        assert_eq!(q.recent[&ABC].filling, 1);
+        assert_eq!(q.recent[&ABC].len(), 1);
         // Bad bytes, an unknown format, a window too long: errors, never a guess.
         assert!(Projection::restore(b"{", [], 2).is_err());
         let future = String::from_utf8(p.encode()).unwrap().replace("\"v\":1", "\"v\":2");
         assert!(Projection::restore(future.as_bytes(), [], 2).unwrap_err().contains("format 2"));
         assert!(Projection::restore(&p.encode(), windows.iter().map(|(s, w)| (*s, w.as_slice())), 0).is_err());
-        // Up to two generations come back, the older one full.
-        let ids: Vec<_> = (0..5)
-            .map(|i| (Account::new("a").unwrap(), ClientOrderId::new(&format!("c{i}")).unwrap()))
-            .collect();
-        let q = Projection::restore(&p.encode(), [(ABC, &ids[..])], 3).unwrap();
-        assert_eq!(q.recent[&ABC].filling, 2, "[c0, c1, c2] then [c3, c4]");
-        assert!(Projection::restore(&p.encode(), [(ABC, &ids[..])], 2).is_err(), "5 > 2 × 2");
     }
 
     #[test]

@@ -30,10 +30,7 @@ struct OBook {
     reference: Price,
     halted: bool,
     orders: Vec<Order>,
-    /// Ended ids remembered: the generation before the filling one, then the filling one.
     recent: VecDeque<(Account, ClientOrderId)>,
-    /// How many of `recent` are in the filling generation.
-    filling: usize,
 }
 
 pub struct Oracle {
@@ -126,18 +123,11 @@ impl OBook {
         self.orders.iter().any(|o| (o.account, o.client) == *key) || self.recent.contains(key)
     }
 
-    /// Ended ids are remembered in generations of `window`: when the filling one is full, the
-    /// one before it is forgotten.
     fn end(&mut self, key: (Account, ClientOrderId), window: usize) {
-        if window == 0 {
-            return;
-        }
-        if self.filling == window {
-            self.recent.drain(..self.recent.len() - window);
-            self.filling = 0;
-        }
         self.recent.push_back(key);
-        self.filling += 1;
+        if self.recent.len() > window {
+            self.recent.pop_front();
+        }
     }
 
     fn emit_level(&mut self, out: &mut Out, side: Side, price: Price) {
@@ -231,7 +221,6 @@ impl Oracle {
                 halted: false,
                 orders: Vec::new(),
                 recent: VecDeque::new(),
-                filling: 0,
             })
             .collect();
         Oracle { books, window, clock: 0 }

@@ -47,9 +47,8 @@ fn main() {
     println!("# snapshot-pause: the book thread's pause to image its books for a snapshot");
     println!();
     println!(
-        "{books} books, each with its duplicate window full ({} ended client ids: two generations of {}), \
-         resting orders spread over {levels} levels a side; {runs} runs each",
-        2 * capacity.client_window,
+        "{books} books, each with its duplicate window full ({} ended client ids), resting orders spread over \
+         {levels} levels a side; {runs} runs each",
         capacity.client_window
     );
     println!();
@@ -116,9 +115,8 @@ fn build(table: &SymbolTable, capacity: Capacity, books: usize, open: usize, lev
             price: Some(Price(price)),
             qty: Qty(1),
         };
-        // Fill the window (both generations): IOC orders that find nothing end at once (their
-        // ids stay remembered).
-        for i in 0..2 * capacity.client_window {
+        // Fill the window: IOC orders that find nothing end at once (their ids stay remembered).
+        for i in 0..capacity.client_window {
             send(&mut engine, CommandKind::New(order(Side::Buy, reference - 1, "w", format!("w{i}"))));
         }
         // The open orders: GTC, on both sides, `levels` prices a side.
