@@ -268,6 +268,19 @@ mod tests {
     }
 
     #[test]
+    fn a_full_book_takes_a_new_orders_id_without_growing() {
+        // Room for 2 open orders and 1 ended id: 2 resting, the window full, and a third order's
+        // id taken before it is matched (it may trade and never rest).
+        let mut ids = ClientIds::new(2, 1);
+        let room = ids.keys.capacity();
+        let a = ids.open(key("a"));
+        ids.close(a);
+        let [_b, _c, _d] = ["b", "c", "d"].map(|s| ids.open(key(s)));
+        assert_eq!(ids.keys.capacity(), room, "the slots grew");
+        assert_eq!(ids.len(), 4);
+    }
+
+    #[test]
     fn a_zero_window_frees_ids_as_orders_end() {
         let mut ids = ClientIds::new(1, 0);
         let a = ids.open(key("a"));
