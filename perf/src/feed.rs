@@ -311,6 +311,32 @@ pub fn bench_main<F>(
     }
 }
 
+/// The stack benchmarks' flags: `--keep` alone (returned: keep the run directory), every other
+/// flag followed by its value, handed to `set(name, value)`; a flag without a value is an error
+/// with `usage`.
+pub fn each_flag(
+    args: &[String],
+    usage: &str,
+    mut set: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<bool, String> {
+    let mut keep = false;
+    let mut it = args.iter();
+    while let Some(name) = it.next() {
+        if name == "--keep" {
+            keep = true;
+            continue;
+        }
+        let value = it.next().ok_or(format!("{name} needs a value\n{usage}"))?;
+        set(name, value)?;
+    }
+    Ok(keep)
+}
+
+/// Flag `flag`'s `value` as a comma-separated list of whole numbers (empty items skipped).
+pub fn whole_numbers(flag: &str, value: &str, usage: &str) -> Result<Vec<u64>, String> {
+    value.split(',').filter(|s| !s.is_empty()).map(|v| whole_number(flag, v, usage)).collect()
+}
+
 /// Flag `flag`'s `value` as a whole number (`_` separators allowed), or the error with `usage`.
 pub fn whole_number(flag: &str, value: &str, usage: &str) -> Result<u64, String> {
     value
@@ -709,6 +735,24 @@ mod tests {
     use common::{CancelReason, Event, EventKind};
     use matcher::{Capacity, Engine};
     use std::collections::HashSet;
+
+    #[test]
+    fn flags_come_in_pairs_but_keep_and_lists_are_whole_numbers() {
+        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let mut seen = Vec::new();
+        let keep = each_flag(&args("--a 1 --keep --b x"), "U", |n, v| {
+            seen.push(format!("{n}={v}"));
+            Ok(())
+        });
+        assert_eq!((keep, seen), (Ok(true), vec!["--a=1".to_owned(), "--b=x".to_owned()]));
+        assert_eq!(each_flag(&args("--a 1"), "U", |_, _| Ok(())), Ok(false));
+        assert_eq!(each_flag(&args("--a"), "U", |_, _| Ok(())), Err("--a needs a value\nU".to_owned()));
+        assert_eq!(each_flag(&args("--a 1"), "U", |n, _| Err(format!("no {n}"))), Err("no --a".to_owned()));
+        assert_eq!(whole_numbers("--at", "1_000,,5", "U"), Ok(vec![1_000, 5]));
+        assert!(whole_numbers("--at", "1,x", "U")
+            .unwrap_err()
+            .starts_with("--at: \"x\" is not a whole number"));
+    }
 
     #[test]
     fn ids_are_unique_and_every_cancel_names_an_older_kept_order_once() {

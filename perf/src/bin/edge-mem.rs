@@ -61,7 +61,8 @@ use anyhow::{anyhow, bail, ensure, Context};
 use common::{NewOrder, Side, SymbolTable};
 use hdrhistogram::Histogram;
 use perf::feed::{
-    bench_main, group_rss_kb, metric_sum, thousands, whole_number, Committed, Flow, RunDir, Step,
+    bench_main, each_flag, group_rss_kb, metric_sum, thousands, whole_number, whole_numbers, Committed, Flow,
+    RunDir, Step,
 };
 use serde_json::{json, Value};
 use stack::{Kind, Options, Plan, Ports, Supervisor};
@@ -133,24 +134,16 @@ fn flags(args: &[String]) -> Result<Flags, String> {
         seed: 1,
         keep: false,
     };
-    let mut it = args.iter();
-    while let Some(name) = it.next() {
-        if name == "--keep" {
-            f.keep = true;
-            continue;
-        }
-        let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
+    f.keep = each_flag(args, USAGE, |name, value| {
         let num = |v: &str| whole_number(name, v, USAGE);
         let real = |v: &str| match v.parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(x),
             _ => Err(format!("{name}: {v:?} is not a number\n{USAGE}")),
         };
-        match name.as_str() {
+        match name {
             "--orders" => orders = num(value)?,
             "--warmup" => warmup = num(value)?,
-            "--at" => {
-                at = Some(value.split(',').filter(|s| !s.is_empty()).map(num).collect::<Result<Vec<_>, _>>()?)
-            }
+            "--at" => at = Some(whole_numbers(name, value, USAGE)?),
             "--rate" => f.rate = real(value)?,
             "--in-flight" => f.in_flight = num(value)? as usize,
             "--users" => f.users = num(value)? as usize,
@@ -158,14 +151,15 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             "--sessions" => f.sessions = num(value)? as usize,
             "--hold-ms" => f.hold = Duration::from_millis(num(value)?),
             "--session-rate" => f.session_rate = real(value)?,
-            "--symbol" => f.symbol = value.clone(),
+            "--symbol" => f.symbol = value.to_owned(),
             "--settle-ms" => f.settle = Duration::from_millis(num(value)?),
             "--timeout" => f.timeout = Duration::from_secs(num(value)?),
             "--deadline-secs" => f.deadline = Duration::from_secs(num(value)?),
             "--seed" => f.seed = num(value)?,
             _ => return Err(format!("unknown flag {name}\n{USAGE}")),
         }
-    }
+        Ok(())
+    })?;
     let checks = [
         (orders > 0, "--orders > 0"),
         (f.rate > 0.0 && f.rate <= 20_000.0, "0 < --rate <= 20000"),

@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use perf::feed::{
-    bench_main, bench_plan, matcher_proc, metric_sum, rss_kb, thousands, whole_number, Counts, Feed,
-    FeedConfig, Progress, RunDir, CANCEL_AFTER,
+    bench_main, bench_plan, each_flag, matcher_proc, metric_sum, rss_kb, thousands, whole_number,
+    whole_numbers, Counts, Feed, FeedConfig, Progress, RunDir, CANCEL_AFTER,
 };
 use stack::Supervisor;
 
@@ -89,19 +89,11 @@ fn flags(args: &[String]) -> Result<Flags, String> {
         timeout: Duration::from_secs(600),
         keep: false,
     };
-    let mut it = args.iter();
-    while let Some(name) = it.next() {
-        if name == "--keep" {
-            f.keep = true;
-            continue;
-        }
-        let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
+    f.keep = each_flag(args, USAGE, |name, value| {
         let num = |v: &str| whole_number(name, v, USAGE);
-        match name.as_str() {
+        match name {
             "--orders" => orders = num(value)?,
-            "--at" => {
-                at = Some(value.split(',').filter(|s| !s.is_empty()).map(num).collect::<Result<Vec<_>, _>>()?)
-            }
+            "--at" => at = Some(whole_numbers(name, value, USAGE)?),
             "--warmup" => warmup = num(value)?,
             "--retention-secs" => f.retention_secs = num(value)?,
             "--chunk" => f.chunk = num(value)?,
@@ -111,7 +103,8 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             "--timeout" => f.timeout = Duration::from_secs(num(value)?),
             _ => return Err(format!("unknown flag {name}\n{USAGE}")),
         }
-    }
+        Ok(())
+    })?;
     if orders == 0 || f.chunk == 0 || f.chunk > CANCEL_AFTER || f.max_lag < f.chunk || f.accounts < 2 {
         return Err(format!(
             "need --orders > 0, 0 < --chunk <= {CANCEL_AFTER}, --max-lag >= --chunk, --accounts >= 2\n{USAGE}"

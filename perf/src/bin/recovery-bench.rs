@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use perf::feed::{
-    bench_main, bench_plan, matcher_proc, thousands, whole_number, Feed, FeedConfig, Progress, RunDir,
-    CANCEL_AFTER,
+    bench_main, bench_plan, each_flag, matcher_proc, thousands, whole_number, whole_numbers, Feed,
+    FeedConfig, Progress, RunDir, CANCEL_AFTER,
 };
 use stack::Supervisor;
 
@@ -106,19 +106,10 @@ fn flags(args: &[String]) -> Result<Flags, String> {
         timeout: Duration::from_secs(600),
         keep: false,
     };
-    let mut it = args.iter();
-    while let Some(name) = it.next() {
-        if name == "--keep" {
-            f.keep = true;
-            continue;
-        }
-        let value = it.next().ok_or(format!("{name} needs a value\n{USAGE}"))?;
+    f.keep = each_flag(args, USAGE, |name, value| {
         let num = |v: &str| whole_number(name, v, USAGE);
-        match name.as_str() {
-            "--lengths" => {
-                f.lengths =
-                    value.split(',').filter(|s| !s.is_empty()).map(num).collect::<Result<Vec<_>, _>>()?
-            }
+        match name {
+            "--lengths" => f.lengths = whole_numbers(name, value, USAGE)?,
             "--snapshot-every-commands" => f.snapshot_every = num(value)?,
             "--chunk" => f.chunk = num(value)?,
             "--max-lag" => f.max_lag = num(value)?,
@@ -127,7 +118,8 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             "--timeout" => f.timeout = Duration::from_secs(num(value)?),
             _ => return Err(format!("unknown flag {name}\n{USAGE}")),
         }
-    }
+        Ok(())
+    })?;
     f.lengths.sort_unstable();
     f.lengths.dedup();
     if f.lengths.is_empty() || f.lengths[0] == 0 {
