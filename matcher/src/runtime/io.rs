@@ -740,10 +740,9 @@ impl<'a> Sink<'a> {
     /// emitted it).
     fn retire(&mut self, replay: bool, b: &mut Batch) {
         let table = self.table;
+        let retention = self.retention.filter(|_| !replay);
         for retired in self.projection.retired() {
-            if replay || self.retention.is_none() {
-                continue;
-            }
+            let Some(secs) = retention else { continue };
             match retired {
                 Retired::Ended { order_id, account, client_order_id } => {
                     b.expire.push(keys::order(order_id));
@@ -755,9 +754,7 @@ impl<'a> Sink<'a> {
                 Retired::Evicted { symbol, account, client_order_id } => {
                     let name = table.get(symbol).map_or("", |s| s.name.as_str());
                     let key = keys::client(account.as_str(), name, client_order_id.as_str());
-                    if let Some(secs) = self.retention {
-                        b.pipe.expire(key, secs as i64);
-                    }
+                    b.pipe.expire(key, secs as i64);
                 }
             }
         }
@@ -1273,18 +1270,8 @@ mod tests {
         // one, ids c1 and c2 have left it and c3 is in it.
         let mut b = a_trade(&mut sink);
         a_canceled_rest(&mut sink, &mut b);
-        let tx = written(&mut sink, b).await;
-        for key in ["client:a:ABC:c1", "client:a:ABC:c2"] {
-            assert!(tx.contains(&expire(key, 60)), "{key}: {tx}");
-        }
-        assert!(!tx.contains(&expire("client:a:ABC:c3", 60)), "{tx}");
-
-        // c1 left the window (the book accepts it again), and is accepted again in the same
-        // batch: its `SET` comes after the expiry, so the open order's key keeps no expiry.
-        let mut sink = Sink::new(&table, Some(60));
-        sink.projection = Projection::new(1);
-        let mut b = a_trade(&mut sink);
-        a_canceled_rest(&mut sink, &mut b);
+        // Then c1, which left the window (the book accepts it again), is accepted again in the
+        // same batch: its `SET` comes after the expiry, so the open order's key keeps no expiry.
         let mut again = accepted(1, Side::Buy, TimeInForce::Gtc, 9_000);
         if let EventKind::Accepted { order_id, .. } = &mut again {
             *order_id = OrderId(5);
@@ -1292,6 +1279,10 @@ mod tests {
         sink.event(&event(5, 8, again), false, &mut b);
         sink.done(OrderId(5), false, Hops::default(), &mut b);
         let tx = written(&mut sink, b).await;
+        for key in ["client:a:ABC:c1", "client:a:ABC:c2"] {
+            assert!(tx.contains(&expire(key, 60)), "{key}: {tx}");
+        }
+        assert!(!tx.contains(&expire("client:a:ABC:c3", 60)), "{tx}");
         let expired = tx.find(&expire("client:a:ABC:c1", 60)).expect("c1 expires");
         let set = tx.rfind("SET $15 client:a:ABC:c1 $1 5 ").expect("c1 held by order 5");
         assert!(expired < set, "the expiry must come before the order that takes the id again: {tx}");
