@@ -523,9 +523,83 @@ pub fn encode_event(event: &Event, table: &SymbolTable) -> Vec<u8> {
     serde_json::to_vec(&wire).unwrap_or_default()
 }
 
+/// Most bytes one `order-events` message packs (a pack is closed before it would pass this).
+pub const PACK_BYTES: usize = 64 * 1024;
+
+/// Adds an encoded event to a pack of events (an `order-events` message): one JSON object per
+/// line, in order. A pack of one event is exactly that event's JSON, as one message per event
+/// used to be. `false`: `pack` has room for no more (it is not empty and would pass
+/// [`PACK_BYTES`]); start another.
+///
+/// Why packs: each Kafka record costs the native broker (Tansu on sqlite) an `INSERT` and, for
+/// every reader, one more query when fetched, each parsed anew. `order-events` carries ~2–3 events
+/// per command and has two readers (the gateways), so one message per event made it most of the
+/// broker's work (DESIGN.md §1, README *Under load*).
+pub fn pack_event(pack: &mut Vec<u8>, encoded: &[u8]) -> bool {
+    if pack.is_empty() {
+        pack.extend_from_slice(encoded);
+        return true;
+    }
+    if pack.len() + 1 + encoded.len() > PACK_BYTES {
+        return false;
+    }
+    pack.push(b'\n');
+    pack.extend_from_slice(encoded);
+    true
+}
+
+/// The events of an `order-events` message, in order (one JSON object per line; JSON escapes
+/// every newline inside a string, so a line is always a whole event). Blank lines are skipped.
+pub fn unpack_events(message: &[u8]) -> impl Iterator<Item = &[u8]> {
+    message.split(|&b| b == b'\n').filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_holds_its_events_in_order_and_one_event_is_the_event_itself() {
+        let t = table();
+        let abc = t.lookup("ABC").unwrap();
+        let level = |seq: u64| {
+            let kind = EventKind::Level { side: Side::Buy, price: Price(10_000), qty: Qty(seq), orders: 1 };
+            encode_event(
+                &Event { cmd: id(seq), index: 0, symbol: Some(abc), seq, ts: Timestamp(seq), kind },
+                &t,
+            )
+        };
+        let mut pack = Vec::new();
+        assert!(pack_event(&mut pack, &level(1)));
+        assert_eq!(pack, level(1), "a pack of one is the event's own JSON");
+        for seq in 2..=4 {
+            assert!(pack_event(&mut pack, &level(seq)));
+        }
+        let got: Vec<&[u8]> = unpack_events(&pack).collect();
+        let want: Vec<Vec<u8>> = (1..=4).map(level).collect();
+        assert_eq!(got, want.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // A string with a newline in it stays on its line (JSON escapes it).
+        let odd = serde_json::to_vec(&serde_json::json!({"event_id": "1-0", "note": "a\nb"})).unwrap();
+        let mut two = odd.clone();
+        assert!(pack_event(&mut two, &odd));
+        assert_eq!(unpack_events(&two).count(), 2);
+        assert_eq!(unpack_events(b"\n \n").count(), 0, "blank lines are no events");
+    }
+
+    #[test]
+    fn a_full_pack_refuses_the_next_event_but_never_the_first() {
+        let big = vec![b'x'; PACK_BYTES - 10];
+        let mut pack = Vec::new();
+        assert!(pack_event(&mut pack, &big));
+        assert!(pack_event(&mut pack, b"123456789"), "exactly full");
+        assert!(!pack_event(&mut pack, b"1"));
+        assert_eq!(pack.len(), PACK_BYTES);
+        let mut alone = Vec::new();
+        assert!(
+            pack_event(&mut alone, &vec![b'y'; PACK_BYTES * 2]),
+            "an event bigger than a pack goes alone"
+        );
+    }
 
     fn table() -> SymbolTable {
         SymbolTable::default()

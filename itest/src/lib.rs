@@ -344,6 +344,25 @@ impl Stack {
         }
         Ok(got)
     }
+
+    /// Every event on `topic` (both partitions, read for `timeout`) by its id field (`trade_id`
+    /// or `event_id`): how many times each. `order-events` messages are packs of events
+    /// (`common::envelope::unpack_events`); a `trades` message is one.
+    pub fn counted(
+        &self,
+        topic: &str,
+        field: &str,
+        timeout: Duration,
+    ) -> std::collections::HashMap<String, usize> {
+        let mut seen = std::collections::HashMap::new();
+        for (_, _, message) in self.read_all(topic, 2, usize::MAX, timeout).unwrap() {
+            for event in common::envelope::unpack_events(&message) {
+                let v: serde_json::Value = serde_json::from_slice(event).unwrap();
+                *seen.entry(v[field].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            }
+        }
+        seen
+    }
 }
 
 /// How many order writes (`POST /api/v1/orders`, `POST /order`) an order-svc has served, from its

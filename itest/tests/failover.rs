@@ -86,16 +86,6 @@ fn split(s: &Stack) -> [&'static str; 2] {
     owners
 }
 
-/// Every message of `topic` by its id field: how many times each.
-fn counted(s: &Stack, topic: &str, field: &str) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for (_, _, p) in s.read_all(topic, 2, usize::MAX, Duration::from_secs(4)).unwrap() {
-        let id = serde_json::from_slice::<Value>(&p).unwrap()[field].as_str().unwrap().to_owned();
-        *seen.entry(id).or_insert(0) += 1;
-    }
-    seen
-}
-
 #[test]
 fn a_matcher_takes_over_a_dead_one_s_partitions_and_gives_them_back() {
     let mut s = stack();
@@ -153,9 +143,11 @@ fn a_matcher_takes_over_a_dead_one_s_partitions_and_gives_them_back() {
     assert_eq!(abc["status"], "partially_filled");
 
     // Each trade and each event once on the topics, however often the partitions moved.
-    let trades = counted(&s, "trades", "trade_id");
+    let trades = s.counted("trades", "trade_id", Duration::from_secs(4));
     assert_eq!(trades.len(), 3 + 1 + 3, "{trades:?}");
-    for (topic, seen) in [("trades", trades), ("order-events", counted(&s, "order-events", "event_id"))] {
+    for (topic, seen) in
+        [("trades", trades), ("order-events", s.counted("order-events", "event_id", Duration::from_secs(4)))]
+    {
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "{topic} holds these more than once: {twice:?}");
     }

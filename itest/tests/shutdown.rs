@@ -102,17 +102,6 @@ fn sigterm_stops_every_service_cleanly_and_a_drained_matcher_re_emits_nothing() 
     }
 }
 
-/// Every message of `topic`, by its id field (`trade_id` or `event_id`): how many times each.
-fn counted(s: &Stack, topic: &str, field: &str) -> std::collections::HashMap<String, usize> {
-    let msgs = s.read_all(topic, 2, usize::MAX, Duration::from_secs(5)).unwrap();
-    let mut seen = std::collections::HashMap::new();
-    for (_, _, p) in &msgs {
-        let id = serde_json::from_slice::<Value>(p).unwrap()[field].as_str().unwrap().to_owned();
-        *seen.entry(id).or_insert(0) += 1;
-    }
-    seen
-}
-
 #[test]
 fn a_killed_matcher_adds_nothing_twice_to_the_topics() {
     // Offsets committed once a second: a SIGKILL in the middle of a steady flow leaves up to a
@@ -128,9 +117,9 @@ fn a_killed_matcher_adds_nothing_twice_to_the_topics() {
     let log = std::fs::read_to_string(s.log_path("matcher")).unwrap();
     assert!(log.contains("emitting only past their last events"), "{}", s.tail("matcher"));
 
-    let trades = counted(&s, "trades", "trade_id");
+    let trades = s.counted("trades", "trade_id", Duration::from_secs(5));
     assert_eq!(trades.len(), ids.len() / 2, "one trade per pair of orders");
-    let events = counted(&s, "order-events", "event_id");
+    let events = s.counted("order-events", "event_id", Duration::from_secs(5));
     assert!(events.len() >= ids.len() * 2, "accepted and a fill or level per order: {}", events.len());
     for (topic, seen) in [("trades", &trades), ("order-events", &events)] {
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();

@@ -1,5 +1,5 @@
 //! The gateway's one Kafka consumer: a thread that reads the `order-events` topic from its end,
-//! turns each message into a [`FeedEvent`], and hands them to the [`super::feed`] actor in
+//! turns each event of each message (a pack of one batch's events) into a [`FeedEvent`], and hands them to the [`super::feed`] actor in
 //! chunks (whatever one poll brought, so the events of one command usually travel together).
 //!
 //! Only `order-events`: it holds every event, fills included, in the matcher's order. The
@@ -357,14 +357,17 @@ fn consume(
                     if let Some(ts) = m.timestamp().to_millis() {
                         metrics.lag.observe((now_ms() - ts).max(0) as f64 / 1000.0);
                     }
-                    match parse(m.payload().unwrap_or_default(), table) {
-                        Ok(e) => chunk.push(e),
-                        Err(e) => tracing::warn!(
-                            partition = m.partition(),
-                            offset = m.offset(),
-                            error = %e,
-                            "skipping an order-events message"
-                        ),
+                    // A message is a pack of events, one a line (`common::envelope::pack_event`).
+                    for event in common::envelope::unpack_events(m.payload().unwrap_or_default()) {
+                        match parse(event, table) {
+                            Ok(e) => chunk.push(e),
+                            Err(e) => tracing::warn!(
+                                partition = m.partition(),
+                                offset = m.offset(),
+                                error = %e,
+                                "skipping an order-events event"
+                            ),
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "market-data consumer"),
@@ -582,8 +585,10 @@ mod tests {
         // Idle past IDLE: it gives up both partitions; meanwhile both move on.
         std::thread::sleep(IDLE * 3);
         produce(0, level("ABC", 3));
-        produce(1, level("DEF", 4));
-        produce(1, level("DEF", 5));
+        // Two events in one message: a pack, as the matcher writes them.
+        let mut pack = level("DEF", 4);
+        assert!(common::envelope::pack_event(&mut pack, &level("DEF", 5)));
+        produce(1, pack);
         assert_eq!(take(3, 10), vec![(abc, 3), (def, 4), (def, 5)]);
         // Nothing again, nothing more: no partition went back, none skipped ahead.
         assert_eq!(take(1, 2), vec![]);

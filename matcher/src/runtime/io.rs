@@ -1,6 +1,7 @@
 //! The I/O thread, the pipeline's sink: it pops events from the book thread's ring in batches,
 //! turns each batch into one Redis transaction and a set of Kafka messages (`trades`: one per
-//! fill; `order-events`: every event), writes them — Redis first, then Kafka, waiting for every
+//! fill; `order-events`: every event, packed — one message per partition per batch, one event a
+//! line: [`common::envelope::pack_event`]), writes them — Redis first, then Kafka, waiting for every
 //! acknowledgement — and then reports the batch's offsets to the consumer, which commits them.
 //!
 //! What it writes is absolute and idempotent (keys in [`super::keys`]; an order's filled quantity
@@ -10,7 +11,7 @@
 //!
 //! Exactly once on the topics: output partition *i* of `trades` and `order-events` holds the
 //! events of `orders` partition *i*'s commands, in order. On start the thread reads the last
-//! message of each output partition and emits to it only events past that one (`Outlet`), so a
+//! message of each output partition and emits to it only events past that one's last (`Outlet`), so a
 //! command emitted again after a crash (its outputs written, its offset not yet committed) adds
 //! nothing to the topics; Redis writes are idempotent anyway.
 //!
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use common::envelope::encode_event;
+use common::envelope::{encode_event, pack_event, unpack_events};
 use common::kafka::Producer;
 use common::{
     Event, EventKind, OrderId, OrderStatus, OrderType, Price, Qty, SymbolId, SymbolSpec, SymbolTable,
@@ -392,9 +393,9 @@ impl Outlet {
     }
 }
 
-/// The `(command id, index)` of an encoded event (its `event_id`, `"<command>-<index>"`).
+/// The `(command id, index)` of a message's last event (its `event_id`, `"<command>-<index>"`).
 fn event_position(payload: &[u8]) -> Option<(u64, u32)> {
-    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(unpack_events(payload).last()?).ok()?;
     let (cmd, index) = v.get("event_id")?.as_str()?.split_once('-')?;
     Some((cmd.parse().ok()?, index.parse().ok()?))
 }
@@ -418,6 +419,8 @@ struct Batch {
     pipe: redis::Pipeline,
     /// (topic, partition, key, payload).
     kafka: Vec<(Topic, i32, String, Vec<u8>)>,
+    /// Per `order-events` partition: the index in `kafka` of the pack still taking events.
+    packs: HashMap<i32, usize>,
     /// Next offset to commit, per partition.
     commits: HashMap<i32, i64>,
     /// Symbols whose depth snapshot changed.
@@ -728,12 +731,24 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    /// Queues `e` for `topic`, on its command's partition, unless the topic holds it already.
+    /// Queues `e` for `topic`, on its command's partition, unless the topic holds it already: a
+    /// message of its own on `trades`, into its partition's pack on `order-events` (a pack is
+    /// keyed by its first event's symbol).
     fn publish(&mut self, topic: Topic, e: &Event, symbol: &str, b: &mut Batch) {
-        if !self.outlet.holds(topic, e) {
-            let partition = self.outlet.partition(topic, i32::from(e.cmd.partition()));
-            b.kafka.push((topic, partition, symbol.to_owned(), encode_event(e, self.table)));
+        if self.outlet.holds(topic, e) {
+            return;
         }
+        let partition = self.outlet.partition(topic, i32::from(e.cmd.partition()));
+        let encoded = encode_event(e, self.table);
+        if topic == Topic::Events {
+            if let Some(&i) = b.packs.get(&partition) {
+                if pack_event(&mut b.kafka[i].3, &encoded) {
+                    return;
+                }
+            }
+            b.packs.insert(partition, b.kafka.len());
+        }
+        b.kafka.push((topic, partition, symbol.to_owned(), encoded));
     }
 
     /// Queues the expiry of what the projection retired (replayed: already done by the run that
@@ -1047,6 +1062,12 @@ mod tests {
         }
     }
 
+    /// The `event_id`s `b` sends to `topic`, in order, unpacked.
+    fn event_ids(b: &Batch, topic: Topic) -> Vec<String> {
+        let id = |e: &[u8]| event_position(e).map(|(c, i)| format!("{c}-{i}")).unwrap();
+        b.kafka.iter().filter(|m| m.0 == topic).flat_map(|m| unpack_events(&m.3).map(id)).collect()
+    }
+
     /// A resting sell (command 1), then a buy (command 2) that takes all of it: one batch.
     fn a_trade(sink: &mut Sink<'_>) -> Batch {
         let fill = full_fill();
@@ -1086,7 +1107,8 @@ mod tests {
         assert_eq!(b.stream.len(), 1);
         let topics: Vec<Topic> = b.kafka.iter().map(|(t, _, _, _)| *t).collect();
         assert_eq!(topics.iter().filter(|t| **t == Topic::Trades).count(), 1, "one trades message per fill");
-        assert_eq!(topics.iter().filter(|t| **t == Topic::Events).count(), 5, "every event on order-events");
+        assert_eq!(topics.iter().filter(|t| **t == Topic::Events).count(), 1, "one order-events pack");
+        assert_eq!(event_ids(&b, Topic::Events), ["1-0", "1-0", "2-0", "2-0", "2-0"], "every event");
         assert_eq!(b.commits.get(&0), Some(&3), "the next offset to commit");
         assert_eq!(b.persisted, [OrderId(1), OrderId(2)]);
         assert_eq!(b.hops.len(), 2, "both commands' hops, for matcher_hop_seconds");
@@ -1147,6 +1169,36 @@ mod tests {
         assert!(touching(&b, "open:a").is_empty());
     }
 
+    /// Events of two command partitions, interleaved and more than one pack holds: each partition's
+    /// events go to its own `order-events` partition, in order, in packs of at most
+    /// `PACK_BYTES`; `trades` keeps one message per fill.
+    #[test]
+    fn order_events_are_packed_per_partition_in_order() {
+        let table = SymbolTable::default();
+        let mut sink = Sink::new(&table, None);
+        let mut b = Batch::default();
+        let level = |q| EventKind::Level { side: Side::Sell, price: Price(10_000), qty: Qty(q), orders: 1 };
+        for n in 1..=1_000u64 {
+            let cmd = OrderId::new((n % 2) as u16, n).unwrap();
+            sink.event(&Event { cmd, ..event(0, n, level(n)) }, false, &mut b);
+        }
+        let mut seen = [Vec::new(), Vec::new()];
+        let mut packs = [0, 0];
+        for (topic, partition, _, payload) in &b.kafka {
+            assert_eq!(*topic, Topic::Events);
+            assert!(payload.len() <= common::envelope::PACK_BYTES);
+            packs[*partition as usize] += 1;
+            for e in unpack_events(payload) {
+                let (cmd, _) = event_position(e).unwrap();
+                assert_eq!(OrderId(cmd).partition() as i32, *partition, "on its command's partition");
+                seen[*partition as usize].push(OrderId(cmd).offset());
+            }
+        }
+        assert!(packs.iter().all(|&n| n > 1), "500 events a partition fill more than one pack: {packs:?}");
+        assert_eq!(seen[0], (1..=1_000).filter(|n| n % 2 == 0).collect::<Vec<_>>());
+        assert_eq!(seen[1], (1..=1_000).filter(|n| n % 2 == 1).collect::<Vec<_>>());
+    }
+
     #[test]
     fn replayed_events_rebuild_the_projection_and_write_nothing() {
         let table = SymbolTable::default();
@@ -1201,17 +1253,12 @@ mod tests {
                 (*t, *p, event_position(payload).map(|(c, i)| format!("{c}-{i}")).unwrap())
             })
             .collect();
-        assert_eq!(
-            sent,
-            [
-                (Topic::Trades, 0, "2-1".into()),
-                (Topic::Events, 0, "2-1".into()),
-                (Topic::Events, 0, "2-2".into())
-            ]
-        );
+        // order-events: one pack with both missing events; its position is its last event's.
+        assert_eq!(sent, [(Topic::Trades, 0, "2-1".into()), (Topic::Events, 0, "2-2".into())]);
+        assert_eq!(event_ids(&b, Topic::Events), ["2-1", "2-2"]);
         assert!(sink.outlet.last.is_empty(), "past their last events, both partitions are forgotten");
         // Later commands go out whole, on their command's partition.
-        b.kafka.clear();
+        let mut b = Batch::default();
         let id = OrderId::new(1, 7).unwrap();
         let e = Event { cmd: id, ..event(0, 8, accepted(id.0, Side::Buy, TimeInForce::Gtc, 9_000)) };
         sink.event(&e, false, &mut b);

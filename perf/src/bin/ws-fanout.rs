@@ -62,12 +62,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             while !stop.load(Ordering::Relaxed) {
                 let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50)) else { continue };
                 let now = Instant::now();
-                let Some(v) = msg.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) else {
-                    continue;
-                };
-                if v["symbol"] == symbol.as_str() {
-                    if let Some(seq) = v["seq"].as_u64() {
-                        seen.lock().unwrap_or_else(|p| p.into_inner()).entry(seq).or_insert(now);
+                // A message is a pack of events, one a line.
+                for event in common::envelope::unpack_events(msg.payload().unwrap_or_default()) {
+                    let Ok(v) = serde_json::from_slice::<Value>(event) else { continue };
+                    if v["symbol"] == symbol.as_str() {
+                        if let Some(seq) = v["seq"].as_u64() {
+                            seen.lock().unwrap_or_else(|p| p.into_inner()).entry(seq).or_insert(now);
+                        }
                     }
                 }
             }
