@@ -14,8 +14,8 @@
 //!
 //! One batch is with the broker at a time, and the actor holds the rest ([`Gate`]): a publish
 //! that arrives while a batch is out waits for that batch's acknowledgements, then goes with
-//! everything else that waited (as one produce request, unless librdkafka's thread wakes while
-//! the batch is being handed over). librdkafka would batch the same way with
+//! everything else that waited (one produce request per partition, unless librdkafka's thread
+//! wakes while the batch is being handed over). librdkafka would batch the same way with
 //! one request in flight, but its broker thread busy-polls while it waits whenever the partition
 //! has 5 or more messages in flight and more queued: with idempotence it caps the requests it
 //! may make at 5 minus the partition's in-flight *message* count, after it has already scheduled
@@ -115,6 +115,10 @@ pub enum PublishError {
     /// The broker did not acknowledge in time, or refused: the outcome is unknown.
     #[error("the broker did not acknowledge the order ({1}); the outcome is unknown: look the order up by client_order_id, or resubmit it with the same client_order_id (a second copy is rejected as a duplicate)")]
     Unacknowledged(BrokerError, String),
+    /// Never handed to the broker (too many waiting, or waited past the delivery timeout): the
+    /// outcome is known.
+    #[error("the order was not published ({1}); nothing was written, it is safe to send it again")]
+    NotSent(BrokerError, String),
     /// The broker acknowledged a position that does not fit an exchange order id.
     #[error("the broker returned an unusable position {partition}/{offset}")]
     Position {
@@ -175,7 +179,7 @@ impl PublishError {
     /// Its kind, for the metrics.
     pub fn kind(&self) -> BrokerError {
         match self {
-            PublishError::Unacknowledged(kind, _) => *kind,
+            PublishError::Unacknowledged(kind, _) | PublishError::NotSent(kind, _) => *kind,
             PublishError::Position { .. } => BrokerError::Position,
         }
     }
@@ -279,7 +283,8 @@ impl Actor for Publisher {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        // Deliver what is held and what is queued before the process goes.
+        // Deliver what is held and what is queued before the process goes (with the producer that
+        // holds the queue: no renewal here).
         let held = self.gate.drain();
         self.send_batch(held, None);
         let _ = self.producer.flush(Timeout::After(self.delivery_timeout));
@@ -306,11 +311,14 @@ impl Handler<Publish> for Publisher {
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         match self.gate.offer(Waiting { msg, started: Instant::now(), reply }) {
-            Ok(Some(batch)) => self.send_batch(batch, Some(ctx.address())),
+            Ok(Some(batch)) => {
+                self.renew_if_failed();
+                self.send_batch(batch, Some(ctx.address()));
+            }
             Ok(None) => {}
             Err(_) => {
                 let full = "too many orders are waiting for the broker".to_owned();
-                return Box::pin(async { Err(PublishError::Unacknowledged(BrokerError::QueueFull, full)) });
+                return Box::pin(async { Err(PublishError::NotSent(BrokerError::QueueFull, full)) });
             }
         }
         Box::pin(async move {
@@ -331,26 +339,42 @@ impl Handler<Acked> for Publisher {
 
     fn handle(&mut self, _: Acked, ctx: &mut Self::Context) {
         if let Some(batch) = self.gate.acked() {
+            self.renew_if_failed();
             self.send_batch(batch, Some(ctx.address()));
+        }
+    }
+}
+
+/// One publish's share of its batch: when the last share is dropped (its publish answered, or
+/// its task gone for any reason), the batch is acknowledged and the actor told, so the gate can
+/// never stay shut.
+struct Share {
+    left: Arc<AtomicUsize>,
+    me: Option<Addr<Publisher>>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(me) = &self.me {
+                me.do_send(Acked);
+            }
         }
     }
 }
 
 impl Publisher {
     /// Hands `batch` to the producer, in order, and answers each publish as its report comes;
-    /// once all have, tells `me` (`Acked`). A publish that waited longer than the delivery
-    /// timeout is answered `timeout` without being sent.
+    /// once all have, tells `me` (`Acked`). A publish that waited in the gate longer than the
+    /// delivery timeout is not sent (`NotSent`).
     fn send_batch(&mut self, batch: Vec<Waiting>, me: Option<Addr<Publisher>>) {
-        self.renew_if_failed();
         let left = Arc::new(AtomicUsize::new(batch.len()));
-        // A safety net past the producer's own delivery timeout.
+        // A safety net past the producer's own delivery timeout, which counts from the hand-over.
         let limit = self.delivery_timeout + Duration::from_secs(1);
         for Waiting { msg, started, reply } in batch {
+            let share = Share { left: left.clone(), me: me.clone() };
             let enqueued = if started.elapsed() > self.delivery_timeout {
-                Err(PublishError::Unacknowledged(
-                    BrokerError::Timeout,
-                    "waited too long for the broker".into(),
-                ))
+                Err(PublishError::NotSent(BrokerError::Timeout, "waited too long for the broker".into()))
             } else {
                 let mut record = FutureRecord::<str, [u8]>::to(&self.topic).payload(&msg.payload);
                 if let Some(key) = msg.key.as_deref() {
@@ -359,23 +383,24 @@ impl Publisher {
                 if let Some(partition) = msg.partition {
                     record = record.partition(partition);
                 }
-                self.producer.send_result(record).map_err(|e| PublishError::kafka(&e))
+                self.producer
+                    .send_result(record)
+                    .map_err(|e| PublishError::NotSent(BrokerError::of(&e), e.to_string()))
             };
-            let (failed, waker, left, me) =
-                (self.failed.clone(), self.waker.clone(), left.clone(), me.clone());
+            let (failed, waker) = (self.failed.clone(), self.waker.clone());
             actix::spawn(async move {
-                let outcome = deliver(enqueued, limit.saturating_sub(started.elapsed())).await;
+                let outcome = deliver(enqueued, limit).await;
                 match (&outcome, waker) {
-                    (Err(_), _) => failed.store(true, Ordering::Relaxed),
+                    // A delivery that failed: the producer is replaced before the next batch.
+                    (Err(PublishError::Unacknowledged(..) | PublishError::Position { .. }), _) => {
+                        failed.store(true, Ordering::Relaxed)
+                    }
+                    (Err(PublishError::NotSent(..)), _) => {}
                     (Ok(_), Some(w)) => w.wake(),
                     (Ok(_), None) => {}
                 }
                 let _ = reply.send(outcome.map(|id| (id, started.elapsed()))); // the caller may be gone
-                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    if let Some(me) = me {
-                        me.do_send(Acked);
-                    }
-                }
+                drop(share);
             });
         }
     }
@@ -433,6 +458,30 @@ mod tests {
         assert_eq!(gate.offer('d'), Err('d'));
         assert_eq!(gate.drain(), vec!['b', 'c']);
         assert_eq!(gate.acked(), None);
+    }
+
+    /// With no broker: the publish out is answered unacknowledged once the producer gives it up;
+    /// those that waited behind it longer than the delivery timeout are answered not sent (the
+    /// outcome is known); and the gate is open again for the next.
+    #[actix_web::test]
+    async fn publishes_held_past_the_delivery_timeout_are_not_sent_and_the_gate_reopens() {
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let publisher = Publisher::new(&nobody, "orders", Duration::from_millis(200), &[]).unwrap().start();
+        let publish = || publisher.send(Publish { key: None, partition: Some(0), payload: b"{}".to_vec() });
+        let sends: Vec<_> = (0..3).map(|_| publish()).collect();
+        let mut outcomes = Vec::new();
+        for send in sends {
+            outcomes.push(send.await.unwrap().map(|_| ()));
+        }
+        assert!(matches!(outcomes[0], Err(PublishError::Unacknowledged(..))), "{:?}", outcomes[0]);
+        for o in &outcomes[1..] {
+            assert!(matches!(o, Err(PublishError::NotSent(BrokerError::Timeout, _))), "{o:?}");
+        }
+        let next = tokio::time::timeout(Duration::from_secs(5), publish()).await;
+        assert!(
+            matches!(next, Ok(Ok(Err(PublishError::Unacknowledged(..))))),
+            "the next publish goes out (and fails on its own): {next:?}"
+        );
     }
 
     /// Many publishes at once, through a real (librdkafka's mock) Kafka-protocol broker: every one

@@ -55,7 +55,8 @@ pub struct KafkaConfig {
     pub topic: String,
     /// `fetch.wait.max.ms`.
     pub fetch_wait_ms: u32,
-    /// Most messages handed over in one chunk.
+    /// About how many events are handed over in one chunk (checked per message, so a chunk may
+    /// end up to one pack of events past it).
     pub chunk: usize,
     /// Where the matcher's wake-ups arrive (UDP `host:port`); `None`: fetch all the time.
     pub wake_listen: Option<String>,

@@ -148,7 +148,7 @@ impl Metrics {
                 lag,
                 offset_lag: gauge(
                     "ws_feed_offset_lag",
-                    "Messages the market-data consumer is behind the topic's end, summed over its partitions",
+                    "Messages (packs of events) the market-data consumer is behind the topic's end, summed over its partitions",
                 )?,
                 up: feed_up,
             },
