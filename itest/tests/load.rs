@@ -1,6 +1,6 @@
 //! A smoke run of the measuring tools on the real stack, no timing asserted: `load-gen` sends a
-//! short open-loop flow through nginx and reports its table, order → trade from the `trades`
-//! topic, where each order's time went hop by hop, and `.hgrm` files; `perf-plot` draws them. (The numbers are `./lab perf`'s business.)
+//! short open-loop flow through nginx and reports its table, order → trade (on the WebSocket
+//! feed, and on the `trades` topic), where each order's time went hop by hop, and `.hgrm` files; `perf-plot` draws them. (The numbers are `./lab perf`'s business.)
 
 use std::process::Command;
 
@@ -11,10 +11,11 @@ fn load_gen_and_perf_plot_run_end_to_end() {
     let s = Stack::start(2, 2, true);
     let out_dir = TempDir::new();
     let url = s.svc("nginx").url("");
-    let run = |rate: &str| {
+    let run = |rate: &str, trades: &[&str]| {
         let out = Command::new(our_binary("load-gen"))
             .args(["--url", &url, "--rate", rate, "--duration", "2", "--warmup", "1", "--users", "2"])
-            .args(["--brokers", &s.kafka(), "--hgrm"])
+            .args(trades)
+            .arg("--hgrm")
             .arg(out_dir.path())
             .output()
             .expect("load-gen runs");
@@ -25,8 +26,11 @@ fn load_gen_and_perf_plot_run_end_to_end() {
         assert!(out.status.success(), "load-gen at {rate}/s failed:\n{table}\n{log}");
         (table, log)
     };
-    for rate in ["20", "40"] {
-        let (table, log) = run(rate);
+    let kafka = ["--trades", "kafka", "--brokers", &s.kafka()];
+    for (rate, trades, seen_on) in
+        [("20", &[][..], "the WebSocket feed"), ("40", &kafka[..], "the trades topic")]
+    {
+        let (table, log) = run(rate, trades);
         let row = table.lines().last().unwrap_or_default();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells.get(1), Some(&rate), "the row is for {rate}/s: {table}");
@@ -34,7 +38,13 @@ fn load_gen_and_perf_plot_run_end_to_end() {
             cells.get(2).and_then(|c| c.parse::<f64>().ok()).is_some_and(|r| r > 0.0),
             "achieved: {table}"
         );
-        assert!(table.contains("order → trade"), "order → trade measured:\n{table}\n{log}");
+        // Takers matched to their trades by id: some of them traded (makers rest on both sides).
+        let traded = table
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("order → trade on {seen_on} (")))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(traded.is_some_and(|n| n > 0), "order → trade on {seen_on}, takers matched:\n{table}\n{log}");
         assert!(log.contains("users logged in"), "{log}");
         // Where the time went: the four hops of a sample of the accepted orders, each measured.
         let hops: Vec<&str> = table.lines().filter(|l| l.starts_with("hop ")).collect();

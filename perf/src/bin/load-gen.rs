@@ -16,19 +16,23 @@
 //!
 //! Output: the table (offered and achieved rate, p50, p90, p99, p99.9, max of the ack — the
 //! HTTP answer through nginx — and errors by kind), and with `--hgrm DIR` the ack histogram as
-//! an `.hgrm` percentile file. With `--brokers HOST:PORT` it also reads the `trades` topic and
-//! reports order → trade: from each taker's intended send time to its first fill seen there (by
-//! client order id), with its own `.hgrm`. Afterwards it reads back an even sample of the accepted
+//! an `.hgrm` percentile file. It also reports order → trade: from each taker's intended send
+//! time to its first fill, with its own `.hgrm`, seen where a trader sees it — the gateways'
+//! WebSocket feed (`<url>/ws`, the public `trades:<symbol>` channel; a trade's id starts with its
+//! taker's order id), which adds no reader to the broker — or, with `--trades kafka`, on the
+//! `trades` topic by a consumer of its own (by client order id). Afterwards it reads back an even sample of the accepted
 //! orders (up to 300) and prints where their time went, hop by hop (gateway → published →
 //! consumed → matched → persisted, from each order's `hops`), with `--hgrm DIR` also as
 //! `hops-<rate>.tsv`.
 //!
 //! Flags: `--url` (`http://127.0.0.1:8080`), `--rate N` (500), `--duration S` (20), `--warmup S`
 //! (3), `--in-flight N` (64), `--users N` (4), `--symbol S` (`ABC`), `--mid P` (`100.00`), `--tick
-//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`, `--brokers HOST:PORT` (order → trade),
-//! `--trades-wait-ms N` (5: the trade watcher's `fetch.wait.max.ms`; the broker holds each fetch
-//! that long, so it adds up to N ms to order → trade, and a lower N costs the broker CPU the stack
-//! under test then lacks: at 1 ms, 1,000 fetches a second).
+//! T` (`0.01`), `--seed N` (1), `--hgrm DIR`, `--trades ws|kafka|none` (where order → trade is
+//! seen: `ws` unless `--brokers` is given), `--brokers HOST:PORT` (for `kafka`),
+//! `--trades-wait-ms N` (5: the Kafka trade watcher's `fetch.wait.max.ms`; the broker holds each
+//! fetch that long, so it adds up to N ms to order → trade, and every fetch costs the broker CPU
+//! the stack under test then lacks: ~200 fetches a second at 5 ms, each a dozen SQL statements on
+//! Tansu — why `ws` is the default).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -54,9 +58,10 @@ struct Flags {
     hgrm: Option<std::path::PathBuf>,
     brokers: Option<String>,
     trades_wait_ms: u32,
+    trades: Option<String>,
 }
 
-const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR] [--brokers HOST:PORT] [--trades-wait-ms N]";
+const USAGE: &str = "usage: load-gen [--url URL] [--rate N] [--duration S] [--warmup S] [--in-flight N] [--users N] [--symbol S] [--mid P] [--tick T] [--seed N] [--hgrm DIR] [--trades ws|kafka|none] [--brokers HOST:PORT] [--trades-wait-ms N]";
 
 fn flags() -> Result<Flags, String> {
     let mut f = Flags {
@@ -73,6 +78,7 @@ fn flags() -> Result<Flags, String> {
         hgrm: None,
         brokers: None,
         trades_wait_ms: 5,
+        trades: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -93,6 +99,8 @@ fn flags() -> Result<Flags, String> {
             "--hgrm" => f.hgrm = Some(value.into()),
             "--brokers" => f.brokers = Some(value.clone()),
             "--trades-wait-ms" => f.trades_wait_ms = num(value)? as u32,
+            "--trades" if ["ws", "kafka", "none"].contains(&value.as_str()) => f.trades = Some(value.clone()),
+            "--trades" => return Err(format!("--trades: {value:?} is not ws, kafka or none\n{USAGE}")),
             _ => return Err(format!("unknown flag {name}\n{USAGE}")),
         }
     }
@@ -100,6 +108,9 @@ fn flags() -> Result<Flags, String> {
         return Err(format!(
             "need --rate > 0, --duration > 0, --warmup >= 0, --in-flight > 0, --users >= 2\n{USAGE}"
         ));
+    }
+    if f.trades.as_deref() == Some("kafka") && f.brokers.is_none() {
+        return Err(format!("--trades kafka needs --brokers HOST:PORT\n{USAGE}"));
     }
     if f.duration > 600.0 || f.rate > 100_000.0 {
         return Err("bounded runs only: --duration at most 600 s, --rate at most 100000/s".into());
@@ -141,6 +152,8 @@ struct Tally {
     last: Option<Instant>,
     /// The recorded new orders the exchange accepted: (user, exchange id), for the hop sample.
     accepted: Vec<(usize, String)>,
+    /// Accepted takers: exchange id → the order's index (a WebSocket trade names its taker by id).
+    takers: HashMap<String, u64>,
 }
 
 /// The hops of an order's path (DESIGN.md §2 "Time"), as the order's `hops` names their ends.
@@ -252,11 +265,13 @@ async fn run(f: Flags) -> Result<(), String> {
     let total = (f.rate * (f.warmup + f.duration)) as u64;
     let mut rng = Rng(f.seed.max(1) ^ 0x9e37_79b9_7f4a_7c15);
     let start = Instant::now() + Duration::from_millis(100);
-    let trades = f
-        .brokers
-        .as_deref()
-        .map(|b| TradeWatch::start(b, &format!("g{run_id}-"), f.trades_wait_ms))
-        .transpose()?;
+    let trades = match (f.trades.as_deref(), f.brokers.as_deref()) {
+        (Some("none"), _) => None,
+        (Some("kafka") | None, Some(b)) => {
+            Some(TradeWatch::kafka(b, &format!("g{run_id}-"), f.trades_wait_ms)?)
+        }
+        _ => Some(TradeWatch::websocket(&f.url, &f.symbol)?),
+    };
     let record_from = start + Duration::from_secs_f64(f.warmup);
     let mut next_report = start + Duration::from_secs(1);
     // A progress bar on a terminal; a line every 5 s into a log.
@@ -311,11 +326,11 @@ async fn run(f: Flags) -> Result<(), String> {
                 Ok(r) if r.status().as_u16() == 202 => {
                     if let (Action::New(body), Ok(v)) = (&action, r.json::<Value>().await) {
                         if let (true, Some(id)) = (due >= record_from, v["order_id"].as_str()) {
-                            shared
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .accepted
-                                .push((user, id.to_owned()));
+                            let mut t = shared.lock().unwrap_or_else(|p| p.into_inner());
+                            t.accepted.push((user, id.to_owned()));
+                            if body["time_in_force"] == "ioc" {
+                                t.takers.insert(id.to_owned(), i);
+                            }
                         }
                         if body["time_in_force"] == "gtc" {
                             if let Some(id) = v["order_id"].as_str() {
@@ -376,17 +391,25 @@ async fn run(f: Flags) -> Result<(), String> {
     if let Some(trades) = trades {
         // The takers' first fills, from their intended send time (those sent after the warm-up).
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let seen = trades.stop();
+        let (source, seen) = trades.stop();
+        let takers = std::mem::take(&mut tally.lock().unwrap_or_else(|p| p.into_inner()).takers);
         let mut h = histogram();
-        for (i, at) in &seen {
-            let due = start + Duration::from_secs_f64(*i as f64 / f.rate);
+        for (key, at) in &seen {
+            // Kafka names the taker by client id (`<prefix><i>`), the WebSocket by exchange id.
+            let Some(i) =
+                key.parse::<u64>().ok().filter(|_| source == "kafka").or_else(|| takers.get(key).copied())
+            else {
+                continue;
+            };
+            let due = start + Duration::from_secs_f64(i as f64 / f.rate);
             if due >= record_from {
                 h.saturating_record(at.saturating_duration_since(due).as_nanos() as u64);
             }
         }
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
         println!(
-            "order → trade on the trades topic ({} takers that traded): p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            "order → trade on {} ({} takers that traded): p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            if source == "kafka" { "the trades topic" } else { "the WebSocket feed" },
             h.len(),
             ms(0.5),
             ms(0.9),
@@ -440,15 +463,18 @@ async fn run(f: Flags) -> Result<(), String> {
     Ok(())
 }
 
-/// A consumer of the `trades` topic (every partition, from its end) that notes when each of this
-/// run's takers (client ids `<prefix><i>`) first traded.
+/// Notes when each of this run's takers first traded: a consumer of the `trades` topic (every
+/// partition, from its end; keyed by the taker's client id index), or a WebSocket session on the
+/// public `trades:<symbol>` channel (keyed by the taker's exchange id, the first part of the trade
+/// id).
 struct TradeWatch {
+    source: &'static str,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<HashMap<u64, Instant>>,
+    thread: std::thread::JoinHandle<HashMap<String, Instant>>,
 }
 
 impl TradeWatch {
-    fn start(brokers: &str, prefix: &str, wait_ms: u32) -> Result<TradeWatch, String> {
+    fn kafka(brokers: &str, prefix: &str, wait_ms: u32) -> Result<TradeWatch, String> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::Message as _;
         let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
@@ -482,17 +508,81 @@ impl TradeWatch {
                     continue;
                 };
                 let taker = v["taker_client_order_id"].as_str().and_then(|c| c.strip_prefix(prefix.as_str()));
-                if let Some(i) = taker.and_then(|i| i.parse::<u64>().ok()) {
-                    seen.entry(i).or_insert(now);
+                if let Some(i) = taker {
+                    seen.entry(i.to_owned()).or_insert(now);
                 }
             }
             seen
         });
-        Ok(TradeWatch { stop, thread })
+        Ok(TradeWatch { source: "kafka", stop, thread })
     }
 
-    fn stop(self) -> HashMap<u64, Instant> {
+    /// Subscribes to `trades:<symbol>` on `<url>/ws` and waits for the subscription to be
+    /// confirmed, so no trade of the run is missed.
+    fn websocket(url: &str, symbol: &str) -> Result<TradeWatch, String> {
+        use tungstenite::Message;
+        let hostport = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
+        let stream = std::net::TcpStream::connect(&hostport).map_err(|e| format!("{hostport}: {e}"))?;
+        stream.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+        let (mut ws, _) = tungstenite::client::client(format!("ws://{hostport}/ws"), stream)
+            .map_err(|e| format!("the WebSocket feed at ws://{hostport}/ws: {e}"))?;
+        let channel = format!("trades:{symbol}");
+        ws.send(Message::text(json!({"op": "subscribe", "channel": channel}).to_string()))
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("no answer to the {channel} subscription within 5 s"));
+            }
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                    match v["type"].as_str() {
+                        Some("subscribed") => break,
+                        Some("error") => return Err(format!("subscribing to {channel}: {}", v["message"])),
+                        _ => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(format!("the WebSocket feed: {e}")),
+            }
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = HashMap::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match ws.read() {
+                    Ok(Message::Text(t)) => {
+                        let now = Instant::now();
+                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                        let taker =
+                            v["trade_id"].as_str().and_then(|id| id.split_once('-')).map(|(cmd, _)| cmd);
+                        if let (Some("trade"), Some(taker)) = (v["type"].as_str(), taker) {
+                            seen.entry(taker.to_owned()).or_insert(now);
+                        }
+                    }
+                    Ok(Message::Close(_)) => break,
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = ws.close(None);
+            seen
+        });
+        Ok(TradeWatch { source: "ws", stop, thread })
+    }
+
+    /// Stops watching: the source (`kafka` or `ws`) and each taker's first fill by its key.
+    fn stop(self) -> (&'static str, HashMap<String, Instant>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        (self.source, self.thread.join().unwrap_or_default())
     }
 }
