@@ -19,8 +19,9 @@
 //! an `.hgrm` percentile file. It also reports order → trade: from each taker's intended send
 //! time to its first fill, with its own `.hgrm`, seen where a trader sees it — the gateways'
 //! WebSocket feed (`<url>/ws`, the public `trades:<symbol>` channel; a trade's id starts with its
-//! taker's order id), which adds no reader to the broker — or, with `--trades kafka`, on the
-//! `trades` topic by a consumer of its own (by client order id). Afterwards it reads back an even sample of the accepted
+//! taker's order id), which adds no reader to the broker; so only takers whose `202` came back
+//! are counted (how many had none is printed) — or, with `--trades kafka`, on the `trades` topic
+//! by a consumer of its own (by client order id, so every taker). Afterwards it reads back an even sample of the accepted
 //! orders (up to 300) and prints where their time went, hop by hop (gateway → published →
 //! consumed → matched → persisted, from each order's `hops`), with `--hgrm DIR` also as
 //! `hops-<rate>.tsv`.
@@ -154,6 +155,8 @@ struct Tally {
     accepted: Vec<(usize, String)>,
     /// Accepted takers: exchange id → the order's index (a WebSocket trade names its taker by id).
     takers: HashMap<String, u64>,
+    /// Recorded takers sent, answered or not.
+    takers_sent: u64,
 }
 
 /// The hops of an order's path (DESIGN.md §2 "Time"), as the order's `hops` names their ends.
@@ -264,7 +267,7 @@ async fn run(f: Flags) -> Result<(), String> {
     let permits = Arc::new(tokio::sync::Semaphore::new(f.in_flight));
     let total = (f.rate * (f.warmup + f.duration)) as u64;
     let mut rng = Rng(f.seed.max(1) ^ 0x9e37_79b9_7f4a_7c15);
-    let start = Instant::now() + Duration::from_millis(100);
+    // The watcher first (it may take a moment to subscribe), then the schedule starts.
     let trades = match (f.trades.as_deref(), f.brokers.as_deref()) {
         (Some("none"), _) => None,
         (Some("kafka") | None, Some(b)) => {
@@ -272,6 +275,7 @@ async fn run(f: Flags) -> Result<(), String> {
         }
         _ => Some(TradeWatch::websocket(&f.url, &f.symbol)?),
     };
+    let start = Instant::now() + Duration::from_millis(100);
     let record_from = start + Duration::from_secs_f64(f.warmup);
     let mut next_report = start + Duration::from_secs(1);
     // A progress bar on a terminal; a line every 5 s into a log.
@@ -355,6 +359,9 @@ async fn run(f: Flags) -> Result<(), String> {
             t.done += 1;
             if due >= record_from {
                 t.recorded += 1;
+                if matches!(&action, Action::New(body) if body["time_in_force"] == "ioc") {
+                    t.takers_sent += 1;
+                }
                 t.last = Some(Instant::now());
                 if let Some(h) = t.ack.as_mut() {
                     h.saturating_record(took.as_nanos() as u64);
@@ -391,8 +398,22 @@ async fn run(f: Flags) -> Result<(), String> {
     if let Some(trades) = trades {
         // The takers' first fills, from their intended send time (those sent after the warm-up).
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (source, seen) = trades.stop();
-        let takers = std::mem::take(&mut tally.lock().unwrap_or_else(|p| p.into_inner()).takers);
+        let (source, seen, notes) = trades.stop();
+        for note in &notes {
+            eprintln!("  trade watcher: {note}");
+        }
+        let (takers, sent) = {
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut t.takers), t.takers_sent)
+        };
+        if source == "ws" && (takers.len() as u64) < sent {
+            // The feed names a taker by its exchange id, which only a 202 tells: a taker whose
+            // answer was an error (and which may still have traded) is not in the figures.
+            eprintln!(
+                "  order → trade: {} of {sent} recorded takers had no exchange id (their answer was an error) and are left out",
+                sent - takers.len() as u64
+            );
+        }
         let mut h = histogram();
         for (key, at) in &seen {
             // Kafka names the taker by client id (`<prefix><i>`), the WebSocket by exchange id.
@@ -470,7 +491,8 @@ async fn run(f: Flags) -> Result<(), String> {
 struct TradeWatch {
     source: &'static str,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<HashMap<String, Instant>>,
+    /// Each taker's first fill by its key, and what went wrong on the way (trades may be missing).
+    thread: std::thread::JoinHandle<(HashMap<String, Instant>, Vec<String>)>,
 }
 
 impl TradeWatch {
@@ -512,7 +534,7 @@ impl TradeWatch {
                     seen.entry(i.to_owned()).or_insert(now);
                 }
             }
-            seen
+            (seen, Vec::new())
         });
         Ok(TradeWatch { source: "kafka", stop, thread })
     }
@@ -521,11 +543,20 @@ impl TradeWatch {
     /// confirmed, so no trade of the run is missed.
     fn websocket(url: &str, symbol: &str) -> Result<TradeWatch, String> {
         use tungstenite::Message;
-        let hostport = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
-        let stream = std::net::TcpStream::connect(&hostport).map_err(|e| format!("{hostport}: {e}"))?;
-        stream.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
-        let (mut ws, _) = tungstenite::client::client(format!("ws://{hostport}/ws"), stream)
-            .map_err(|e| format!("the WebSocket feed at ws://{hostport}/ws: {e}"))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("--url {url}: {e}"))?;
+        if parsed.scheme() != "http" {
+            return Err(format!("--url {url}: the WebSocket trade watcher speaks plain http/ws only"));
+        }
+        let host = parsed.host_str().ok_or(format!("--url {url}: no host"))?.to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let ws_url = format!("ws://{host}:{port}{}/ws", parsed.path().trim_end_matches('/'));
+        let stream =
+            std::net::TcpStream::connect((host.as_str(), port)).map_err(|e| format!("{host}:{port}: {e}"))?;
+        // The handshake may take a while on a busy machine; short reads only once it is done.
+        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let (mut ws, _) = tungstenite::client::client(ws_url.as_str(), stream)
+            .map_err(|e| format!("the WebSocket feed at {ws_url}: {e}"))?;
+        ws.get_mut().set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
         let channel = format!("trades:{symbol}");
         ws.send(Message::text(json!({"op": "subscribe", "channel": channel}).to_string()))
             .map_err(|e| e.to_string())?;
@@ -552,7 +583,7 @@ impl TradeWatch {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut seen = HashMap::new();
+            let (mut seen, mut notes) = (HashMap::new(), Vec::new());
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 match ws.read() {
                     Ok(Message::Text(t)) => {
@@ -560,29 +591,47 @@ impl TradeWatch {
                         let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
                         let taker =
                             v["trade_id"].as_str().and_then(|id| id.split_once('-')).map(|(cmd, _)| cmd);
-                        if let (Some("trade"), Some(taker)) = (v["type"].as_str(), taker) {
-                            seen.entry(taker.to_owned()).or_insert(now);
+                        match (v["type"].as_str(), taker) {
+                            (Some("trade"), Some(taker)) => {
+                                seen.entry(taker.to_owned()).or_insert(now);
+                            }
+                            // Trades in between are lost to this session: the figures lack them.
+                            (Some("overflow"), _) => {
+                                notes.push(format!("the feed overflowed: {}", v["message"]))
+                            }
+                            (Some("status"), _) if v["feed"] == "down" => {
+                                notes.push("the gateway's feed lost the broker".into())
+                            }
+                            _ => {}
                         }
                     }
-                    Ok(Message::Close(_)) => break,
+                    Ok(Message::Close(_)) => {
+                        notes.push("the gateway closed the session early".into());
+                        break;
+                    }
                     Ok(_) => {}
                     Err(tungstenite::Error::Io(e))
                         if matches!(
                             e.kind(),
                             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                         ) => {}
-                    Err(_) => break,
+                    Err(e) => {
+                        notes.push(format!("the session failed early: {e}"));
+                        break;
+                    }
                 }
             }
             let _ = ws.close(None);
-            seen
+            (seen, notes)
         });
         Ok(TradeWatch { source: "ws", stop, thread })
     }
 
-    /// Stops watching: the source (`kafka` or `ws`) and each taker's first fill by its key.
-    fn stop(self) -> (&'static str, HashMap<String, Instant>) {
+    /// Stops watching: the source (`kafka` or `ws`), each taker's first fill by its key, and what
+    /// went wrong on the way.
+    fn stop(self) -> (&'static str, HashMap<String, Instant>, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (self.source, self.thread.join().unwrap_or_default())
+        let (seen, notes) = self.thread.join().unwrap_or_default();
+        (self.source, seen, notes)
     }
 }
