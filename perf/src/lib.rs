@@ -20,6 +20,12 @@ pub mod regime;
 pub mod report;
 pub mod stream;
 
+/// True if a WebSocket read only ran into its socket's read timeout (no frame yet): the caller
+/// reads again (tungstenite keeps a partial frame for the next read).
+pub fn read_timed_out(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
 /// The value after `--name` in `args`, else `default` (the probes' simple flags).
 pub fn flag(args: &[String], name: &str, default: &str) -> String {
     args.iter()

@@ -575,8 +575,7 @@ impl TradeWatch {
                     }
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) if perf::read_timed_out(&e) => {}
                 Err(e) => return Err(format!("the WebSocket feed: {e}")),
             }
         }
@@ -610,11 +609,7 @@ impl TradeWatch {
                         break;
                     }
                     Ok(_) => {}
-                    Err(tungstenite::Error::Io(e))
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(e) if perf::read_timed_out(&e) => {}
                     Err(e) => {
                         notes.push(format!("the session failed early: {e}"));
                         break;

@@ -111,11 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                         Ok(Message::Close(_)) => break,
                         Ok(_) => {}
-                        Err(tungstenite::Error::Io(e))
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
+                        Err(e) if perf::read_timed_out(&e) => {}
                         Err(_) => break,
                     }
                 }
