@@ -8,7 +8,9 @@
 //! topic sends a [wake-up](Waker) there once the broker has acknowledged the write, and the
 //! consumer takes its partitions again at the offsets after the last records it read. A wake-up is a hint, not the data: the consumer still reads
 //! everything from the log, and if a datagram is lost it resumes on its own after
-//! [`Doze::recheck`] anyway.
+//! [`Doze::recheck`] anyway. Each recheck that finds nothing doubles the wait before the next, up
+//! to [`Doze::longest`]: the longer the silence, the rarer the fetches (each costs the broker about a
+//! dozen SQL statements), while a wake-up or a record brings it back to [`Doze::recheck`].
 //!
 //! A service listens on the UDP port of the same number as its HTTP port (the two are separate
 //! port spaces), so a wake-up needs no address of its own in the stack's plan.
@@ -147,23 +149,52 @@ pub struct Doze {
     /// Pause after this long with nothing read, after a recheck.
     pub peek: Duration,
     /// While paused, resume after this long even without a wake-up (a lost datagram costs at most
-    /// this much latency).
+    /// this much latency, or up to [`Doze::longest`] after a long silence).
     pub recheck: Duration,
+    /// The longest wait between rechecks: each recheck that found nothing doubles the wait, from
+    /// [`Doze::recheck`] up to this.
+    pub longest: Duration,
+    /// The wait before the next recheck.
+    interval: Duration,
+    /// Awake for a recheck, nothing read yet.
+    peeking: bool,
     last_read: Instant,
     spell: Duration,
     paused_at: Option<Instant>,
 }
 
 impl Doze {
-    /// Awake, as of `now`.
+    /// Awake, as of `now`; rechecks every `recheck` while paused (see [`Doze::backing_off_to`]).
     pub fn new(idle: Duration, peek: Duration, recheck: Duration, now: Instant) -> Doze {
-        Doze { idle, peek, recheck, last_read: now, spell: idle, paused_at: None }
+        Doze {
+            idle,
+            peek,
+            recheck,
+            longest: recheck,
+            interval: recheck,
+            peeking: false,
+            last_read: now,
+            spell: idle,
+            paused_at: None,
+        }
+    }
+
+    /// Rechecks that find nothing double the wait before the next, up to `longest`.
+    pub fn backing_off_to(self, longest: Duration) -> Doze {
+        Doze { longest: longest.max(self.recheck), ..self }
     }
 
     /// Something was read at `now`.
     pub fn read(&mut self, now: Instant) {
         self.last_read = now;
         self.spell = self.idle;
+        self.peeking = false;
+        self.interval = self.recheck;
+    }
+
+    /// The wait before the next recheck, once paused.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// Is it paused?
@@ -176,29 +207,38 @@ impl Doze {
         self.paused_at.is_none() && now.duration_since(self.last_read) >= self.spell
     }
 
-    /// Record the pause.
+    /// Record the pause. After a recheck that found nothing, the next one waits twice as long
+    /// (up to [`Doze::longest`]).
     pub fn pause(&mut self, now: Instant) {
+        if std::mem::take(&mut self.peeking) {
+            self.interval = (self.interval * 2).min(self.longest);
+        }
         self.paused_at = Some(now);
     }
 
     /// Paused and either woken or due for its recheck: the caller resumes and calls
     /// [`Doze::resume`].
     pub fn should_resume(&self, now: Instant, woken: bool) -> bool {
-        self.paused_at.is_some_and(|at| woken || now.duration_since(at) >= self.recheck)
+        self.paused_at.is_some_and(|at| woken || now.duration_since(at) >= self.interval)
     }
 
-    /// Record the resume: awake for [`Doze::idle`] from `now` if `woken`, else for [`Doze::peek`].
+    /// Record the resume: awake for [`Doze::idle`] from `now` if `woken` (and rechecks back to
+    /// [`Doze::recheck`]: something is being written), else for [`Doze::peek`].
     pub fn resume(&mut self, now: Instant, woken: bool) {
         self.paused_at = None;
         self.last_read = now;
         self.spell = if woken { self.idle } else { self.peek };
+        self.peeking = !woken;
+        if woken {
+            self.interval = self.recheck;
+        }
     }
 
     /// How long a paused consumer may wait for a wake-up before its recheck is due (at most
     /// `cap`, so the caller can do its other chores).
     pub fn wait_for(&self, now: Instant, cap: Duration) -> Duration {
         match self.paused_at {
-            Some(at) => self.recheck.saturating_sub(now.duration_since(at)).min(cap),
+            Some(at) => self.interval.saturating_sub(now.duration_since(at)).min(cap),
             None => Duration::ZERO,
         }
     }
@@ -236,6 +276,45 @@ mod tests {
         d.pause(t0 + 1510 * MS);
         d.resume(t0 + 1600 * MS, true);
         assert!(!d.should_pause(t0 + 1799 * MS) && d.should_pause(t0 + 1800 * MS));
+    }
+
+    #[test]
+    fn empty_rechecks_back_off_and_a_read_or_a_wake_up_resets_them() {
+        let t0 = Instant::now();
+        let mut d = Doze::new(200 * MS, 20 * MS, 1000 * MS, t0).backing_off_to(4000 * MS);
+        d.pause(t0);
+        assert_eq!(d.interval(), 1000 * MS, "the first pause is not a recheck");
+        let mut at = t0;
+        // Each empty recheck doubles the wait, up to the longest.
+        for want in [2000, 4000, 4000] {
+            at += d.interval();
+            assert!(!d.should_resume(at - MS, false) && d.should_resume(at, false));
+            d.resume(at, false);
+            at += 20 * MS;
+            assert!(d.should_pause(at));
+            d.pause(at);
+            assert_eq!(d.interval(), want * MS);
+            assert_eq!(d.wait_for(at, 10_000 * MS), want * MS);
+        }
+        // A recheck that reads something: records flow again, back to the first wait.
+        at += d.interval();
+        d.resume(at, false);
+        d.read(at + 5 * MS);
+        d.pause(at + 205 * MS);
+        assert_eq!(d.interval(), 1000 * MS);
+        // Backed off again, a wake-up resets it too, even if nothing is read after it.
+        d.resume(at + 1205 * MS, false);
+        d.pause(at + 1225 * MS);
+        assert_eq!(d.interval(), 2000 * MS);
+        d.resume(at + 1300 * MS, true);
+        d.pause(at + 1500 * MS);
+        assert_eq!(d.interval(), 1000 * MS);
+        // Without backing off, the wait stays the recheck.
+        let mut plain = Doze::new(200 * MS, 20 * MS, 1000 * MS, t0);
+        plain.pause(t0);
+        plain.resume(t0 + 1000 * MS, false);
+        plain.pause(t0 + 1020 * MS);
+        assert_eq!(plain.interval(), 1000 * MS);
     }
 
     #[test]

@@ -20,11 +20,13 @@
 //! The broker's health: when nothing has arrived for a second, the thread asks for every
 //! partition's watermarks (also the offset lag, summed over the partitions); a failure means the
 //! feed is down, and the next success that it is back. librdkafka reconnects on its own and
-//! resumes at its position.
+//! resumes at its position. While it dozes it does not ask: each recheck does, so at rest the
+//! broker is asked as rarely as it is fetched from.
 //!
 //! With a wake-up address it dozes (`common::wake`): idle for `IDLE`, it gives up the partitions
 //! and takes them again, each at the offset after the last message read from it (`Positions`),
-//! on the matcher's wake-up (sent once the events are written) or after `RECHECK`.
+//! on the matcher's wake-up (sent once the events are written) or after `RECHECK` (doubled after
+//! each recheck that finds nothing, up to `LONGEST_RECHECK`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,6 +72,9 @@ const PEEK: Duration = Duration::from_millis(20);
 
 /// A dozing consumer takes its partitions again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// Each recheck that finds nothing doubles the wait before the next, up to this (`common::wake`).
+const LONGEST_RECHECK: Duration = Duration::from_secs(4);
 
 /// One event of the stream, as the feed needs it.
 #[derive(Clone, Debug, PartialEq)]
@@ -327,7 +332,7 @@ fn consume(
             None
         }
     });
-    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
+    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(LONGEST_RECHECK);
     let mut heard = Instant::now();
     let mut chunk = Vec::with_capacity(config.chunk);
     while !stop.load(Ordering::Relaxed) {
@@ -380,7 +385,9 @@ fn consume(
             }
             chunk.reserve(config.chunk);
         }
-        if heard.elapsed() >= Duration::from_secs(1) {
+        // Not while dozing: a recheck wakes it, and with nothing read the check comes then (so a
+        // broker that went away at rest is told within a recheck's wait, at most LONGEST_RECHECK).
+        if !doze.paused() && heard.elapsed() >= Duration::from_secs(1) {
             heard = Instant::now();
             let highs: Result<Vec<i64>, _> = (0..positions.len() as i32)
                 .map(|p| consumer.fetch_watermarks(&config.topic, p, Duration::from_secs(1)).map(|(_, h)| h))

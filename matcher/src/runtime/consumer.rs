@@ -7,7 +7,8 @@
 //! restored snapshot's offsets ([`super::snapshots`]). With a wake-up address it dozes
 //! (`common::wake`): once caught up and idle for `IDLE`, it gives up its partitions, so the
 //! broker is not asked for empty fetches, and takes them again on order-svc's wake-up or after
-//! `RECHECK`, each at the offset after the last message it handed on.
+//! `RECHECK` (doubled after each recheck that finds nothing, up to `LONGEST_RECHECK`), each at
+//! the offset after the last message it handed on.
 //!
 //! With `--share-partitions` the matchers split the partitions by leases in Redis
 //! ([`super::leases`]), and this thread keeps them: a partition taken over is read from its
@@ -47,6 +48,9 @@ const PEEK: Duration = Duration::from_millis(20);
 
 /// A dozing consumer takes its partitions again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// Each recheck that finds nothing doubles the wait before the next, up to this (`common::wake`).
+const LONGEST_RECHECK: Duration = Duration::from_secs(4);
 
 /// How long a partition given up waits for the I/O thread to stop writing it.
 const HAND_OVER: Duration = Duration::from_secs(10);
@@ -356,7 +360,7 @@ fn consume(
                 None
             }
         });
-    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now());
+    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(LONGEST_RECHECK);
 
     let commit_interval = Duration::from_millis(config.commit_interval_ms);
     let mut committed_at = Instant::now();
@@ -430,8 +434,9 @@ fn consume(
             }
         }
         if let Some(listener) = listener.as_ref().filter(|_| doze.paused()) {
-            // Back often enough to commit what the I/O thread persists meanwhile.
-            let woken = listener.wait(doze.wait_for(Instant::now(), Duration::from_millis(20)));
+            // Back often enough to commit what the I/O thread persists meanwhile (it pauses 250 ms
+            // after the last read: by then that is little or nothing).
+            let woken = listener.wait(doze.wait_for(Instant::now(), Duration::from_millis(100)));
             let now = Instant::now();
             if doze.should_resume(now, woken) {
                 consumer.assign(&at(&next)?).context("taking the orders partitions again")?;
