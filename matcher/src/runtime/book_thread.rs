@@ -166,7 +166,7 @@ fn push(ring: &mut rtrb::Producer<Output>, item: Output, io: &Thread, stop: &Sto
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use common::{
         Account, ClientOrderId, Command, CommandKind, NewOrder, OrderId, OrderType, Price, RejectReason,
     };
@@ -175,7 +175,8 @@ mod tests {
     use super::*;
     use crate::book::Capacity;
 
-    fn config() -> Config {
+    /// A configuration for tests: no broker, Redis or listener named.
+    pub(crate) fn config() -> Config {
         Config {
             listen: String::new(),
             instance: String::new(),

@@ -15,6 +15,9 @@
 //! command emitted again after a crash (its outputs written, its offset not yet committed) adds
 //! nothing to the topics; Redis writes are idempotent anyway.
 //!
+//! A failed Kafka delivery is not simply sent again: the partitions are read back and only what
+//! they do not hold yet is sent, in order (`write_kafka`).
+//!
 //! A failed Redis or Kafka call is retried after a pause for as long as it fails (`Retry`):
 //! offsets are committed only once everything is written, so giving up would lose outputs. Only a
 //! stop (the drain timed out, or another thread failed) ends the retries; the batch is then
@@ -91,15 +94,7 @@ async fn pump(
     let mut redis = redis::aio::ConnectionManager::new_with_config(client, super::redis_config())
         .await
         .context("connecting to Redis")?;
-    let producer = Producer::create(
-        ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("message.timeout.ms", "10000"),
-    )
-    .context("creating the Kafka producer")?;
+    let mut producer = producer(config, MESSAGE_TIMEOUT)?;
     let retry = Retry { stop, retries: &metrics.io_retries, pause: Duration::from_millis(200) };
     // The gateways' market-data consumers doze while nothing flows (`common::wake`).
     let waker = common::wake::Waker::new(&config.wake).context("opening the wake-up socket")?;
@@ -189,7 +184,7 @@ async fn pump(
         metrics.redis_write.observe(started.elapsed().as_secs_f64());
         if !batch.kafka.is_empty() {
             let started = Instant::now();
-            write_kafka(&producer, &batch, config, &retry).await?;
+            write_kafka(&mut producer, &batch.kafka, config, &mut sink.outlet, &retry).await?;
             metrics.kafka_write.observe(started.elapsed().as_secs_f64());
             if let Some(w) = &waker {
                 w.wake();
@@ -371,6 +366,41 @@ impl Outlet {
         self.last.retain(|(_, q), _| *q != p);
         self.last.extend(fresh);
         Ok(())
+    }
+
+    /// Of `messages` (a batch, in the order sent), the ones not on their topics now: past the last
+    /// event each of their partitions holds (a partition's messages land as a prefix: the producer
+    /// is gapless). On a topic with fewer partitions, whose events of several command partitions
+    /// share one (not comparable), the `failed` ones.
+    fn unsent(
+        &mut self,
+        config: &Config,
+        messages: &[(Topic, i32, String, Vec<u8>)],
+        failed: &[usize],
+    ) -> anyhow::Result<Vec<usize>> {
+        if self.reader.is_none() {
+            self.reader = Some(Outlet::reader(config)?);
+        }
+        let reader = self.reader.as_ref().context("the output topics' reader")?;
+        let mut partitions: Vec<i32> = messages.iter().map(|m| m.1).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let mut tails = HashMap::new();
+        for p in partitions {
+            tails.extend(Outlet::ends(reader, config, Some(p))?.0);
+        }
+        Ok((0..messages.len())
+            .filter(|i| {
+                let (t, p, _, payload) = &messages[*i];
+                if self.fewer.contains_key(t) {
+                    return failed.contains(i);
+                }
+                match (tails.get(&(*t, *p)), event_position(payload)) {
+                    (Some(tail), Some(at)) => at > *tail,
+                    _ => true,
+                }
+            })
+            .collect())
     }
 
     /// The partition of `topic` that command partition `p`'s events go to.
@@ -843,55 +873,102 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// The Kafka half of a batch: every message enqueued, then every acknowledgement awaited; a
-/// failed delivery is sent again.
+/// How long librdkafka tries to deliver a message before it reports the delivery failed.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The output producer: idempotent, and gapless — a failed delivery never leaves a later message
+/// of its partition on the topic (librdkafka raises a fatal error instead of bumping the epoch and
+/// sending on), so what a failed batch left on a partition is a prefix of what it sent there.
+fn producer(config: &Config, timeout: Duration) -> anyhow::Result<Producer> {
+    Producer::create(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("enable.gapless.guarantee", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("message.timeout.ms", timeout.as_millis().to_string()),
+    )
+    .context("creating the Kafka producer")
+}
+
+/// Writes a batch's Kafka messages, in order per partition, each exactly once.
+///
+/// If any delivery fails, the batch is not simply sent again: a message whose report said it
+/// failed may be on the topic all the same (its acknowledgement was lost or late), and a message
+/// sent again after later ones landed would be out of order. So after a failure it reads what
+/// each of the batch's partitions ends with now and sends, in order, only the messages past that
+/// (the producer is gapless: what landed is a prefix). A producer in a fatal state is replaced.
+/// Topics with fewer partitions than `orders` (at least once, [`Outlet`]) get their failed
+/// messages again.
 async fn write_kafka(
-    producer: &Producer,
-    b: &Batch,
+    producer: &mut Producer,
+    messages: &[(Topic, i32, String, Vec<u8>)],
     config: &Config,
+    outlet: &mut Outlet,
     retry: &Retry<'_>,
 ) -> anyhow::Result<()> {
     let topic = |t: Topic| match t {
         Topic::Trades => config.trades_topic.as_str(),
         Topic::Events => config.events_topic.as_str(),
     };
-    let mut pending = Vec::with_capacity(b.kafka.len());
-    for (t, partition, key, payload) in &b.kafka {
-        let name = topic(*t);
-        loop {
-            let record =
-                FutureRecord::to(name).partition(*partition).key(key.as_str()).payload(payload.as_slice());
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push((name, *partition, key, payload, delivery));
-                    break;
-                }
-                Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka queue full; waiting");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut todo: Vec<usize> = (0..messages.len()).collect();
+    loop {
+        let mut pending = Vec::with_capacity(todo.len());
+        for &i in &todo {
+            let (t, partition, key, payload) = &messages[i];
+            loop {
+                let record =
+                    FutureRecord::to(topic(*t)).partition(*partition).key(key.as_str()).payload(payload);
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push((i, delivery));
+                        break;
+                    }
+                    Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka queue full; waiting");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
         }
-    }
-    for (name, partition, key, payload, delivery) in pending {
-        let mut outcome = delivery.await;
-        while !matches!(outcome, Ok(Ok(_))) {
-            let error = match &outcome {
-                Ok(Err((e, _))) => e.to_string(),
-                _ => "the producer dropped the message".to_owned(),
-            };
-            retry.after(&format!("Kafka delivery to {name}"), &error).await?;
-            let record =
-                FutureRecord::to(name).partition(partition).key(key.as_str()).payload(payload.as_slice());
-            outcome = match producer.send_result(record) {
-                Ok(delivery) => delivery.await,
-                // The local queue is full: the next round waits and tries again.
-                Err(_) => continue,
+        let mut failed = Vec::new();
+        let mut error = String::new();
+        for (i, delivery) in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                outcome => {
+                    if failed.is_empty() {
+                        error = match outcome {
+                            Ok(Err((e, _))) => e.to_string(),
+                            _ => "the producer dropped the message".to_owned(),
+                        };
+                    }
+                    failed.push(i);
+                }
+            }
+        }
+        let Some(&first) = failed.first() else { return Ok(()) };
+        retry.after(&format!("Kafka delivery to {}", topic(messages[first].0)), &error).await?;
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(?code, %reason, "the Kafka producer failed for good; a new one takes over");
+            *producer = loop {
+                match self::producer(config, MESSAGE_TIMEOUT) {
+                    Ok(p) => break p,
+                    Err(e) => retry.after("creating the Kafka producer", &format!("{e:#}")).await?,
+                }
             };
         }
+        todo = loop {
+            match outlet.unsent(config, messages, &failed) {
+                Ok(todo) => break todo,
+                Err(e) => {
+                    retry.after("reading the output partitions' last events", &format!("{e:#}")).await?
+                }
+            }
+        };
     }
-    Ok(())
 }
 
 /// Where a batch goes in Redis: the connection, or a test double.
@@ -966,6 +1043,126 @@ mod tests {
     use common::{Account, ClientOrderId, OrderType, Side, TimeInForce, Timestamp};
 
     use super::*;
+
+    /// librdkafka's mock broker with the output topics (two partitions each), and a configuration
+    /// pointing at it.
+    fn mock_topics(
+    ) -> (rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Config) {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        for topic in ["orders", "trades", "order-events"] {
+            cluster.create_topic(topic, 2, 1).unwrap();
+        }
+        let config = Config {
+            brokers: cluster.bootstrap_servers(),
+            group: "io-test".into(),
+            orders_topic: "orders".into(),
+            trades_topic: "trades".into(),
+            events_topic: "order-events".into(),
+            ..super::super::book_thread::tests::config()
+        };
+        (cluster, config)
+    }
+
+    /// An `order-events` message holding command `cmd`'s first event, on partition `cmd % 2`.
+    fn event_message(cmd: u64) -> (Topic, i32, String, Vec<u8>) {
+        let payload = format!("{{\"event_id\":\"{cmd}-0\"}}").into_bytes();
+        (Topic::Events, (cmd % 2) as i32, cmd.to_string(), payload)
+    }
+
+    /// The command ids on each `order-events` partition, in log order (all of them: it reads until
+    /// half a second brings nothing more).
+    fn logged_commands(brokers: &str) -> [Vec<u64>; 2] {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let reader: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "check").create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset("order-events", p, rdkafka::Offset::Beginning).unwrap();
+        }
+        reader.assign(&tpl).unwrap();
+        let mut seen: [Vec<u64>; 2] = Default::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    seen[m.partition() as usize].push(event_position(m.payload().unwrap()).unwrap().0)
+                }
+                Some(Err(e)) => panic!("reading order-events: {e}"),
+                None if seen.iter().any(|p| !p.is_empty()) => break,
+                None => {}
+            }
+        }
+        seen
+    }
+
+    /// A batch whose acknowledgements came too late (the mock broker wrote every message but
+    /// answered after the delivery timeout): written again, each message is on its partition once
+    /// and in order (sending the failed ones again put every one of them there twice).
+    #[tokio::test]
+    async fn a_batch_whose_acknowledgements_came_late_lands_once_and_in_order() {
+        let (cluster, config) = mock_topics();
+        let mut producer = producer(&config, Duration::from_millis(300)).unwrap();
+        // Commands 0 and 1 go first, one to each partition, so that the producer has its id and
+        // the partitions' leaders before the answers slow down: the batch then goes out at once
+        // and only its answers are late. (Deliveries time out after 300 ms: the first may fail.)
+        for cmd in [0, 1] {
+            let (_, partition, key, payload) = event_message(cmd);
+            let mut delivered = false;
+            for _ in 0..20 {
+                let record =
+                    FutureRecord::to("order-events").partition(partition).key(&key).payload(&payload);
+                if producer.send_result(record).unwrap().await.is_ok_and(|r| r.is_ok()) {
+                    delivered = true;
+                    break;
+                }
+            }
+            assert!(delivered, "the producer never delivered");
+        }
+        let messages: Vec<_> = (2..22).map(event_message).collect();
+        let mut outlet = Outlet::default();
+        let (stop, retries) = (Stop::default(), retries());
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(500) };
+        // librdkafka times requests out on a one-second scan: answers 5 s late, healed after 2.5 s.
+        cluster.broker_round_trip_time(1, Duration::from_secs(5)).unwrap();
+        let write = write_kafka(&mut producer, &messages, &config, &mut outlet, &retry);
+        let heal = async {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+        };
+        let (written, ()) =
+            tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(write, heal) })
+                .await
+                .expect("the batch is written within 30 s");
+        written.unwrap();
+        assert!(retries.get() >= 1, "the first deliveries timed out");
+        let want: [Vec<u64>; 2] = [(0..22).step_by(2).collect(), (1..22).step_by(2).collect()];
+        assert_eq!(logged_commands(&config.brokers), want);
+    }
+
+    /// A producer that fails for good (the broker answers a produce with a sequence error, which
+    /// the gapless producer makes fatal) is replaced, and the batch lands once, in order.
+    #[tokio::test]
+    async fn a_producer_that_failed_for_good_is_replaced() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+        let (cluster, config) = mock_topics();
+        let messages: Vec<_> = (0..6).map(event_message).collect();
+        let mut producer = producer(&config, Duration::from_secs(5)).unwrap();
+        let first = producer.clone();
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+        );
+        let mut outlet = Outlet::default();
+        let (stop, retries) = (Stop::default(), retries());
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(50) };
+        let write = write_kafka(&mut producer, &messages, &config, &mut outlet, &retry);
+        tokio::time::timeout(Duration::from_secs(30), write).await.expect("written within 30 s").unwrap();
+        assert!(first.client().fatal_error().is_some(), "the first producer failed for good");
+        assert!(producer.client().fatal_error().is_none(), "and another took over");
+        assert_eq!(logged_commands(&config.brokers), [vec![0, 2, 4], vec![1, 3, 5]]);
+    }
 
     /// A Redis that fails its first calls of each kind and records the transactions it ran.
     #[derive(Default)]
