@@ -78,7 +78,8 @@ struct Args {
     kafka_fetch_wait_ms: u32,
     /// Where the matcher's wake-ups arrive (UDP `host:port`, usually the HTTP address): with it,
     /// the market-data consumer stops fetching after a short spell with nothing to read and
-    /// resumes on a wake-up (at the latest after a second). Without it, it fetches all the time.
+    /// resumes on a wake-up (without one it looks again after a second, backing off to 4 s while
+    /// it finds nothing). Without it, it fetches all the time.
     #[arg(long, env = "GATEWAY_WAKE_LISTEN")]
     wake_listen: Option<String>,
     /// Frames a WebSocket session may have queued; a client that falls further behind is

@@ -248,8 +248,7 @@ fn labelled(matcher: &Service, name: &str, label: &str) -> i64 {
 }
 
 /// At rest the matcher's consumer stops fetching (`common::wake`), and order entry's wake-up
-/// brings it back: the order is read, and the resume is counted as a wake-up's, not the
-/// once-a-second recheck's.
+/// brings it back: the order is read, and the resume is counted as a wake-up's, not a recheck's.
 #[test]
 fn an_idle_matcher_stops_fetching_and_order_entry_wakes_it() {
     let s = stack();

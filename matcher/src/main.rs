@@ -62,7 +62,8 @@ struct Args {
     kafka_linger_ms: u32,
     /// Where wake-ups from order-svc arrive (UDP `host:port`, usually the HTTP address): with it,
     /// the orders consumer stops fetching after a short spell with nothing to read and resumes on
-    /// a wake-up (at the latest after a second). Without it, it fetches all the time.
+    /// a wake-up (without one it looks again after a second, backing off to 4 s while it finds
+    /// nothing). Without it, it fetches all the time.
     #[arg(long, env = "MATCHER_WAKE_LISTEN")]
     wake_listen: Option<String>,
     /// Whom to wake (UDP `host:port`, comma-separated: the gateways' market-data consumers) once

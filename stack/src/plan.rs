@@ -318,9 +318,7 @@ impl Plan {
             (1..=o.gateways).map(|i| o.ports.pick(fixed::GATEWAY + i as u16 - 1)).collect();
         let mut matcher_url = None;
         // Wake-ups (`common::wake`) go to a service's HTTP port number, over UDP.
-        // Order entry wakes every matcher: with several, each owns a share of the partitions and
-        // one that was not told would wait for its recheck.
-        let mut matcher_wake = Vec::new();
+        let mut matcher_wake = None;
         for i in (1..=o.matchers.max(1)).filter(|_| o.matcher) {
             let name = if i == 1 { "matcher".to_owned() } else { format!("matcher-{i}") };
             let port = o.ports.pick(fixed::MATCHER + i as u16 - 1);
@@ -337,7 +335,9 @@ impl Plan {
             if !gateways.is_empty() {
                 args.extend(["--wake".into(), gateways.join(",")]);
             }
-            matcher_wake.push(format!("127.0.0.1:{port}"));
+            if i == 1 {
+                matcher_wake = Some(format!("127.0.0.1:{port}"));
+            }
             let mut m = service(&name, Kind::Matcher, "matcher", port, args, backends.clone());
             // It replays the orders log (from its newest snapshot) before it is ready; its drain
             // is bounded at 10 s.
@@ -354,8 +354,8 @@ impl Plan {
             let name = format!("order-svc-{i}");
             let port = o.ports.pick(fixed::ORDER_SVC + i as u16 - 1);
             let mut args = vec!["--brokers".into(), kafka.clone()];
-            if !matcher_wake.is_empty() {
-                args.extend(["--wake".into(), matcher_wake.join(",")]);
+            if let Some(wake) = &matcher_wake {
+                args.extend(["--wake".into(), wake.clone()]);
             }
             let p = service(&name, Kind::OrderSvc, "order-svc", port, args, broker_dep.clone());
             order_urls.push(p.url(""));
@@ -731,10 +731,6 @@ mod tests {
             assert_eq!(m.flag("--instance"), Some(name));
         }
         assert_eq!(plan.get("gateway-1").unwrap().flag("--matcher"), Some("http://127.0.0.1:9201"));
-        for o in ["order-svc-1", "order-svc-2"] {
-            let wake = plan.get(o).unwrap().flag("--wake");
-            assert_eq!(wake, Some("127.0.0.1:9201,127.0.0.1:9202"), "{o} wakes both matchers");
-        }
     }
 
     #[test]

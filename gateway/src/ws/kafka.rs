@@ -334,6 +334,8 @@ fn consume(
     });
     let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(LONGEST_RECHECK);
     let mut heard = Instant::now();
+    // A recheck asks for the broker's health whatever happens in its short peek.
+    let mut check_due = false;
     let mut chunk = Vec::with_capacity(config.chunk);
     while !stop.load(Ordering::Relaxed) {
         if let Some(listener) = listener.as_ref().filter(|_| doze.paused()) {
@@ -342,6 +344,7 @@ fn consume(
             if doze.should_resume(now, woken) {
                 consumer.assign(&positions.assignment(&config.topic)?)?;
                 doze.resume(now, woken);
+                check_due = !woken;
             }
         }
         let mut wait = Duration::from_millis(if listener.is_some() { 10 } else { 100 });
@@ -385,9 +388,10 @@ fn consume(
             }
             chunk.reserve(config.chunk);
         }
-        // Not while dozing: a recheck wakes it, and with nothing read the check comes then (so a
-        // broker that went away at rest is told within a recheck's wait, at most LONGEST_RECHECK).
-        if !doze.paused() && heard.elapsed() >= Duration::from_secs(1) {
+        // Not between rechecks while dozing: each recheck makes it (so a broker that went away at
+        // rest is told within a recheck's wait, at most LONGEST_RECHECK, plus the check's timeout).
+        if check_due || (!doze.paused() && heard.elapsed() >= Duration::from_secs(1)) {
+            check_due = false;
             heard = Instant::now();
             let highs: Result<Vec<i64>, _> = (0..positions.len() as i32)
                 .map(|p| consumer.fetch_watermarks(&config.topic, p, Duration::from_secs(1)).map(|(_, h)| h))

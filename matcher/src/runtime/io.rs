@@ -873,12 +873,22 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// How long librdkafka tries to deliver a message before it reports the delivery failed.
-const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long librdkafka tries to deliver a message before it reports the delivery failed: never
+/// (0). A message that times out leaves a gap that the gapless guarantee does not cover — the
+/// producer skips it and sends the later ones (librdkafka's INTRODUCTION.md, "Message timeout
+/// considerations") — so a broker that is down is waited for instead, as long as the matcher is
+/// not stopping ([`delivered`]); only a permanent error fails a delivery, and that stops the
+/// producer (gapless).
+const MESSAGE_TIMEOUT: Duration = Duration::ZERO;
 
-/// The output producer: idempotent, and gapless — a failed delivery never leaves a later message
-/// of its partition on the topic (librdkafka raises a fatal error instead of bumping the epoch and
-/// sending on), so what a failed batch left on a partition is a prefix of what it sent there.
+/// After this long without a delivery report, the I/O thread says that it is waiting for the
+/// broker (once per batch) and counts a retry.
+const SLOW_DELIVERY: Duration = Duration::from_secs(10);
+
+/// The output producer: idempotent, and gapless — a delivery that fails (with no timeout, only a
+/// permanent error fails one) stops the producer rather than let a later message of its
+/// partition land, so what a failed batch left on a partition is a prefix of what it sent there.
+/// `timeout`: `message.timeout.ms` ([`MESSAGE_TIMEOUT`]; tests time out on purpose).
 fn producer(config: &Config, timeout: Duration) -> anyhow::Result<Producer> {
     Producer::create(
         ClientConfig::new()
@@ -894,13 +904,12 @@ fn producer(config: &Config, timeout: Duration) -> anyhow::Result<Producer> {
 
 /// Writes a batch's Kafka messages, in order per partition, each exactly once.
 ///
-/// If any delivery fails, the batch is not simply sent again: a message whose report said it
-/// failed may be on the topic all the same (its acknowledgement was lost or late), and a message
-/// sent again after later ones landed would be out of order. So after a failure it reads what
-/// each of the batch's partitions ends with now and sends, in order, only the messages past that
-/// (the producer is gapless: what landed is a prefix). A producer in a fatal state is replaced.
-/// Topics with fewer partitions than `orders` (at least once, [`Outlet`]) get their failed
-/// messages again.
+/// If any delivery fails, the failed messages are not simply sent again: a message reported
+/// failed may be on the topic all the same (its acknowledgement lost), and one sent again after
+/// later ones landed would be out of order. So after a failure it reads what each of the batch's
+/// partitions ends with now and sends, in order, only the messages past that (what landed is a
+/// prefix: [`producer`]). A producer that failed for good is replaced. Topics with fewer
+/// partitions than `orders` (at least once, [`Outlet`]) get their failed messages again.
 async fn write_kafka(
     producer: &mut Producer,
     messages: &[(Topic, i32, String, Vec<u8>)],
@@ -915,7 +924,10 @@ async fn write_kafka(
     let mut todo: Vec<usize> = (0..messages.len()).collect();
     loop {
         let mut pending = Vec::with_capacity(todo.len());
-        for &i in &todo {
+        // Messages the producer refused because it failed for good: never sent.
+        let mut refused = &todo[todo.len()..];
+        let mut error = String::new();
+        'sending: for (n, &i) in todo.iter().enumerate() {
             let (t, partition, key, payload) = &messages[i];
             loop {
                 let record =
@@ -926,6 +938,11 @@ async fn write_kafka(
                         break;
                     }
                     Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
+                    Err(e) if producer.client().fatal_error().is_some() => {
+                        refused = &todo[n..];
+                        error = e.to_string();
+                        break 'sending;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "Kafka queue full; waiting");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -934,21 +951,19 @@ async fn write_kafka(
             }
         }
         let mut failed = Vec::new();
-        let mut error = String::new();
+        let started = Instant::now();
         for (i, delivery) in pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                outcome => {
+            match delivered(delivery, started, retry).await? {
+                Ok(()) => {}
+                Err(e) => {
                     if failed.is_empty() {
-                        error = match outcome {
-                            Ok(Err((e, _))) => e.to_string(),
-                            _ => "the producer dropped the message".to_owned(),
-                        };
+                        error = e;
                     }
                     failed.push(i);
                 }
             }
         }
+        failed.extend_from_slice(refused);
         let Some(&first) = failed.first() else { return Ok(()) };
         retry.after(&format!("Kafka delivery to {}", topic(messages[first].0)), &error).await?;
         if let Some((code, reason)) = producer.client().fatal_error() {
@@ -968,6 +983,41 @@ async fn write_kafka(
                 }
             }
         };
+    }
+}
+
+/// Waits for one delivery report: `Ok(Ok)` delivered, `Ok(Err(why))` failed, `Err` if the matcher
+/// stops first. With no message timeout a report can take as long as the broker is away: past
+/// [`SLOW_DELIVERY`] (counted from `started`, the batch's first wait) it says so, once.
+async fn delivered(
+    mut delivery: common::kafka::DeliveryFuture,
+    started: Instant,
+    retry: &Retry<'_>,
+) -> anyhow::Result<Result<(), String>> {
+    let mut told = started.elapsed() >= SLOW_DELIVERY;
+    loop {
+        tokio::select! {
+            outcome = &mut delivery => {
+                return Ok(match outcome {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e.to_string()),
+                    Err(_) => Err("the producer dropped the message".to_owned()),
+                });
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if retry.stop.stopped() {
+                    return Err(retry.give_up());
+                }
+                if !told && started.elapsed() >= SLOW_DELIVERY {
+                    told = true;
+                    retry.retries.inc();
+                    tracing::warn!(
+                        waited = ?started.elapsed(),
+                        "no Kafka acknowledgement yet: the broker is away or slow; waiting for it"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -1096,9 +1146,10 @@ mod tests {
         seen
     }
 
-    /// A batch whose acknowledgements came too late (the mock broker wrote every message but
-    /// answered after the delivery timeout): written again, each message is on its partition once
-    /// and in order (sending the failed ones again put every one of them there twice).
+    /// Deliveries reported failed whose messages are on the log all the same are not sent again:
+    /// here the mock broker wrote every message of the batch but answered after a (deliberately
+    /// short) delivery timeout. Each message ends up on its partition once and in order (sending
+    /// the failed ones again put every one of them there twice).
     #[tokio::test]
     async fn a_batch_whose_acknowledgements_came_late_lands_once_and_in_order() {
         let (cluster, config) = mock_topics();
@@ -1162,6 +1213,27 @@ mod tests {
         assert!(first.client().fatal_error().is_some(), "the first producer failed for good");
         assert!(producer.client().fatal_error().is_none(), "and another took over");
         assert_eq!(logged_commands(&config.brokers), [vec![0, 2, 4], vec![1, 3, 5]]);
+    }
+
+    /// With no delivery timeout a report can take as long as the broker is away: the wait for it
+    /// ends when the matcher stops, and a report that comes is passed on.
+    #[tokio::test]
+    async fn a_delivery_is_awaited_until_the_matcher_stops() {
+        let (stop, retries) = (Stop::default(), retries());
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let (_unanswered, delivery) = tokio::sync::oneshot::channel();
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.stop();
+        };
+        let (waited, ()) = tokio::join!(delivered(delivery, Instant::now(), &retry), stopping);
+        assert!(waited.is_err(), "gave up once stopping: {waited:?}");
+        let stop = Stop::default();
+        let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let (dropped, delivery) = tokio::sync::oneshot::channel();
+        drop(dropped);
+        let outcome = delivered(delivery, Instant::now(), &retry).await.unwrap();
+        assert_eq!(outcome, Err("the producer dropped the message".to_owned()));
     }
 
     /// A Redis that fails its first calls of each kind and records the transactions it ran.
