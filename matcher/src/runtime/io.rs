@@ -37,6 +37,7 @@ use common::{
     TimeInForce, Timestamp, TradeId,
 };
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
@@ -340,7 +341,8 @@ impl Outlet {
                         Some(Ok(m)) if m.partition() == p && m.topic() == name.as_str() => {
                             break m.payload().map(<[u8]>::to_vec)
                         }
-                        Some(Err(e)) => anyhow::bail!("reading {name}/{p}: {e}"),
+                        // A connection error the idle reader kept from an outage: read on.
+                        Some(Err(e)) => tracing::debug!(error = %e, "reading {name}/{p}"),
                         _ => {}
                     }
                 };
@@ -877,17 +879,17 @@ impl<'a> Sink<'a> {
 /// (0). A message that times out leaves a gap that the gapless guarantee does not cover — the
 /// producer skips it and sends the later ones (librdkafka's INTRODUCTION.md, "Message timeout
 /// considerations") — so a broker that is down is waited for instead, as long as the matcher is
-/// not stopping ([`delivered`]); only a permanent error fails a delivery, and that stops the
-/// producer (gapless).
+/// not stopping ([`delivered`]). A broker's permanent error then stops the producer (gapless);
+/// local failures (a refusal at enqueue, a purge) are handled in [`write_kafka`].
 const MESSAGE_TIMEOUT: Duration = Duration::ZERO;
 
 /// After this long without a delivery report, the I/O thread says that it is waiting for the
 /// broker (once per batch) and counts a retry.
 const SLOW_DELIVERY: Duration = Duration::from_secs(10);
 
-/// The output producer: idempotent, and gapless — a delivery that fails (with no timeout, only a
-/// permanent error fails one) stops the producer rather than let a later message of its
-/// partition land, so what a failed batch left on a partition is a prefix of what it sent there.
+/// The output producer: idempotent, and gapless — a broker's permanent error stops the producer
+/// rather than let a later message of its partition land, so (with no timeout) what a failed
+/// batch left on a partition is a prefix of what it sent there.
 /// `timeout`: `message.timeout.ms` ([`MESSAGE_TIMEOUT`]; tests time out on purpose).
 fn producer(config: &Config, timeout: Duration) -> anyhow::Result<Producer> {
     Producer::create(
@@ -938,14 +940,16 @@ async fn write_kafka(
                         break;
                     }
                     Err(_) if retry.stop.stopped() => return Err(retry.give_up()),
-                    Err(e) if producer.client().fatal_error().is_some() => {
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        tracing::warn!("Kafka queue full; waiting");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    // Refused for good (a producer that failed for good refuses everything): this
+                    // one and the rest are not sent; a later one must not land before this one.
+                    Err(e) => {
                         refused = &todo[n..];
                         error = e.to_string();
                         break 'sending;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka queue full; waiting");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
             }
@@ -953,7 +957,7 @@ async fn write_kafka(
         let mut failed = Vec::new();
         let started = Instant::now();
         for (i, delivery) in pending {
-            match delivered(delivery, started, retry).await? {
+            match delivered(delivery, started, producer, retry).await? {
                 Ok(()) => {}
                 Err(e) => {
                     if failed.is_empty() {
@@ -988,10 +992,13 @@ async fn write_kafka(
 
 /// Waits for one delivery report: `Ok(Ok)` delivered, `Ok(Err(why))` failed, `Err` if the matcher
 /// stops first. With no message timeout a report can take as long as the broker is away: past
-/// [`SLOW_DELIVERY`] (counted from `started`, the batch's first wait) it says so, once.
+/// [`SLOW_DELIVERY`] (counted from `started`, the batch's first wait) it says so, once. A
+/// `producer` that failed for good never sends again, and a message it put back in its queue
+/// would never be reported: the wait ends then as a failure (what landed is read back).
 async fn delivered(
     mut delivery: common::kafka::DeliveryFuture,
     started: Instant,
+    producer: &Producer,
     retry: &Retry<'_>,
 ) -> anyhow::Result<Result<(), String>> {
     let mut told = started.elapsed() >= SLOW_DELIVERY;
@@ -1007,6 +1014,9 @@ async fn delivered(
             () = tokio::time::sleep(Duration::from_millis(200)) => {
                 if retry.stop.stopped() {
                     return Err(retry.give_up());
+                }
+                if let Some((_, reason)) = producer.client().fatal_error() {
+                    return Ok(Err(format!("the producer failed for good: {reason}")));
                 }
                 if !told && started.elapsed() >= SLOW_DELIVERY {
                     told = true;
@@ -1199,7 +1209,7 @@ mod tests {
 
         let (cluster, config) = mock_topics();
         let messages: Vec<_> = (0..6).map(event_message).collect();
-        let mut producer = producer(&config, Duration::from_secs(5)).unwrap();
+        let mut producer = producer(&config, MESSAGE_TIMEOUT).unwrap();
         let first = producer.clone();
         cluster.request_errors(
             RDKafkaApiKey::Produce,
@@ -1221,18 +1231,20 @@ mod tests {
     async fn a_delivery_is_awaited_until_the_matcher_stops() {
         let (stop, retries) = (Stop::default(), retries());
         let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
+        let config = Config { brokers: "127.0.0.1:1".into(), ..super::super::book_thread::tests::config() };
+        let producer = producer(&config, MESSAGE_TIMEOUT).unwrap();
         let (_unanswered, delivery) = tokio::sync::oneshot::channel();
         let stopping = async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             stop.stop();
         };
-        let (waited, ()) = tokio::join!(delivered(delivery, Instant::now(), &retry), stopping);
+        let (waited, ()) = tokio::join!(delivered(delivery, Instant::now(), &producer, &retry), stopping);
         assert!(waited.is_err(), "gave up once stopping: {waited:?}");
         let stop = Stop::default();
         let retry = Retry { stop: &stop, retries: &retries, pause: Duration::from_millis(1) };
         let (dropped, delivery) = tokio::sync::oneshot::channel();
         drop(dropped);
-        let outcome = delivered(delivery, Instant::now(), &retry).await.unwrap();
+        let outcome = delivered(delivery, Instant::now(), &producer, &retry).await.unwrap();
         assert_eq!(outcome, Err("the producer dropped the message".to_owned()));
     }
 
