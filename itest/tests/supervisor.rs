@@ -113,6 +113,26 @@ fn a_killed_process_comes_back_with_backoff_and_down_leaves_nothing() {
         assert_eq!(r["restarts"], 0, "{r}");
     }
 
+    // `lab cpu` measures every running process of the stack and the supervisor, once each (the
+    // supervisor without its children, which are the stack's processes).
+    let cpu = lab(dir.path(), &["cpu", "--seconds", "1", "--json"]).output().expect("lab cpu");
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    let cpu: serde_json::Value = serde_json::from_slice(&cpu.stdout).expect("lab cpu --json");
+    let measured: Vec<&str> =
+        cpu["processes"].as_array().unwrap().iter().map(|p| p["process"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> = vec!["lab"];
+    let rows = status(dir.path());
+    want.extend(rows.iter().map(|r| r["process"].as_str().unwrap()));
+    assert_eq!(measured, want, "{cpu}");
+    let shares: Vec<f64> =
+        cpu["processes"].as_array().unwrap().iter().map(|p| p["cpu_percent"].as_f64().unwrap()).collect();
+    assert!(shares.iter().all(|s| (0.0..=200.0).contains(s)), "{cpu}");
+    let total = cpu["total_percent"].as_f64().unwrap();
+    assert!((total - shares.iter().sum::<f64>()).abs() < 1e-6, "{cpu}");
+    let pids: std::collections::HashSet<u64> =
+        cpu["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), want.len(), "a process each: {cpu}");
+
     let down = lab(dir.path(), &["down"]).output().expect("lab down");
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let said = String::from_utf8_lossy(&down.stdout);
@@ -124,6 +144,9 @@ fn a_killed_process_comes_back_with_backoff_and_down_leaves_nothing() {
         assert!(!port_open(p), "port {p} is closed after lab down");
     }
     assert!(status(dir.path()).iter().all(|r| r["pid"].is_null() && r["ready"] == false));
+    let cpu = lab(dir.path(), &["cpu", "--seconds", "1"]).output().expect("lab cpu");
+    assert!(!cpu.status.success(), "nothing runs: nothing to measure");
+    assert!(String::from_utf8_lossy(&cpu.stderr).contains("is running"), "{cpu:?}");
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! - [`topics`]: topic creation through the Kafka admin API.
 //! - [`state`]: the state file `lab status` and `lab down` read.
 //! - [`commands`]: `up`, `down`, `status`, `logs`, `test`, `bench`.
+//! - [`cpu`]: `lab cpu`, each process's share of a core over a few seconds (the stack at rest).
 //!
 //! # Crates
 //! Process groups come from `std` (`CommandExt::process_group`, stable since 1.64, no `unsafe`
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod cpu;
 pub mod plan;
 pub mod probe;
 pub mod state;

@@ -72,6 +72,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// How much CPU each process of the running stack uses (with its children; the supervisor
+    /// too) over a few seconds, as % of one core, and the total: e.g. the stack at rest.
+    Cpu {
+        /// How long to measure.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// The same as JSON (keys seconds, processes: [{process, pid, cpu_percent}], total_percent).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a process's log and follow it (Ctrl-C to stop).
     Logs {
         /// The process (broker, redis, matcher, order-svc-1, …; `lab` for the supervisor's own).
@@ -113,6 +123,7 @@ fn main() {
         Cmd::Role { user, role } => commands::role(&args.run_dir, &user, &role),
         Cmd::Down => commands::down(&args.run_dir),
         Cmd::Status { json } => commands::status(&args.run_dir, json),
+        Cmd::Cpu { seconds, json } => stack::cpu::cpu(&args.run_dir, seconds, json),
         Cmd::Logs { process, no_follow } => commands::logs(&args.run_dir, &process, !no_follow),
         Cmd::Test => commands::test(),
         Cmd::Bench { flags } => commands::bench(&flags),
