@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use itest::{http, wait_until, Service, Stack};
+use itest::{http, wait_until, Service, Signal, Stack};
 use serde_json::Value;
 
 /// How long a service may take to stop (the matcher's drain is bounded at 10 s).
@@ -125,4 +125,37 @@ fn a_killed_matcher_adds_nothing_twice_to_the_topics() {
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "{topic} holds these more than once: {twice:?}");
     }
+}
+
+/// A matcher's Kafka write held up by a broker that stops answering for longer than a delivery
+/// timeout would allow (10 s, as it was) lands once when the broker answers again: the I/O
+/// thread waits for it (and says so after 10 s) instead of sending the batch a second time.
+/// Redis is paused first so that the batch reaches its Kafka write only once the broker is paused.
+#[test]
+fn a_write_held_up_by_a_paused_broker_lands_once() {
+    let s = Stack::start_with_matcher_args(1, &[]);
+    let order_svc = s.svc("order-svc-1");
+    s.signal("redis", Signal::SIGSTOP);
+    let ids = [place(&order_svc, "held-1", "sell"), place(&order_svc, "held-2", "buy")];
+    // The matcher reads both and matches them; its I/O thread waits on Redis.
+    std::thread::sleep(Duration::from_secs(1));
+    s.signal("broker", Signal::SIGSTOP);
+    s.signal("redis", Signal::SIGCONT);
+    let log = s.log_path("matcher");
+    let waited = wait_until("the I/O thread to say it waits for the broker", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("no Kafka acknowledgement yet"))
+    });
+    // Past the old 10 s delivery timeout before the broker answers again.
+    std::thread::sleep(Duration::from_secs(2));
+    s.signal("broker", Signal::SIGCONT);
+    assert!(waited.is_ok(), "{}", s.tail("matcher"));
+    for id in &ids {
+        wait_until(id, Duration::from_secs(30), || status(&s.svc("matcher"), id) == "filled").unwrap();
+    }
+    let trades = s.counted("trades", "trade_id", Duration::from_secs(5));
+    assert_eq!(trades.values().copied().collect::<Vec<_>>(), [1], "one trade, once: {trades:?}");
+    let events = s.counted("order-events", "event_id", Duration::from_secs(5));
+    assert!(events.len() >= 4, "accepted twice, a fill, a level: {events:?}");
+    let twice: Vec<_> = events.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "order-events holds these more than once: {twice:?}");
 }
