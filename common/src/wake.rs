@@ -20,6 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The longest wait between a dozing consumer's rechecks that the stack's consumers back off to
+/// ([`Doze::backing_off_to`]): a lost wake-up after a long silence costs at most this much.
+pub const LONGEST_RECHECK: Duration = Duration::from_secs(4);
+
 /// The datagram: its content does not matter, only its arrival.
 const PING: &[u8] = b"wake";
 

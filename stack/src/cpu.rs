@@ -51,13 +51,18 @@ fn snapshot() -> HashMap<u32, Stat> {
     .collect()
 }
 
-/// `root` and every process below it in `stats`, except what is below another of `roots` (the
-/// supervisor's children are the stack's processes, each measured on its own).
-pub fn tree(root: u32, stats: &HashMap<u32, Stat>, roots: &[u32]) -> Vec<u32> {
+/// Each process's children in `stats`.
+pub fn children(stats: &HashMap<u32, Stat>) -> HashMap<u32, Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for (&pid, s) in stats {
         children.entry(s.ppid).or_default().push(pid);
     }
+    children
+}
+
+/// `root` and every process below it (`children`: [`children`]), except what is below another of
+/// `roots` (the supervisor's children are the stack's processes, each measured on its own).
+pub fn tree(root: u32, children: &HashMap<u32, Vec<u32>>, roots: &[u32]) -> Vec<u32> {
     let mut all = vec![root];
     let mut i = 0;
     while i < all.len() {
@@ -90,11 +95,12 @@ pub fn measure(procs: &[(String, u32)], span: Duration) -> Vec<Usage> {
     let seconds = started.elapsed().as_secs_f64();
     let hz = ticks_per_second();
     let roots: Vec<u32> = procs.iter().map(|p| p.1).collect();
+    let (below_before, below_after) = (children(&before), children(&after));
     procs
         .iter()
         .map(|(name, pid)| {
-            let mut pids = tree(*pid, &before, &roots);
-            pids.extend(tree(*pid, &after, &roots));
+            let mut pids = tree(*pid, &below_before, &roots);
+            pids.extend(tree(*pid, &below_after, &roots));
             pids.sort_unstable();
             pids.dedup();
             // A process seen only at the start counts nothing more; one seen only at the end
@@ -121,7 +127,10 @@ pub fn cpu(dir: &Path, seconds: f64, json: bool) -> anyhow::Result<()> {
     let state = crate::state::State::read(dir)
         .ok_or_else(|| anyhow::anyhow!("no stack runs from {} (./lab up starts one)", dir.display()))?;
     let mut procs: Vec<(String, u32)> = vec![("lab".to_owned(), state.supervisor)];
-    procs.extend(crate::commands::status_rows(dir)?.into_iter().filter_map(|r| Some((r.process, r.pid?))));
+    procs.extend(state.procs.iter().filter_map(|p| {
+        let pid = p.live_pid().filter(|&pid| crate::supervisor::group_alive(pid))?;
+        Some((p.name.clone(), pid))
+    }));
     anyhow::ensure!(procs.len() > 1, "no process of the stack in {} is running", dir.display());
     if !json {
         eprintln!("measuring {} processes for {seconds} s …", procs.len());
@@ -160,13 +169,14 @@ mod tests {
         let stats: HashMap<u32, Stat> =
             [(1, stat(0)), (10, stat(1)), (11, stat(10)), (12, stat(10)), (13, stat(12)), (20, stat(1))]
                 .into();
-        let mut t = tree(10, &stats, &[10]);
+        let below = children(&stats);
+        let mut t = tree(10, &below, &[10]);
         t.sort_unstable();
         assert_eq!(t, [10, 11, 12, 13]);
-        assert_eq!(tree(99, &stats, &[99]), [99], "an unknown pid is itself only");
+        assert_eq!(tree(99, &below, &[99]), [99], "an unknown pid is itself only");
         assert_eq!(ticks(&t, &stats), 4);
         // Another measured process below it is measured on its own, with its children.
-        let mut t = tree(1, &stats, &[1, 12]);
+        let mut t = tree(1, &below, &[1, 12]);
         t.sort_unstable();
         assert_eq!(t, [1, 10, 11, 20]);
     }

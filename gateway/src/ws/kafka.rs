@@ -26,7 +26,7 @@
 //! With a wake-up address it dozes (`common::wake`): idle for `IDLE`, it gives up the partitions
 //! and takes them again, each at the offset after the last message read from it (`Positions`),
 //! on the matcher's wake-up (sent once the events are written) or after `RECHECK` (doubled after
-//! each recheck that finds nothing, up to `LONGEST_RECHECK`).
+//! each recheck that finds nothing, up to `common::wake::LONGEST_RECHECK`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -72,9 +72,6 @@ const PEEK: Duration = Duration::from_millis(20);
 
 /// A dozing consumer takes its partitions again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// Each recheck that finds nothing doubles the wait before the next, up to this (`common::wake`).
-const LONGEST_RECHECK: Duration = Duration::from_secs(4);
 
 /// One event of the stream, as the feed needs it.
 #[derive(Clone, Debug, PartialEq)]
@@ -332,7 +329,8 @@ fn consume(
             None
         }
     });
-    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(LONGEST_RECHECK);
+    let mut doze =
+        Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(common::wake::LONGEST_RECHECK);
     let mut heard = Instant::now();
     // A recheck asks for the broker's health whatever happens in its short peek.
     let mut check_due = false;

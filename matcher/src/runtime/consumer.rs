@@ -7,7 +7,7 @@
 //! restored snapshot's offsets ([`super::snapshots`]). With a wake-up address it dozes
 //! (`common::wake`): once caught up and idle for `IDLE`, it gives up its partitions, so the
 //! broker is not asked for empty fetches, and takes them again on order-svc's wake-up or after
-//! `RECHECK` (doubled after each recheck that finds nothing, up to `LONGEST_RECHECK`), each at
+//! `RECHECK` (doubled after each recheck that finds nothing, up to `common::wake::LONGEST_RECHECK`), each at
 //! the offset after the last message it handed on.
 //!
 //! With `--share-partitions` the matchers split the partitions by leases in Redis
@@ -48,9 +48,6 @@ const PEEK: Duration = Duration::from_millis(20);
 
 /// A dozing consumer takes its partitions again after this long even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// Each recheck that finds nothing doubles the wait before the next, up to this (`common::wake`).
-const LONGEST_RECHECK: Duration = Duration::from_secs(4);
 
 /// How long a partition given up waits for the I/O thread to stop writing it.
 const HAND_OVER: Duration = Duration::from_secs(10);
@@ -360,7 +357,8 @@ fn consume(
                 None
             }
         });
-    let mut doze = Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(LONGEST_RECHECK);
+    let mut doze =
+        Doze::new(IDLE, PEEK, RECHECK, Instant::now()).backing_off_to(common::wake::LONGEST_RECHECK);
 
     let commit_interval = Duration::from_millis(config.commit_interval_ms);
     let mut committed_at = Instant::now();

@@ -358,13 +358,19 @@ impl Outlet {
         Ok((last, fewer))
     }
 
-    /// Partition `p` was taken over: what the topics hold of it now.
-    fn reread(&mut self, config: &Config, p: i32) -> anyhow::Result<()> {
+    /// The last events of command partition `p`'s output partitions now (the reader made on first
+    /// use).
+    fn ends_now(&mut self, config: &Config, p: i32) -> anyhow::Result<HashMap<(Topic, i32), (u64, u32)>> {
         if self.reader.is_none() {
             self.reader = Some(Outlet::reader(config)?);
         }
         let reader = self.reader.as_ref().context("the output topics' reader")?;
-        let (fresh, _) = Outlet::ends(reader, config, Some(p))?;
+        Ok(Outlet::ends(reader, config, Some(p))?.0)
+    }
+
+    /// Partition `p` was taken over: what the topics hold of it now.
+    fn reread(&mut self, config: &Config, p: i32) -> anyhow::Result<()> {
+        let fresh = self.ends_now(config, p)?;
         self.last.retain(|(_, q), _| *q != p);
         self.last.extend(fresh);
         Ok(())
@@ -380,16 +386,12 @@ impl Outlet {
         messages: &[(Topic, i32, String, Vec<u8>)],
         failed: &[usize],
     ) -> anyhow::Result<Vec<usize>> {
-        if self.reader.is_none() {
-            self.reader = Some(Outlet::reader(config)?);
-        }
-        let reader = self.reader.as_ref().context("the output topics' reader")?;
         let mut partitions: Vec<i32> = messages.iter().map(|m| m.1).collect();
         partitions.sort_unstable();
         partitions.dedup();
         let mut tails = HashMap::new();
         for p in partitions {
-            tails.extend(Outlet::ends(reader, config, Some(p))?.0);
+            tails.extend(self.ends_now(config, p)?);
         }
         Ok((0..messages.len())
             .filter(|i| {
