@@ -4,8 +4,8 @@
 //! process group) when dropped. The rest is test plumbing: HTTP and Kafka readers, polling.
 //!
 //! Binaries come from the same `target/<profile>` directory as the test executable (`./lab test`
-//! builds them first); the broker is `$TANSU_BIN`, else `~/.cargo/bin/tansu`, else `tansu` on
-//! `PATH`.
+//! builds them first); the broker is `$TANSU_BIN`, else `~/.cargo/bin/tansu-lab` (`broker/build`),
+//! else `~/.cargo/bin/tansu`, else `tansu` on `PATH`.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};

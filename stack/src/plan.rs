@@ -621,18 +621,18 @@ pub fn render_nginx(template: &str, v: &NginxValues) -> String {
     NGINX_PLACEHOLDERS.iter().zip(values).fold(template.to_owned(), |conf, (k, v)| conf.replace(k, v))
 }
 
-/// The Tansu binary: `$TANSU_BIN`, else `~/.cargo/bin/tansu`, else `tansu` on `PATH`.
+/// The Tansu binary: `$TANSU_BIN`, else `~/.cargo/bin/tansu-lab` (`broker/build`: Tansu with its
+/// SQLite statements kept prepared), else a stock `~/.cargo/bin/tansu`, else `tansu` on `PATH`.
 pub fn tansu_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU_BIN") {
         return p.into();
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let cargo = home.join(".cargo/bin/tansu");
-    if cargo.exists() {
-        cargo
-    } else {
-        "tansu".into()
-    }
+    ["tansu-lab", "tansu"]
+        .iter()
+        .map(|name| home.join(".cargo/bin").join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| "tansu".into())
 }
 
 /// Debian's nginx (`/usr/sbin` is not on every user's `PATH`), else `nginx` on `PATH`.
