@@ -50,7 +50,7 @@ struct Args {
     /// The orders consumer's `fetch.wait.max.ms`: the broker holds every fetch about this long,
     /// data or not (DESIGN.md §1), so it is a floor under order → trade and sets how often the
     /// broker is asked while orders flow.
-    #[arg(long, env = "MATCHER_KAFKA_FETCH_WAIT_MS", default_value_t = 5)]
+    #[arg(long, env = "MATCHER_KAFKA_FETCH_WAIT_MS", default_value_t = 2)]
     kafka_fetch_wait_ms: u32,
     /// At most one offset commit per this many milliseconds: one broker request for many batches.
     /// A crash re-emits at most this long's commands, with the same ids — Redis writes are
