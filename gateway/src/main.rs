@@ -71,10 +71,11 @@ struct Args {
     /// The topic of the matcher's events.
     #[arg(long, env = "GATEWAY_EVENTS_TOPIC", default_value = "order-events")]
     events_topic: String,
-    /// The market-data consumer's `fetch.wait.max.ms`. The broker holds every fetch this long,
-    /// data or not, so it is both the feed's added latency and how often the broker is asked
-    /// while events flow (5 ms: order → trade p50 48 → 20 ms at 1,000 orders/s against 20 ms
-    /// with the matcher's 2, since the broker keeps its statements prepared; README).
+    /// The market-data consumer's `fetch.wait.max.ms`. The broker holds a fetch that finds nothing
+    /// this long (stock Tansu held every fetch this long, data or not; `broker/`), so it is both
+    /// the feed's added latency and how often the broker is asked while events trickle (5 ms:
+    /// order → trade p50 48 → 20 ms at 1,000 orders/s against 20 ms with the matcher's 2, since
+    /// the broker keeps its statements prepared; README).
     #[arg(long, env = "GATEWAY_KAFKA_FETCH_WAIT_MS", default_value_t = 5)]
     kafka_fetch_wait_ms: u32,
     /// Where the matcher's wake-ups arrive (UDP `host:port`, usually the HTTP address): with it,

@@ -47,9 +47,10 @@ struct Args {
     /// Ring capacity.
     #[arg(long, env = "MATCHER_RING", default_value_t = 65_536)]
     ring: usize,
-    /// The orders consumer's `fetch.wait.max.ms`: the broker holds every fetch about this long,
-    /// data or not (DESIGN.md §1), so it is a floor under order → trade and sets how often the
-    /// broker is asked while orders flow.
+    /// The orders consumer's `fetch.wait.max.ms`: the broker holds a fetch that finds nothing
+    /// about this long (stock Tansu held every fetch this long, DESIGN.md §1), so a record that
+    /// arrives meanwhile waits out the rest of it, and it sets how often the broker is asked while
+    /// orders trickle.
     #[arg(long, env = "MATCHER_KAFKA_FETCH_WAIT_MS", default_value_t = 2)]
     kafka_fetch_wait_ms: u32,
     /// At most one offset commit per this many milliseconds: one broker request for many batches.

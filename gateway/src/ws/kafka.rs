@@ -14,8 +14,8 @@
 //!
 //! No consumer group: each partition is assigned at a fixed offset (its end, read once), so no
 //! commit and no rebalance, and everything produced after those offsets reaches the feed, which
-//! the book bootstrap relies on (see [`super::book`]). `fetch.wait.max.ms` is low (DESIGN.md §1:
-//! Tansu holds a fetch for about that long even when data is there).
+//! the book bootstrap relies on (see [`super::book`]). `fetch.wait.max.ms` is low (the broker holds
+//! a fetch that finds nothing that long; stock Tansu held every fetch that long, DESIGN.md §1).
 //!
 //! The broker's health: when nothing has arrived for a second, the thread asks for every
 //! partition's watermarks (also the offset lag, summed over the partitions); a failure means the
