@@ -76,7 +76,7 @@ struct Args {
     /// the feed's added latency and how often the broker is asked while events trickle (5 ms:
     /// order → trade p50 48 → 20 ms at 1,000 orders/s against 20 ms with the matcher's 2, since
     /// the broker keeps its statements prepared; README).
-    #[arg(long, env = "GATEWAY_KAFKA_FETCH_WAIT_MS", default_value_t = 5)]
+    #[arg(long, env = "GATEWAY_KAFKA_FETCH_WAIT_MS", default_value_t = gateway::ws::kafka::DEFAULT_FETCH_WAIT_MS)]
     kafka_fetch_wait_ms: u32,
     /// Where the matcher's wake-ups arrive (UDP `host:port`, usually the HTTP address): with it,
     /// the market-data consumer stops fetching after a short spell with nothing to read and

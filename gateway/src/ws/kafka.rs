@@ -48,6 +48,9 @@ use tokio::sync::mpsc;
 use super::book::Level;
 use super::feed::FeedMsg;
 
+/// The market-data consumer's default `fetch.wait.max.ms` (`--kafka-fetch-wait-ms`).
+pub const DEFAULT_FETCH_WAIT_MS: u32 = 5;
+
 /// Where to read.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
