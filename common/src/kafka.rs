@@ -25,6 +25,14 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
+/// The consumers' `fetch.wait.max.ms` by default: how long the broker may hold a fetch that finds
+/// nothing. Kafka, and the Tansu `broker/` builds, answer a held fetch as soon as its topic is
+/// written, so the wait costs no latency, and a long one spares the broker the empty fetches of a
+/// consumer asking again and again. Stock Tansu held every fetch for the whole wait, data or not
+/// (DESIGN.md §1): against it a consumer needs a few milliseconds (the stack's plan passes
+/// `--kafka-fetch-wait-ms` then).
+pub const FETCH_WAIT_MS: u32 = 100;
+
 /// How long one `poll` of the reporting thread lasts (and so how soon it notices its producer
 /// is gone).
 const POLL: Duration = Duration::from_secs(1);

@@ -1,7 +1,7 @@
 //! Wake-ups: how a consumer stops fetching while nothing flows, yet sees the next record at once.
 //!
-//! The Tansu broker holds a fetch for the consumer's `fetch.wait.max.ms` (every fetch, data or
-//! not, in stock Tansu: DESIGN.md §1; one that finds nothing in `broker/`'s build), so a
+//! Stock Tansu holds every fetch for the consumer's `fetch.wait.max.ms`, data or not (DESIGN.md
+//! §1; `broker/`'s build answers one as soon as its topic is written), so against it a
 //! latency-critical consumer has to fetch every few milliseconds — and at rest
 //! those empty fetches were the stack's whole CPU (the broker at 60 % of a core with no order
 //! flowing). So a consumer [dozes](Doze): after a spell with nothing read it gives up its

@@ -71,12 +71,10 @@ struct Args {
     /// The topic of the matcher's events.
     #[arg(long, env = "GATEWAY_EVENTS_TOPIC", default_value = "order-events")]
     events_topic: String,
-    /// The market-data consumer's `fetch.wait.max.ms`. The broker holds a fetch that finds nothing
-    /// this long (stock Tansu held every fetch this long, data or not; `broker/`), so it is both
-    /// the feed's added latency and how often the broker is asked while events trickle (5 ms:
-    /// order → trade p50 48 → 20 ms at 1,000 orders/s against 20 ms with the matcher's 2, since
-    /// the broker keeps its statements prepared; README).
-    #[arg(long, env = "GATEWAY_KAFKA_FETCH_WAIT_MS", default_value_t = gateway::ws::kafka::DEFAULT_FETCH_WAIT_MS)]
+    /// The market-data consumer's `fetch.wait.max.ms`: how long the broker may hold a fetch that
+    /// finds nothing (`common::kafka::FETCH_WAIT_MS`). Against a broker that holds every fetch this
+    /// long whatever it finds (stock Tansu, DESIGN.md §1) it is the feed's added latency: use 5.
+    #[arg(long, env = "GATEWAY_KAFKA_FETCH_WAIT_MS", default_value_t = common::kafka::FETCH_WAIT_MS)]
     kafka_fetch_wait_ms: u32,
     /// Where the matcher's wake-ups arrive (UDP `host:port`, usually the HTTP address): with it,
     /// the market-data consumer stops fetching after a short spell with nothing to read and

@@ -47,11 +47,10 @@ struct Args {
     /// Ring capacity.
     #[arg(long, env = "MATCHER_RING", default_value_t = 65_536)]
     ring: usize,
-    /// The orders consumer's `fetch.wait.max.ms`: the broker holds a fetch that finds nothing
-    /// about this long (stock Tansu held every fetch this long, DESIGN.md §1), so a record that
-    /// arrives meanwhile waits out the rest of it, and it sets how often the broker is asked while
-    /// orders trickle.
-    #[arg(long, env = "MATCHER_KAFKA_FETCH_WAIT_MS", default_value_t = 2)]
+    /// The orders consumer's `fetch.wait.max.ms`: how long the broker may hold a fetch that finds
+    /// nothing (`common::kafka::FETCH_WAIT_MS`). Against a broker that holds every fetch this long
+    /// whatever it finds (stock Tansu, DESIGN.md §1) a record waits out the rest of it: use 2.
+    #[arg(long, env = "MATCHER_KAFKA_FETCH_WAIT_MS", default_value_t = common::kafka::FETCH_WAIT_MS)]
     kafka_fetch_wait_ms: u32,
     /// At most one offset commit per this many milliseconds: one broker request for many batches.
     /// A crash re-emits at most this long's commands, with the same ids — Redis writes are

@@ -14,8 +14,8 @@
 //!
 //! No consumer group: each partition is assigned at a fixed offset (its end, read once), so no
 //! commit and no rebalance, and everything produced after those offsets reaches the feed, which
-//! the book bootstrap relies on (see [`super::book`]). `fetch.wait.max.ms` is low (the broker holds
-//! a fetch that finds nothing that long; stock Tansu held every fetch that long, DESIGN.md §1).
+//! the book bootstrap relies on (see [`super::book`]). `fetch.wait.max.ms` is how long the broker may
+//! hold a fetch that finds nothing (`common::kafka::FETCH_WAIT_MS`).
 //!
 //! The broker's health: when nothing has arrived for a second, the thread asks for every
 //! partition's watermarks (also the offset lag, summed over the partitions); a failure means the
@@ -47,9 +47,6 @@ use tokio::sync::mpsc;
 
 use super::book::Level;
 use super::feed::FeedMsg;
-
-/// The market-data consumer's default `fetch.wait.max.ms` (`--kafka-fetch-wait-ms`).
-pub const DEFAULT_FETCH_WAIT_MS: u32 = 5;
 
 /// Where to read.
 #[derive(Clone, Debug)]

@@ -72,7 +72,7 @@ impl Config {
             kafka: KafkaConfig {
                 brokers: brokers.to_owned(),
                 topic: "order-events".into(),
-                fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
+                fetch_wait_ms: common::kafka::FETCH_WAIT_MS,
                 chunk: 512,
                 wake_listen: None,
             },

@@ -259,7 +259,7 @@ fn consume(
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        // The broker holds a fetch that finds nothing this long (stock Tansu: every fetch).
+        // How long the broker may hold a fetch that finds nothing (stock Tansu: every fetch).
         .set("fetch.wait.max.ms", config.fetch_wait_ms.max(1).to_string())
         .set("socket.timeout.ms", "3000")
         .set("statistics.interval.ms", "1000")

@@ -33,7 +33,7 @@
 //! (3), `--in-flight N` (64), `--users N` (4), `--symbol S` (`ABC`), `--mid P` (`100.00`), `--tick
 //! T` (`0.01`), `--seed N` (1), `--hgrm DIR`, `--trades ws|kafka|none` (where order → trade is
 //! seen: `ws` unless `--brokers` is given), `--brokers HOST:PORT` (for `kafka`),
-//! `--trades-wait-ms N` (5: the Kafka trade watcher's `fetch.wait.max.ms`; the broker holds each
+//! `--trades-wait-ms N` (5: the Kafka trade watcher's `fetch.wait.max.ms`; stock Tansu holds each
 //! fetch that long, so it adds up to N ms to order → trade, and every fetch costs the broker CPU
 //! the stack under test then lacks: ~200 fetches a second at 5 ms, each a dozen SQL statements on
 //! Tansu — why `ws` is the default).
