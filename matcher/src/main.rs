@@ -57,9 +57,9 @@ struct Args {
     /// idempotent and the output topics skip what they hold — and a drain commits at once.
     #[arg(long, env = "MATCHER_COMMIT_INTERVAL_MS", default_value_t = 100)]
     commit_interval_ms: u64,
-    /// The output producer's `linger.ms` (trades and events).
-    #[arg(long, env = "MATCHER_KAFKA_LINGER_MS", default_value_t = 1)]
-    kafka_linger_ms: u32,
+    /// The output producer's `linger.ms` (trades and events; fractions allowed, as librdkafka's).
+    #[arg(long, env = "MATCHER_KAFKA_LINGER_MS", default_value_t = 1.0)]
+    kafka_linger_ms: f64,
     /// Where wake-ups from order-svc arrive (UDP `host:port`, usually the HTTP address): with it,
     /// the orders consumer stops fetching after a short spell with nothing to read and resumes on
     /// a wake-up (without one it looks again after a second, backing off to 4 s while it finds

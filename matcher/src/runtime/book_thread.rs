@@ -192,7 +192,7 @@ pub(crate) mod tests {
             capacity: Capacity { orders: 64, levels: 16, client_window: 64 },
             fetch_wait_ms: 2,
             commit_interval_ms: 100,
-            linger_ms: 1,
+            linger_ms: 1.0,
             wake_listen: None,
             wake: vec![],
             retention_secs: 0,

@@ -37,7 +37,7 @@ pub struct Config {
     /// committed together; a drain commits at once).
     pub commit_interval_ms: u64,
     /// The output producer's `linger.ms`.
-    pub linger_ms: u32,
+    pub linger_ms: f64,
     /// Where the writers' wake-ups arrive (UDP `host:port`): with it, the consumer stops fetching
     /// while nothing flows (`common::wake`); without it, it fetches all the time.
     pub wake_listen: Option<String>,

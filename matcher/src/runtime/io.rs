@@ -1106,6 +1106,18 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_linger_may_be_a_fraction_of_a_millisecond_but_not_negative() {
+        let config = |linger_ms| Config {
+            brokers: "127.0.0.1:1".into(),
+            linger_ms,
+            ..super::super::book_thread::tests::config()
+        };
+        assert!(producer(&config(0.2), MESSAGE_TIMEOUT).is_ok());
+        let refused = producer(&config(-1.0), MESSAGE_TIMEOUT).err().expect("a negative linger is refused");
+        assert!(format!("{refused:#}").contains("linger.ms"), "{refused:#}");
+    }
+
     /// librdkafka's mock broker with the output topics (two partitions each), and a configuration
     /// pointing at it.
     fn mock_topics(
