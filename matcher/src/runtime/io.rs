@@ -118,12 +118,19 @@ async fn pump(
     let mut sink =
         Sink { table, projection, stream_last: HashMap::new(), retention, outlet, owner, generations };
     let mut idle = Idle::new(config.spin);
+    // The `persisted` hops of the batch written last: they go with the next batch's transaction
+    // (no round trip of their own while orders flow), or on their own once the ring is empty.
+    let mut stamped = PersistedHops::default();
     while !stop.stopped() {
         // What this batch writes follows the ownership as it is now (`ownership`).
         sink.owner.io_tick();
         let available = input.slots();
         metrics.ring_out.set(available as i64);
         if available == 0 {
+            if !stamped.is_empty() {
+                stamped.write_alone(&mut redis).await;
+                continue;
+            }
             // The book thread left (a drain) and all it pushed is persisted: returning drops
             // `commits`, which tells the consumer to make its final commit.
             if input.is_abandoned() && input.slots() == 0 {
@@ -180,6 +187,8 @@ async fn pump(
                  them over (the supervisor starts this one again)"
             );
         }
+        // Before the batch's expiries, which `write_redis` adds last.
+        stamped.join(&mut batch.pipe);
         let started = Instant::now();
         sink.write_redis(&mut redis, &mut batch, &retry).await?;
         metrics.redis_write.observe(started.elapsed().as_secs_f64());
@@ -194,17 +203,7 @@ async fn pump(
         metrics.persisted_batches.inc();
         let persisted = now_ns();
         measure_hops(&mut batch, persisted, metrics);
-        if !batch.persisted.is_empty() {
-            // The hop after the writes: one more small pipeline (its failure loses only a hop).
-            let at = persisted.to_string();
-            let mut pipe = redis::pipe();
-            for id in batch.persisted.drain(..) {
-                pipe.hset(keys::order(id), "hop_persisted_ns", &at).ignore();
-            }
-            if let Err(e) = redis.run(&pipe).await {
-                tracing::warn!(error = %e, "could not record the persisted hop");
-            }
-        }
+        stamped.stamp(&mut batch.persisted, persisted);
         for (p, next) in batch.commits.drain() {
             let _ = commits.send((p, next));
         }
@@ -217,6 +216,48 @@ async fn pump(
         w.finish();
     }
     Ok(())
+}
+
+/// The `hop_persisted_ns` of orders whose batch is written, not yet in Redis.
+#[derive(Default)]
+struct PersistedHops {
+    /// One `HSET` per order.
+    writes: Vec<redis::Cmd>,
+}
+
+impl PersistedHops {
+    /// The orders `ids` (drained) were persisted at `at` (ns).
+    fn stamp(&mut self, ids: &mut Vec<OrderId>, at: u64) {
+        let at = at.to_string();
+        for id in ids.drain(..) {
+            let mut set = redis::cmd("HSET");
+            set.arg(keys::order(id)).arg("hop_persisted_ns").arg(&at);
+            self.writes.push(set);
+        }
+    }
+
+    /// True when there is nothing to write.
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Puts the stamps at the head of the next batch's transaction (a stamp is absolute: written
+    /// again with a retried batch, it changes nothing).
+    fn join(&mut self, pipe: &mut redis::Pipeline) {
+        for set in self.writes.drain(..) {
+            pipe.add_command(set);
+        }
+    }
+
+    /// Writes the stamps by themselves (nothing else to send them with); a failure loses only the
+    /// hops.
+    async fn write_alone(&mut self, redis: &mut impl Store) {
+        let mut pipe = redis::pipe();
+        self.join(&mut pipe);
+        if let Err(e) = redis.run(&pipe).await {
+            tracing::warn!(error = %e, "could not record the persisted hop");
+        }
+    }
 }
 
 /// Records the hops of a written batch's emitted commands, persisted at `persisted` (ns).
@@ -706,21 +747,20 @@ impl<'a> Sink<'a> {
         }
         b.hops.push(hops);
         if let Some(status) = status {
-            let key = keys::order(id);
+            // One command for the order's status and its hops so far (Redis's cost is mostly per
+            // command: three `HSET`s here were ~2 of the ~20 commands an order took).
+            let mut set = redis::cmd("HSET");
+            set.arg(keys::order(id));
             if status == OrderStatus::Resting {
-                b.pipe.hset(&key, "status", status.as_str());
+                set.arg("status").arg(status.as_str());
             }
             if hops.gateway > 0 {
-                b.pipe.hset(&key, "hop_gateway_ns", hops.gateway);
+                set.arg("hop_gateway_ns").arg(hops.gateway);
             }
-            b.pipe.hset_multiple(
-                key,
-                &[
-                    ("hop_published_ns", hops.published),
-                    ("hop_consumed_ns", hops.consumed),
-                    ("hop_matched_ns", hops.matched),
-                ],
-            );
+            set.arg("hop_published_ns").arg(hops.published);
+            set.arg("hop_consumed_ns").arg(hops.consumed);
+            set.arg("hop_matched_ns").arg(hops.matched);
+            b.pipe.add_command(set);
             b.persisted.push(id);
         }
         let next = id.offset() as i64 + 1;
@@ -1581,6 +1621,48 @@ mod tests {
     /// `EXPIRE key secs` as packed by [`written`].
     fn expire(key: &str, secs: u64) -> String {
         format!("EXPIRE ${} {key} ${} {secs} ", key.len(), secs.to_string().len())
+    }
+
+    /// An order's status and hops so far are one `HSET`; its `persisted` hop goes with the next
+    /// batch's transaction, before that batch's expiries, or alone when no batch follows; a failed
+    /// write of it loses only the hops.
+    #[tokio::test]
+    async fn persisted_hops_ride_with_the_next_batch_or_go_alone() {
+        let table = SymbolTable::default();
+        let mut sink = Sink::new(&table, Some(600));
+        let mut b = Batch::default();
+        sink.event(&event(3, 6, accepted(3, Side::Sell, TimeInForce::Gtc, 10_100)), false, &mut b);
+        let hops = Hops { gateway: 11, published: 22, consumed: 33, matched: 44 };
+        sink.done(OrderId(3), false, hops, &mut b);
+        let mut persisted = std::mem::take(&mut b.persisted);
+        let tx = written(&mut sink, b).await;
+        assert_eq!(tx.matches("hop_").count(), 4, "{tx}");
+        assert!(
+            tx.contains("HSET $7 order:3 $6 status $7 resting $14 hop_gateway_ns $2 11 $16 hop_published_ns $2 22"),
+            "{tx}"
+        );
+        assert_eq!(persisted, [OrderId(3)]);
+
+        let mut stamped = PersistedHops::default();
+        stamped.stamp(&mut persisted, 55);
+        assert!(persisted.is_empty() && !stamped.is_empty());
+        let mut b = a_trade(&mut sink);
+        stamped.join(&mut b.pipe);
+        assert!(stamped.is_empty());
+        let tx = written(&mut sink, b).await;
+        let stamp = tx.find("HSET $7 order:3 $16 hop_persisted_ns $2 55 ").unwrap_or_else(|| panic!("{tx}"));
+        assert!(stamp < tx.find("EXPIRE").unwrap(), "before the expiries: {tx}");
+
+        let (mut redis, mut ids) = (Flaky::default(), vec![OrderId(4), OrderId(5)]);
+        stamped.stamp(&mut ids, 66);
+        stamped.write_alone(&mut redis).await;
+        let alone = redis.written.remove(0).replace("\r\n", " ");
+        assert!(alone.contains("order:4 $16 hop_persisted_ns $2 66") && alone.contains("order:5"), "{alone}");
+        assert!(!alone.contains("MULTI"), "{alone}");
+        let mut redis = Flaky { write_failures: 1, ..Flaky::default() };
+        stamped.stamp(&mut vec![OrderId(6)], 77);
+        stamped.write_alone(&mut redis).await;
+        assert!(stamped.is_empty() && redis.written.is_empty(), "dropped, not retried");
     }
 
     #[tokio::test]
