@@ -1638,7 +1638,9 @@ mod tests {
         let tx = written(&mut sink, b).await;
         assert_eq!(tx.matches("hop_").count(), 4, "{tx}");
         assert!(
-            tx.contains("HSET $7 order:3 $6 status $7 resting $14 hop_gateway_ns $2 11 $16 hop_published_ns $2 22"),
+            tx.contains(
+                "HSET $7 order:3 $6 status $7 resting $14 hop_gateway_ns $2 11 $16 hop_published_ns $2 22"
+            ),
             "{tx}"
         );
         assert_eq!(persisted, [OrderId(3)]);
