@@ -241,8 +241,9 @@ impl PersistedHops {
         self.writes.is_empty()
     }
 
-    /// Puts the stamps at the head of the next batch's transaction (a stamp is absolute: written
-    /// again with a retried batch, it changes nothing).
+    /// Adds the stamps to the next batch's transaction, after its own commands and before the
+    /// expiries `write_redis` adds last (a stamp is absolute: written again with a retried batch,
+    /// it changes nothing).
     fn join(&mut self, pipe: &mut redis::Pipeline) {
         for set in self.writes.drain(..) {
             pipe.add_command(set);
