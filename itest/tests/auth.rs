@@ -39,14 +39,16 @@ struct Claims<'a> {
     exp: u64,
 }
 
+/// Runs `redis-cli` against the stack's Redis: its answer.
+fn redis_cli(s: &Stack, args: &[&str]) -> String {
+    let port = s.sup.plan().redis.rsplit(':').next().unwrap().to_owned();
+    let out = Command::new("redis-cli").args(["-p", &port]).args(args).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A user's uid, straight from Redis (`user:<name>`), to sign tokens by hand.
 fn uid_of(s: &Stack, user: &str) -> String {
-    let port = s.sup.plan().redis.rsplit(':').next().unwrap().to_owned();
-    let out = Command::new("redis-cli")
-        .args(["-p", &port, "HGET", &format!("user:{user}"), "uid"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    redis_cli(s, &["HGET", &format!("user:{user}"), "uid"])
 }
 
 fn sign(secret: &[u8], alg: jsonwebtoken::Algorithm, claims: &Claims) -> String {
@@ -258,6 +260,74 @@ fn api_keys_are_shown_once_work_as_bearer_and_stop_when_revoked() {
     assert_eq!(place(&bot, &order("k-3", "buy", "90")).0, 401, "revoked");
     let forged = format!("tlk_{key_id}_{}", "0".repeat(48));
     assert_eq!(refused(&s.svc("gateway-1"), &forged).0, 401, "a guessed secret");
+}
+
+/// A gateway keeps who a caller is between requests (no Redis round trip per order), and a
+/// deletion or revocation made through one gateway reaches the other at once: it is published
+/// in the same transaction, and each gateway drops what the message names. Without the
+/// subscription (Redis gone) nothing is kept: orders are refused until Redis is back.
+#[test]
+fn a_gateway_keeps_callers_and_forgets_them_when_another_gateway_deletes_them() {
+    let mut s = Stack::start(1, 2, false);
+    let on = |g: &str, who: &Service| Service { token: who.token.clone(), ..s.svc(g) };
+
+    // The cache is in use: a user removed behind the gateways' backs (no message) still gets in
+    // on the gateway that knew them, until the message comes.
+    let erin = s.as_user("gateway-1", "erin");
+    let erin2 = on("gateway-2", &erin);
+    wait_until("both gateways to follow the user store", Duration::from_secs(10), || {
+        redis_cli(&s, &["PUBSUB", "NUMSUB", "auth:changed"]).ends_with("\n2")
+    })
+    .unwrap();
+    assert_eq!(place(&erin2, &order("e-warm", "buy", "90")).0, 202);
+    assert_eq!(redis_cli(&s, &["DEL", "user:erin"]), "1");
+    assert_eq!(place(&erin2, &order("e-1", "buy", "90")).0, 202, "kept: Redis was not asked");
+    assert_eq!(redis_cli(&s, &["PUBLISH", "auth:changed", "user:erin"]), "2", "both gateways follow");
+    let (status, v) = place(&erin2, &order("e-2", "buy", "90"));
+    assert_eq!(status, 401, "the message dropped erin: {v}");
+
+    // Deleted through gateway-1: refused on gateway-2 right away.
+    let dave = s.as_user("gateway-1", "dave");
+    let dave2 = on("gateway-2", &dave);
+    assert_eq!(place(&dave2, &order("d-1", "buy", "90")).0, 202);
+    assert_eq!(place(&dave2, &order("d-2", "buy", "90")).0, 202);
+    let (status, v) = send(dave.client().delete(dave.url("/api/v1/auth/me")));
+    assert_eq!((status, v["status"].as_str()), (200, Some("deleted")), "{v}");
+    let (status, v) = place(&dave2, &order("d-3", "buy", "90"));
+    assert_eq!(status, 401, "deleted on gateway-1, still let in on gateway-2: {v}");
+
+    // A key revoked through gateway-1: refused on gateway-2 right away.
+    let frank = s.as_user("gateway-1", "frank");
+    let (status, key) =
+        send(frank.client().post(frank.url("/api/v1/auth/api-keys")).json(&json!({"label": "bot"})));
+    assert_eq!(status, 201, "{key}");
+    let bot2 = Service { token: key["api_key"].as_str().map(str::to_owned), ..s.svc("gateway-2") };
+    assert_eq!(place(&bot2, &order("f-1", "buy", "90")).0, 202);
+    assert_eq!(place(&bot2, &order("f-2", "buy", "90")).0, 202);
+    let key_id = key["key_id"].as_str().unwrap();
+    let (status, _) = send(frank.client().delete(frank.url(&format!("/api/v1/auth/api-keys/{key_id}"))));
+    assert_eq!(status, 200);
+    let (status, v) = place(&bot2, &order("f-3", "buy", "90"));
+    assert_eq!(status, 401, "revoked on gateway-1, still let in on gateway-2: {v}");
+
+    // Redis gone: the subscription with it, so nothing kept is trusted.
+    let frank2 = on("gateway-2", &frank);
+    assert_eq!(place(&frank2, &order("f-4", "buy", "90")).0, 202);
+    s.kill("redis");
+    wait_until("gateway-2 to stop trusting what it kept", Duration::from_secs(5), || {
+        place(&frank2, &order("f-5", "buy", "90")).0 == 503
+    })
+    .unwrap();
+    s.start_again("redis");
+    // What was kept before the outage is gone for good: frank, removed without a message once
+    // Redis is back, is refused (an answer kept from before would let him in).
+    redis_cli(&s, &["DEL", "user:frank"]);
+    let mut last = (0, Value::Null);
+    let back = wait_until("gateway-2 to answer from Redis again", Duration::from_secs(20), || {
+        last = place(&frank2, &order("f-6", "buy", "90"));
+        last.0 != 503
+    });
+    assert!(back.is_ok() && last.0 == 401, "{last:?}");
 }
 
 #[test]

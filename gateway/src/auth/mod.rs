@@ -9,7 +9,8 @@
 //! account of every order is the caller's username; the body never names it.
 //!
 //! Every user has a random `uid`, kept in the token and in each API key: a deleted user's tokens
-//! and keys stop working at once, and stay dead if someone signs up under the same name.
+//! and keys stop working at once (on the other gateways, once Redis's message reaches them:
+//! [`cache`]), and stay dead if someone signs up under the same name.
 //!
 //! Without a secret the gateway refuses to start, unless started with `--no-auth` (development):
 //! then every caller is the shared `anonymous` account, and the body's `account` is honoured, as
@@ -19,7 +20,10 @@
 //! - [`rules`]: what a username and a password may be.
 //! - [`token`]: issuing and checking JWTs.
 //! - [`store`]: users and API keys in Redis.
+//! - [`cache`]: what the gateway keeps of them between requests, and how a change reaches every
+//!   gateway.
 
+pub mod cache;
 pub mod rules;
 pub mod store;
 pub mod token;

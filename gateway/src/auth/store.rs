@@ -13,6 +13,7 @@
 //! random bits, so there is nothing to guess. Password hashing runs on actix's blocking pool.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::phc::PasswordHash;
@@ -21,6 +22,8 @@ use argon2::Argon2;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
+
+use super::cache::{self, Cache, Key, Lookup, CHANNEL};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub const ADMIN_LOG_KEPT: usize = 10_000;
 #[derive(Clone)]
 pub struct Store {
     redis: ConnectionManager,
+    /// What lookups keep between requests ([`super::cache`]).
+    cache: Arc<Cache>,
 }
 
 fn now_ms() -> u64 {
@@ -89,7 +94,8 @@ fn dummy_hash() -> &'static str {
 }
 
 impl Store {
-    /// Connects to Redis.
+    /// Connects to Redis, and follows the user store's changes ([`cache::follow`]) on a task of
+    /// the caller's runtime: lookups are kept while that subscription stands.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let client = redis::Client::open(url)?;
         // Fail fast while Redis is away (a `503` within a second, not after ~9 s of the default
@@ -98,7 +104,10 @@ impl Store {
             .set_number_of_retries(1)
             .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
             .set_response_timeout(Some(std::time::Duration::from_secs(2)));
-        Ok(Store { redis: ConnectionManager::new_with_config(client, config).await? })
+        let redis = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let cache = Arc::new(Cache::new());
+        tokio::spawn(cache::follow(cache.clone(), client));
+        Ok(Store { redis, cache })
     }
 
     /// Creates `name` with `password`: false if the name is taken.
@@ -142,10 +151,36 @@ impl Store {
         Ok(uid.filter(|_| known && ok))
     }
 
-    /// The user's uid while the user exists (a deleted user's tokens stop working at once).
+    /// The user's uid while the user exists (a deleted user's tokens stop working at once:
+    /// [`super::cache`]).
     pub async fn uid(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let stamp = match self.cache.uid(name) {
+            Lookup::Hit(uid) => return Ok(Some(uid)),
+            Lookup::Miss(stamp) => stamp,
+        };
         let mut r = self.redis.clone();
-        Ok(r.hget(format!("user:{name}"), "uid").await?)
+        let uid: Option<String> = r.hget(format!("user:{name}"), "uid").await?;
+        if let Some(uid) = &uid {
+            self.cache.keep_uid(stamp, name, uid);
+        }
+        Ok(uid)
+    }
+
+    /// API key `id`, if it exists.
+    async fn key(&self, id: &str) -> Result<Option<Key>, StoreError> {
+        let stamp = match self.cache.key(id) {
+            Lookup::Hit(key) => return Ok(Some(key)),
+            Lookup::Miss(stamp) => stamp,
+        };
+        let mut r = self.redis.clone();
+        let mut f: HashMap<String, String> = r.hgetall(format!("apikey:{id}")).await?;
+        let (Some(user), Some(sha256), Some(uid)) = (f.remove("user"), f.remove("sha256"), f.remove("uid"))
+        else {
+            return Ok(None);
+        };
+        let key = Key { user, uid, sha256 };
+        self.cache.keep_key(stamp, id, key.clone());
+        Ok(Some(key))
     }
 
     /// A user's role (`trader`, `operator`), if the user exists.
@@ -190,11 +225,16 @@ impl Store {
         let mut r = self.redis.clone();
         let ids: Vec<String> = r.smembers(format!("apikeys:{name}")).await?;
         let mut p = redis::pipe();
+        // Each deletion is published with it, in the same transaction: every gateway drops what it
+        // kept of them (`super::cache`).
         p.atomic().del(format!("user:{name}")).del(format!("apikeys:{name}"));
+        p.publish(CHANNEL, format!("user:{name}")).ignore();
         for id in ids {
-            p.del(format!("apikey:{id}"));
+            p.del(format!("apikey:{id}")).publish(CHANNEL, format!("apikey:{id}")).ignore();
         }
         let _: () = p.query_async(&mut r).await?;
+        // This gateway forgets at once, whenever the message comes.
+        self.cache.forget(&format!("user:{name}"));
         Ok(())
     }
 
@@ -251,8 +291,13 @@ impl Store {
             return Ok(false);
         }
         let mut p = redis::pipe();
-        p.atomic().del(format!("apikey:{id}")).srem(format!("apikeys:{user}"), id);
+        p.atomic()
+            .del(format!("apikey:{id}"))
+            .srem(format!("apikeys:{user}"), id)
+            .publish(CHANNEL, format!("apikey:{id}"))
+            .ignore();
         let _: () = p.query_async(&mut r).await?;
+        self.cache.forget(&format!("apikey:{id}"));
         Ok(true)
     }
 
@@ -264,15 +309,11 @@ impl Store {
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let mut r = self.redis.clone();
-        let f: HashMap<String, String> = r.hgetall(format!("apikey:{id}")).await?;
-        let (Some(user), Some(hash), Some(uid)) = (f.get("user"), f.get("sha256"), f.get("uid")) else {
-            return Ok(None);
-        };
-        if !same(hash, &sha256_hex(secret)) || self.uid(user).await?.as_ref() != Some(uid) {
+        let Some(key) = self.key(id).await? else { return Ok(None) };
+        if !same(&key.sha256, &sha256_hex(secret)) || self.uid(&key.user).await? != Some(key.uid) {
             return Ok(None);
         }
-        Ok(Some(user.clone()))
+        Ok(Some(key.user))
     }
 }
 
