@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::accounts::{caller, client_ip};
 use crate::auth::{Auth, Caller};
 use crate::limits::Limits;
-use crate::upstream::{Failure, Pool, UpstreamMetrics};
+use crate::upstream::{Failure, Method, Pool, UpstreamMetrics};
 
 /// The gateway's metrics: the shared request metrics, the upstream write latency, and the
 /// upstream pools' (the WebSocket feed registers its own in the same registry).
@@ -196,8 +196,7 @@ async fn checked_write(
         Err(e) => return with_id(e, &rid),
     };
     let started = Instant::now();
-    let answer =
-        state.writes.send(reqwest::Method::POST, path, Some(bytes.to_vec()), &rid, Some(received)).await;
+    let answer = state.writes.send(Method::POST, path, Some(bytes.to_vec()), &rid, Some(received)).await;
     if answer.as_ref().is_ok_and(|a| a.status == 202) {
         state.metrics.ack.observe(started.elapsed().as_secs_f64());
     }
@@ -264,8 +263,7 @@ async fn owned_order_body(
     if let Err(e) = validate::order_id(id) {
         return (with_id(e, rid), false, None);
     }
-    let answer =
-        state.reads.send(reqwest::Method::GET, &format!("/api/v1/orders/{id}"), None, rid, None).await;
+    let answer = state.reads.send(Method::GET, &format!("/api/v1/orders/{id}"), None, rid, None).await;
     let order = match &answer {
         Ok(a) if a.status == 200 => serde_json::from_slice::<Value>(&a.body).ok(),
         _ => None,
@@ -357,7 +355,7 @@ async fn amend(
     };
     let started = Instant::now();
     let target = format!("/api/v1/orders/{path}");
-    let answer = state.writes.send(reqwest::Method::PATCH, &target, Some(bytes), &rid, Some(received)).await;
+    let answer = state.writes.send(Method::PATCH, &target, Some(bytes), &rid, Some(received)).await;
     if answer.as_ref().is_ok_and(|a| a.status == 202) {
         state.metrics.ack.observe(started.elapsed().as_secs_f64());
     }
@@ -391,7 +389,7 @@ async fn cancel(state: web::Data<State>, req: HttpRequest, path: web::Path<Strin
         Some(q) => format!("/api/v1/orders/{path}?{q}"),
         None => format!("/api/v1/orders/{path}"),
     };
-    let answer = state.writes.send(reqwest::Method::DELETE, &target, None, &rid, Some(received)).await;
+    let answer = state.writes.send(Method::DELETE, &target, None, &rid, Some(received)).await;
     relay(answer, Unavailable::OrderSvc, &rid)
 }
 
@@ -416,7 +414,7 @@ async fn order_by_client(state: web::Data<State>, req: HttpRequest) -> HttpRespo
         Ok(None) => "/api/v1/orders".to_owned(),
         Err(e) => return with_id(e, &rid),
     };
-    let answer = state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await;
+    let answer = state.reads.send(Method::GET, &target, None, &rid, None).await;
     relay(answer, Unavailable::Matcher, &rid)
 }
 
@@ -435,7 +433,7 @@ async fn trade(state: web::Data<State>, req: HttpRequest, id: web::Path<String>)
         return with_id(ApiError::field("id must be 1-32 characters of A-Z a-z 0-9 . _ - ~"), &rid);
     }
     let target = format!("/trade/{id}?account={}", who.account());
-    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await, Unavailable::Matcher, &rid)
+    relay(state.reads.send(Method::GET, &target, None, &rid, None).await, Unavailable::Matcher, &rid)
 }
 
 /// Reads: the same path and query, at the matcher front.
@@ -445,5 +443,5 @@ async fn read(state: web::Data<State>, req: HttpRequest) -> HttpResponse {
         Some(q) => format!("{}?{q}", req.path()),
         None => req.path().to_owned(),
     };
-    relay(state.reads.send(reqwest::Method::GET, &target, None, &rid, None).await, Unavailable::Matcher, &rid)
+    relay(state.reads.send(Method::GET, &target, None, &rid, None).await, Unavailable::Matcher, &rid)
 }

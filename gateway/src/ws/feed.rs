@@ -420,9 +420,10 @@ impl Feed {
     fn look_up_owner(&self, order_id: OrderId) {
         let reads = self.reads.clone();
         let mailbox = self.mailbox.clone();
-        tokio::spawn(async move {
+        // A task of this thread's (the pool's client is the thread's: `crate::upstream`).
+        actix_web::rt::spawn(async move {
             let path = format!("/api/v1/orders/{order_id}");
-            let answer = reads.send(reqwest::Method::GET, &path, None, "ws-owner", None).await;
+            let answer = reads.send(crate::upstream::Method::GET, &path, None, "ws-owner", None).await;
             let account = answer
                 .ok()
                 .filter(|a| a.status == 200)
@@ -483,14 +484,15 @@ impl Feed {
         let Some(spec) = self.table.get(symbol).cloned() else { return };
         let reads = self.reads.clone();
         let mailbox = self.mailbox.clone();
-        tokio::spawn(async move {
+        actix_web::rt::spawn(async move {
             tokio::time::sleep(delay).await;
             let path = format!("/api/v1/book/{}?depth={SNAPSHOT_DEPTH}", spec.name);
-            let result = match reads.send(reqwest::Method::GET, &path, None, "ws-snapshot", None).await {
-                Ok(a) if a.status == 200 => parse_snapshot(&a.body, &spec),
-                Ok(a) => Err(format!("the matcher answered {}", a.status)),
-                Err(e) => Err(format!("{e:?}")),
-            };
+            let result =
+                match reads.send(crate::upstream::Method::GET, &path, None, "ws-snapshot", None).await {
+                    Ok(a) if a.status == 200 => parse_snapshot(&a.body, &spec),
+                    Ok(a) => Err(format!("the matcher answered {}", a.status)),
+                    Err(e) => Err(format!("{e:?}")),
+                };
             let _ = mailbox.send(FeedMsg::Snapshot { symbol, attempt, result }).await;
         });
     }
@@ -744,7 +746,7 @@ mod tests {
         f.handle(FeedMsg::Snapshot { symbol: SymbolId(0), attempt: 1, result: Ok(snap) });
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[actix_web::test]
     async fn a_subscriber_gets_the_snapshot_then_chained_updates_and_gaps_resync() {
         let (mut f, _rx) = feed();
         let mut a = join(&mut f, 1, 16);
@@ -769,7 +771,7 @@ mod tests {
         assert_eq!(f.metrics.gaps.get(), 1);
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[actix_web::test]
     async fn a_full_queue_takes_the_session_off_every_channel() {
         let (mut f, _rx) = feed();
         live(&mut f, 1);
@@ -793,7 +795,7 @@ mod tests {
         assert_eq!((got[0]["type"].as_str(), got[0]["sequence"].as_u64()), (Some("snapshot"), Some(9)));
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[actix_web::test]
     async fn order_events_reach_only_their_owner() {
         let (mut f, _rx) = feed();
         live(&mut f, 1);
@@ -847,7 +849,7 @@ mod tests {
         assert!(f.owners.is_empty(), "a canceled order's owner is forgotten");
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[actix_web::test]
     async fn sessions_are_told_when_the_feed_goes_down_and_comes_back() {
         let (mut f, _rx) = feed();
         let mut a = join(&mut f, 1, 16);

@@ -220,7 +220,8 @@ impl Hub {
         let metrics = Metrics::new(registry)?;
         let (tx, rx) = mpsc::channel(1024);
         let feed = Feed::new(table.clone(), reads, tx.clone(), metrics.feed.clone(), config.bootstrap_buffer);
-        let feed = tokio::spawn(feed.run(rx));
+        // On this thread's local set: the feed's own requests use the thread's client.
+        let feed = actix_web::rt::spawn(feed.run(rx));
         let stop = Arc::new(AtomicBool::new(false));
         let consumer = kafka::spawn(
             config.kafka.clone(),
