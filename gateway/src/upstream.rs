@@ -312,36 +312,30 @@ mod tests {
         format!("http://{}", listener.local_addr().unwrap())
     }
 
-    /// An instance that answers every request `202`.
-    async fn live() -> String {
+    /// An instance that reads each request, writes `reply` and closes the connection.
+    async fn answering(reply: &'static [u8]) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = vec![0; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                    .await;
+                let _ = s.write_all(reply).await;
+                let _ = s.shutdown().await;
             }
         });
         url
     }
 
+    /// An instance that answers every request `202` and says it closes the connection.
+    async fn live() -> String {
+        answering(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await
+    }
+
     /// An instance that answers each request `202` as if it kept the connection, then closes it
     /// (as a service does with a connection idle past its keep-alive).
     async fn closing() -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let mut buf = vec![0; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok").await;
-                let _ = s.shutdown().await;
-            }
-        });
-        url
+        answering(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok").await
     }
 
     #[actix_web::test]

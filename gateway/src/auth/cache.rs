@@ -163,11 +163,6 @@ impl Cache {
         inner.live = live;
     }
 
-    /// Whether answers are kept now (subscribed).
-    pub fn is_live(&self) -> bool {
-        self.lock().live
-    }
-
     /// How many users and keys are kept.
     pub fn kept(&self) -> (usize, usize) {
         let inner = self.lock();
