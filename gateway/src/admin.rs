@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::accounts::{caller, redis_down, store};
 use crate::auth::Caller;
 use crate::routes::{relay, request_id, with_id, State};
+use crate::upstream::Method;
 
 /// Registers the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -50,13 +51,7 @@ async fn act(state: &State, rid: String, who: String, command: Value, target: St
         command.get("price").map(|p| format!("price {}", p.as_str().unwrap_or_default())).unwrap_or_default();
     let answer = state
         .writes
-        .send(
-            crate::upstream::Method::POST,
-            "/api/v1/admin",
-            Some(command.to_string().into_bytes()),
-            rid,
-            None,
-        )
+        .send(Method::POST, "/api/v1/admin", Some(command.to_string().into_bytes()), rid, None)
         .await;
     let status = answer.as_ref().map_or_else(|e| format!("{e:?}"), |a| a.status.to_string());
     tracing::info!(operator = %who, %action, %target, %detail, %status, request_id = %rid, "admin action");

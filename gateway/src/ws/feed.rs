@@ -29,7 +29,7 @@ use super::book::{Book, Snapshot, Took, Update};
 use super::kafka::{FeedEvent, FeedKind, Fill, FillSide};
 use super::link::{Link, Push};
 use super::protocol::{self, Channel};
-use crate::upstream::Pool;
+use crate::upstream::{Method, Pool};
 
 /// Levels asked of the matcher front for a bootstrap (its most).
 const SNAPSHOT_DEPTH: usize = 50;
@@ -423,7 +423,7 @@ impl Feed {
         // A task of this thread's (the pool's client is the thread's: `crate::upstream`).
         actix_web::rt::spawn(async move {
             let path = format!("/api/v1/orders/{order_id}");
-            let answer = reads.send(crate::upstream::Method::GET, &path, None, "ws-owner", None).await;
+            let answer = reads.send(Method::GET, &path, None, "ws-owner", None).await;
             let account = answer
                 .ok()
                 .filter(|a| a.status == 200)
@@ -487,12 +487,11 @@ impl Feed {
         actix_web::rt::spawn(async move {
             tokio::time::sleep(delay).await;
             let path = format!("/api/v1/book/{}?depth={SNAPSHOT_DEPTH}", spec.name);
-            let result =
-                match reads.send(crate::upstream::Method::GET, &path, None, "ws-snapshot", None).await {
-                    Ok(a) if a.status == 200 => parse_snapshot(&a.body, &spec),
-                    Ok(a) => Err(format!("the matcher answered {}", a.status)),
-                    Err(e) => Err(format!("{e:?}")),
-                };
+            let result = match reads.send(Method::GET, &path, None, "ws-snapshot", None).await {
+                Ok(a) if a.status == 200 => parse_snapshot(&a.body, &spec),
+                Ok(a) => Err(format!("the matcher answered {}", a.status)),
+                Err(e) => Err(format!("{e:?}")),
+            };
             let _ = mailbox.send(FeedMsg::Snapshot { symbol, attempt, result }).await;
         });
     }
