@@ -1,6 +1,8 @@
 //! A smoke run of the measuring tools on the real stack, no timing asserted: `load-gen` sends a
 //! short open-loop flow through nginx and reports its table, order → trade (on the WebSocket
-//! feed, and on the `trades` topic), where each order's time went hop by hop, and `.hgrm` files; `perf-plot` draws them. (The numbers are `./lab perf`'s business.)
+//! feed, and on the `trades` topic), where each order's time went hop by hop, its own CPU, and
+//! `.hgrm` files; `perf-plot` draws them; `svc-latency` reads what the run added to the services'
+//! own histograms. (The numbers are `./lab perf`'s business.)
 
 use std::process::Command;
 
@@ -27,6 +29,24 @@ fn load_gen_and_perf_plot_run_end_to_end() {
         (table, log)
     };
     let kafka = ["--trades", "kafka", "--brokers", &s.kafka()];
+    // The services' histograms around the first run (`perf/run` does this around each rate).
+    let services: Vec<String> = ["gateway-1", "gateway-2", "order-svc-1", "order-svc-2"]
+        .iter()
+        .map(|n| format!("{n}={}", s.svc(n).url("")))
+        .collect();
+    let svc_latency = |args: &[&str]| {
+        let out = Command::new(our_binary("svc-latency"))
+            .args(services.iter().flat_map(|x| ["--service", x.as_str()]))
+            .args(args)
+            .output()
+            .expect("svc-latency runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let before = out_dir.path().join("metrics.before");
+    let before_arg = before.to_str().expect("a UTF-8 path");
+    let (code, _, err) = svc_latency(&["--save", before_arg]);
+    assert_eq!(code, Some(0), "{err}");
     for (rate, trades, seen_on) in
         [("20", &[][..], "the WebSocket feed"), ("40", &kafka[..], "the trades topic")]
     {
@@ -46,6 +66,23 @@ fn load_gen_and_perf_plot_run_end_to_end() {
             .and_then(|n| n.parse::<u64>().ok());
         assert!(traded.is_some_and(|n| n > 0), "order → trade on {seen_on}, takers matched:\n{table}\n{log}");
         assert!(log.contains("users logged in"), "{log}");
+        assert!(
+            table.lines().any(|l| l.starts_with("generator: ") && l.contains("% of one core")),
+            "{table}"
+        );
+        if rate == "20" {
+            // Every part of the ack the services time saw this run's orders.
+            let (code, text, err) = svc_latency(&["--since", before_arg]);
+            assert_eq!(code, Some(0), "{err}");
+            let parts: Vec<&str> = text.lines().filter(|l| l.starts_with("svc ")).collect();
+            assert_eq!(parts.len(), 3, "{text}");
+            for part in parts {
+                // "… (N requests): p50 …"
+                let n =
+                    part.split(" requests)").next().and_then(|h| h.rsplit('(').next()?.parse::<u64>().ok());
+                assert!(n.is_some_and(|n| n > 0) && part.contains("p99 "), "{part}");
+            }
+        }
         // Where the time went: the four hops of a sample of the accepted orders, each measured.
         let hops: Vec<&str> = table.lines().filter(|l| l.starts_with("hop ")).collect();
         assert_eq!(hops.len(), 4, "{table}");
@@ -64,6 +101,17 @@ fn load_gen_and_perf_plot_run_end_to_end() {
             &text[..text.len().min(200)]
         );
     }
+    // Bad input is refused with a reason: a service that is not measured, a file that holds no scrape.
+    let refused = Command::new(our_binary("svc-latency"))
+        .args(["--service", &format!("redis={}", s.svc("redis").url("")), "--save", before_arg])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("NAME a gateway or an order-svc"));
+    let empty_file = out_dir.path().join("empty.before");
+    std::fs::write(&empty_file, "").unwrap();
+    let (code, _, err) = svc_latency(&["--since", empty_file.to_str().unwrap()]);
+    assert!(code == Some(2) && err.contains("holds no scrape"), "{err}");
     // A directory without histograms is an error that says so.
     let empty = TempDir::new();
     let plot = Command::new(our_binary("perf-plot")).arg(empty.path()).output().unwrap();

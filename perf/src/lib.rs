@@ -5,6 +5,8 @@
 //! - [`regime`]: regime streams (static, normal, swing, flash crash): a GBM fair price, power-law
 //!   depth, a realistic order lifecycle; in our native form and in the peers' common subset.
 //! - [`peers`]: our engine and the crates.io books we compare against, behind one trait.
+//! - [`prom`]: histograms from the services' own `/metrics`, their difference over a run and its
+//!   quantiles (`src/bin/svc-latency.rs`, the load report's view of the ack from inside).
 //! - [`report`]: throughput and HdrHistogram latency of a replay, and the Markdown table.
 //! - [`feed`]: a minimal stack of the benchmarks' own (broker, Redis, release matcher), the
 //!   bounded-book command flow produced straight to `orders`, and the exact caught-up wait; used
@@ -16,6 +18,7 @@
 
 pub mod feed;
 pub mod peers;
+pub mod prom;
 pub mod regime;
 pub mod report;
 pub mod stream;

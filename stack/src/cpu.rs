@@ -78,7 +78,7 @@ fn ticks(pids: &[u32], stats: &HashMap<u32, Stat>) -> u64 {
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`; Linux's is 100).
-fn ticks_per_second() -> f64 {
+pub fn ticks_per_second() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(n)) if n > 0 => n as f64,
         _ => 100.0,

@@ -278,6 +278,7 @@ async fn run(f: Flags) -> Result<(), String> {
         }
         _ => Some(TradeWatch::websocket(&f.url, &f.symbol)?),
     };
+    let cpu_from = own_cpu_ticks();
     let start = Instant::now() + Duration::from_millis(100);
     let record_from = start + Duration::from_secs_f64(f.warmup);
     let mut next_report = start + Duration::from_secs(1);
@@ -413,6 +414,10 @@ async fn run(f: Flags) -> Result<(), String> {
     drop(due_rx);
     schedule.join().map_err(|_| "the schedule's thread panicked".to_string())?;
     while tasks.join_next().await.is_some() {}
+    // The generator's own share of a core while it sent: it runs on the machine under test.
+    let own_cpu = own_cpu_ticks().zip(cpu_from).map(|(end, from)| {
+        end.saturating_sub(from) as f64 / stack::cpu::ticks_per_second() / start.elapsed().as_secs_f64()
+    });
     bar.finish_and_clear();
     if let Some(trades) = trades {
         // The takers' first fills, from their intended send time (those sent after the warm-up).
@@ -480,6 +485,12 @@ async fn run(f: Flags) -> Result<(), String> {
     let h = t.ack.as_ref().ok_or("no histogram")?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
     let errors: u64 = t.errors.values().sum();
+    if let Some(share) = own_cpu {
+        println!(
+            "generator: {:.1} % of one core while sending (its own CPU, /proc/self/stat)",
+            share * 100.0
+        );
+    }
     println!("| offered /s | achieved /s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---|");
     let kinds: Vec<String> = t.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
@@ -648,4 +659,10 @@ impl TradeWatch {
         let (seen, notes) = self.thread.join().unwrap_or_default();
         (self.source, seen, notes)
     }
+}
+
+/// This process's CPU time so far (user + system, every thread), in clock ticks.
+fn own_cpu_ticks() -> Option<u64> {
+    let line = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stack::cpu::parse_stat(&line).map(|s| s.ticks)
 }
