@@ -49,7 +49,8 @@ pub fn histogram(text: &str, name: &str, with: &[(&str, &str)]) -> Result<Bucket
     let mut sums: Vec<(f64, f64)> = Vec::new();
     for line in text.lines().filter(|l| l.starts_with(&series)) {
         let malformed = || PromError::Malformed(line.to_owned());
-        let (labels, value) = line[series.len()..].split_once('}').ok_or_else(malformed)?;
+        // The last `}`: a label value may hold braces (`route="/api/v1/orders/{order_id}"`).
+        let (labels, value) = line[series.len()..].rsplit_once('}').ok_or_else(malformed)?;
         if !with.iter().all(|(k, v)| label(labels, k) == Some(*v)) {
             continue;
         }
@@ -78,11 +79,30 @@ impl Buckets {
         self.0.last().map_or(0.0, |&(_, n)| n)
     }
 
-    /// What was observed after `before` was scraped (a bucket missing from `before` counts from
-    /// 0; a counter that went down — the service restarted — counts from 0 too).
+    /// What one instance observed after `before` was scraped (a bucket missing from `before`
+    /// counts from 0). If its total went down the instance restarted in between, and everything
+    /// it has now is new. Compare instance by instance, then [`Buckets::add`]: in a sum over
+    /// instances one restart could hide behind another's growth.
     pub fn since(&self, before: &Buckets) -> Buckets {
+        if self.count() < before.count() {
+            return self.clone();
+        }
         let then = |le: f64| before.0.iter().find(|(b, _)| *b == le).map_or(0.0, |&(_, n)| n);
-        Buckets(self.0.iter().map(|&(le, n)| (le, if n >= then(le) { n - then(le) } else { n })).collect())
+        Buckets(self.0.iter().map(|&(le, n)| (le, (n - then(le)).max(0.0))).collect())
+    }
+
+    /// The two added bucket by bucket (a bound only one has counts as 0 in the other's
+    /// cumulative series up to its next bound: the services here share their bounds).
+    pub fn add(&self, other: &Buckets) -> Buckets {
+        let mut sums = self.0.clone();
+        for &(le, n) in &other.0 {
+            match sums.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, sum)) => *sum += n,
+                None => sums.push((le, n)),
+            }
+        }
+        sums.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Buckets(sums)
     }
 
     /// The `q` quantile (0–1), interpolated linearly within its bucket as Prometheus'
@@ -188,8 +208,10 @@ gateway_upstream_seconds_bucket{pool=\"order_svc\",service=\"gateway\",le=\"+Inf
         // The 10 new observations all landed in the 2–4 ms bucket.
         assert_eq!(run.0, vec![(0.001, 0.0), (0.002, 0.0), (0.004, 10.0), (f64::INFINITY, 10.0)]);
         assert!((run.quantile(0.5).unwrap().value - 0.003).abs() < 1e-12);
-        // A service that restarted between the scrapes counts from zero.
+        // An instance that restarted between the scrapes counts from zero.
         assert_eq!(before.since(&after).count(), 100.0);
+        assert_eq!(run.add(&run).count(), 20.0);
+        assert_eq!(run.add(&Buckets(Vec::new())), run);
         // Nothing observed: no quantile.
         assert_eq!(before.since(&before).quantile(0.5), None);
     }
@@ -204,6 +226,9 @@ gateway_upstream_seconds_bucket{pool=\"order_svc\",service=\"gateway\",le=\"+Inf
         let broken = "order_ack_seconds_bucket{service=\"x\",le=\"fast\"} 3\n";
         assert!(matches!(histogram(broken, "order_ack_seconds", &[]), Err(PromError::Malformed(_))));
         let no_value = "order_ack_seconds_bucket{le=\"0.1\"}\n";
+        // Braces inside a label value are not the end of the labels.
+        let braces = "h_bucket{route=\"/o/{id}\",le=\"0.1\"} 4\nh_bucket{route=\"/o/{id}\",le=\"+Inf\"} 5\n";
+        assert_eq!(histogram(braces, "h", &[("route", "/o/{id}")]).unwrap().count(), 5.0);
         assert!(matches!(histogram(no_value, "order_ack_seconds", &[]), Err(PromError::Malformed(_))));
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use perf::prom::{histogram, Buckets};
+use perf::prom::{histogram, Buckets, PromError};
 
 const USAGE: &str =
     "usage: svc-latency (--run-dir DIR | --service NAME=URL ...) (--save FILE | --since FILE)";
@@ -33,13 +33,23 @@ type Labels = &'static [(&'static str, &'static str)];
 /// The parts of the ack the services time: (label, service prefix, histogram, labels).
 const PARTS: [(&str, &str, &str, Labels); 3] = [
     (
-        "the gateway, request in to answer out (`POST /api/v1/orders`)",
+        "the gateway, request in to answer out (route `/api/v1/orders`: new orders)",
         "gateway",
         "http_request_duration_seconds",
         &[("route", "/api/v1/orders")],
     ),
-    ("the gateway's call to order-svc", "gateway", "gateway_upstream_seconds", &[("pool", "order_svc")]),
-    ("order-svc's wait for the broker's acknowledgement", "order-svc", "order_ack_seconds", &[]),
+    (
+        "the gateway's call to order-svc (new orders and cancels)",
+        "gateway",
+        "gateway_upstream_seconds",
+        &[("pool", "order_svc")],
+    ),
+    (
+        "order-svc's wait for the broker's acknowledgement (new orders and cancels)",
+        "order-svc",
+        "order_ack_seconds",
+        &[],
+    ),
 ];
 
 /// Separates one service's scrape from the next in a saved file.
@@ -98,25 +108,41 @@ fn load(saved: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One part's histogram over every instance of `prefix`.
+/// What the run added to one part's histogram, instance by instance (each compared with its own
+/// first scrape, so a restart of one is seen), summed over every instance of `prefix`. A series
+/// the first scrape lacks counts from 0 (it appears with its first observation), as does one an
+/// instance lacks in both; a part no instance has at the end is an error, as is a broken line.
 fn part(
-    scrapes: &[(String, String)],
+    before: &[(String, String)],
+    after: &[(String, String)],
     prefix: &str,
     name: &str,
     labels: &[(&str, &str)],
 ) -> anyhow::Result<Buckets> {
-    let text: String =
-        scrapes.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, t)| format!("{t}\n")).collect();
-    Ok(histogram(&text, name, labels)?)
+    let read = |text: &str| match histogram(text, name, labels) {
+        Ok(b) => Ok(Some(b)),
+        Err(PromError::Missing(_)) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let mut sum: Option<Buckets> = None;
+    for (instance, text) in after.iter().filter(|(n, _)| n.starts_with(prefix)) {
+        let Some(now) = read(text).with_context(|| format!("{instance}, after"))? else { continue };
+        let then = match before.iter().find(|(n, _)| n == instance) {
+            Some((_, text)) => read(text).with_context(|| format!("{instance}, before"))?,
+            None => None,
+        };
+        let run = now.since(&then.unwrap_or(Buckets(Vec::new())));
+        sum = Some(sum.map_or_else(|| run.clone(), |s| s.add(&run)));
+    }
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    sum.ok_or_else(|| anyhow::anyhow!("no {prefix} exports {name}{{{}}}", wanted.join(",")))
 }
 
 /// The report lines: each part, what the run added.
 fn lines(before: &[(String, String)], after: &[(String, String)]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for (label, prefix, name, labels) in PARTS {
-        // A series appears with its first observation: one the first scrape lacks counts from 0.
-        let then = part(before, prefix, name, labels).unwrap_or(Buckets(Vec::new()));
-        let run = part(after, prefix, name, labels)?.since(&then);
+        let run = part(before, after, prefix, name, labels)?;
         let line = match (run.quantile(0.5), run.quantile(0.9), run.quantile(0.99)) {
             (Some(p50), Some(p90), Some(p99)) => format!(
                 "svc {label} ({:.0} requests): p50 {} ms, p90 {}, p99 {}",
@@ -152,6 +178,11 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     if let [.., last] = args {
         if args.len() % 2 == 1 {
             bail!("{last} needs a value");
+        }
+    }
+    for once in ["--run-dir", "--save", "--since"] {
+        if args.chunks(2).filter(|kv| kv[0] == once).count() > 1 {
+            bail!("{once} given twice");
         }
     }
     let value = |name: &str| args.chunks(2).find(|kv| kv[0] == name).map(|kv| PathBuf::from(&kv[1]));
@@ -231,13 +262,29 @@ mod tests {
         ];
         let got = lines(&before, &after).unwrap();
         assert!(got[0].contains("(40 requests)") && got[0].contains("p50 0.50 ms"), "{got:?}");
-        assert!(got[1].starts_with("svc the gateway's call to order-svc (40 requests)"), "{got:?}");
-        assert_eq!(got[2], "svc order-svc's wait for the broker's acknowledgement: no requests");
+        assert!(
+            got[1].starts_with("svc the gateway's call to order-svc (new orders and cancels) (40"),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[2],
+            "svc order-svc's wait for the broker's acknowledgement (new orders and cancels): no requests"
+        );
         // A series the first scrape lacks (no request yet) counts from zero…
         let fresh = vec![("gateway-1".to_owned(), "up 1\n".to_owned()), ("order-svc-1".to_owned(), ack(1))];
         assert!(lines(&fresh, &after).unwrap()[0].contains("(55 requests)"));
         // …but one the second lacks is an error, not a silent blank.
         assert!(lines_err(&after, &fresh).contains("http_request_duration_seconds"));
+        // One gateway restarted (10 → 3) while the other grew (5 → 25): 3 + 20, not the sums' 28 − 15.
+        let restarted = vec![
+            ("gateway-1".to_owned(), scrape_of(3)),
+            ("gateway-2".to_owned(), scrape_of(25)),
+            ("order-svc-1".to_owned(), ack(15)),
+        ];
+        assert!(lines(&before, &restarted).unwrap()[0].contains("(23 requests)"));
+        // A broken line in either scrape is an error.
+        let broken = vec![("gateway-1".to_owned(), scrape_of(1).replace("0.001", "fast"))];
+        assert!(lines_err(&broken, &after).contains("gateway-1, before"));
     }
 
     fn lines_err(before: &[(String, String)], after: &[(String, String)]) -> String {
