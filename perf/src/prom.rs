@@ -42,15 +42,36 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// How a series is named in messages: `name{k="v",…}`.
+pub fn series(name: &str, with: &[(&str, &str)]) -> String {
+    let labels: Vec<String> = with.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// Adds `n` observations at or below `le` to cumulative buckets (kept unsorted until
+/// [`sorted`]).
+fn put(sums: &mut Vec<(f64, f64)>, le: f64, n: f64) {
+    match sums.iter_mut().find(|(bound, _)| *bound == le) {
+        Some((_, sum)) => *sum += n,
+        None => sums.push((le, n)),
+    }
+}
+
+/// The buckets, by bound.
+fn sorted(mut sums: Vec<(f64, f64)>) -> Buckets {
+    sums.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Buckets(sums)
+}
+
 /// `name`'s buckets in `text`, summed over every series whose labels include all of `with`
 /// (`key`, `value`). Other metrics, comments and series are skipped.
 pub fn histogram(text: &str, name: &str, with: &[(&str, &str)]) -> Result<Buckets, PromError> {
-    let series = format!("{name}_bucket{{");
+    let prefix = format!("{name}_bucket{{");
     let mut sums: Vec<(f64, f64)> = Vec::new();
-    for line in text.lines().filter(|l| l.starts_with(&series)) {
+    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
         let malformed = || PromError::Malformed(line.to_owned());
         // The last `}`: a label value may hold braces (`route="/api/v1/orders/{order_id}"`).
-        let (labels, value) = line[series.len()..].rsplit_once('}').ok_or_else(malformed)?;
+        let (labels, value) = line[prefix.len()..].rsplit_once('}').ok_or_else(malformed)?;
         if !with.iter().all(|(k, v)| label(labels, k) == Some(*v)) {
             continue;
         }
@@ -60,17 +81,12 @@ pub fn histogram(text: &str, name: &str, with: &[(&str, &str)]) -> Result<Bucket
         };
         let count =
             value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).ok_or_else(malformed)?;
-        match sums.iter_mut().find(|(bound, _)| *bound == le) {
-            Some((_, sum)) => *sum += count,
-            None => sums.push((le, count)),
-        }
+        put(&mut sums, le, count);
     }
     if sums.is_empty() {
-        let labels: Vec<String> = with.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        return Err(PromError::Missing(format!("{name}{{{}}}", labels.join(","))));
+        return Err(PromError::Missing(series(name, with)));
     }
-    sums.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(Buckets(sums))
+    Ok(sorted(sums))
 }
 
 impl Buckets {
@@ -96,13 +112,9 @@ impl Buckets {
     pub fn add(&self, other: &Buckets) -> Buckets {
         let mut sums = self.0.clone();
         for &(le, n) in &other.0 {
-            match sums.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, sum)) => *sum += n,
-                None => sums.push((le, n)),
-            }
+            put(&mut sums, le, n);
         }
-        sums.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Buckets(sums)
+        sorted(sums)
     }
 
     /// The `q` quantile (0–1), interpolated linearly within its bucket as Prometheus'

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use perf::prom::{histogram, Buckets, PromError};
+use perf::prom::{histogram, series, Buckets, PromError};
 
 const USAGE: &str =
     "usage: svc-latency (--run-dir DIR | --service NAME=URL ...) (--save FILE | --since FILE)";
@@ -134,8 +134,7 @@ fn part(
         let run = now.since(&then.unwrap_or(Buckets(Vec::new())));
         sum = Some(sum.map_or_else(|| run.clone(), |s| s.add(&run)));
     }
-    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    sum.ok_or_else(|| anyhow::anyhow!("no {prefix} exports {name}{{{}}}", wanted.join(",")))
+    sum.ok_or_else(|| anyhow::anyhow!("no {prefix} exports {}", series(name, labels)))
 }
 
 /// The report lines: each part, what the run added.
