@@ -2,9 +2,11 @@
 //! short open-loop flow through nginx and reports its table, order → trade (on the WebSocket
 //! feed, and on the `trades` topic), where each order's time went hop by hop, its own CPU, and
 //! `.hgrm` files; `perf-plot` draws them; `svc-latency` reads what the run added to the services'
-//! own histograms. (The numbers are `./lab perf`'s business.)
+//! own histograms. (The numbers are `./lab perf`'s business.) And `perf/run` itself, short, on a
+//! stack `lab up` started: the report it writes, and the running stack it leaves running.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use itest::{our_binary, Stack, TempDir};
 
@@ -116,4 +118,97 @@ fn load_gen_and_perf_plot_run_end_to_end() {
     let empty = TempDir::new();
     let plot = Command::new(our_binary("perf-plot")).arg(empty.path()).output().unwrap();
     assert!(!plot.status.success() && String::from_utf8_lossy(&plot.stderr).contains("no ack-"));
+}
+
+/// `lab <args> --run-dir <dir>` (the debug build, the tests' matcher tuning).
+fn lab(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(our_binary("lab"))
+        .args(args)
+        .arg("--run-dir")
+        .arg(dir)
+        .env("MATCHER_PIN_CORE", "none")
+        .env("MATCHER_SPIN", "1000")
+        .stdin(Stdio::null())
+        .output()
+        .expect("lab runs")
+}
+
+/// `perf/run <args>` with this build's binaries.
+fn perf_run(args: &[&str]) -> (Option<i32>, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
+    let bins = our_binary("lab").parent().expect("the binaries' directory").to_path_buf();
+    let out = Command::new("bash")
+        .arg(root.join("perf/run"))
+        .args(args)
+        .env("PERF_BINARIES", bins)
+        .stdin(Stdio::null())
+        .output()
+        .expect("perf/run runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Stops the stack whatever the test did.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = lab(self.0, &["down"]);
+    }
+}
+
+#[test]
+fn perf_run_measures_a_running_stack_and_leaves_it_running() {
+    let run_dir = TempDir::new();
+    let _down = Down(run_dir.path());
+    let up = lab(run_dir.path(), &["up", "--detach", "--no-sim", "--ports", "free"]);
+    assert!(up.status.success(), "lab up: {}", String::from_utf8_lossy(&up.stderr));
+    let results = TempDir::new();
+    let stack_arg = run_dir.path().to_str().expect("a UTF-8 path");
+    let results_arg = results.path().to_str().expect("a UTF-8 path");
+    let (code, shown, err) = perf_run(&[
+        "--stack",
+        stack_arg,
+        "--results",
+        results_arg,
+        "--rates",
+        "20 40",
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--rest",
+        "0",
+    ]);
+    assert_eq!(code, Some(0), "perf/run failed:\n{shown}\n{err}");
+    assert!(shown.contains("measuring the running stack"), "{shown}");
+    let dirs: Vec<_> = std::fs::read_dir(results.path()).unwrap().flatten().collect();
+    assert_eq!(dirs.len(), 1, "one report directory under --results");
+    let report = std::fs::read_to_string(dirs[0].path().join("report.md")).expect("report.md written");
+    assert!(report.contains(&format!("- stack: already running (`--stack {stack_arg}`)")), "{report}");
+    for rate in ["20", "40"] {
+        let row = report.lines().find(|l| l.starts_with(&format!("| {rate} | "))).unwrap_or_else(|| {
+            panic!("a row for {rate}/s in:\n{report}");
+        });
+        assert!(row.ends_with("| 0 |"), "no errors at {rate}/s: {row}");
+    }
+    assert!(report.contains("- capacity (highest rate with p99 ack ≤ 10 ms and no errors): "), "{report}");
+    assert!(!report.contains("lab up --detach"), "it did not start the stack: {report}");
+    // perf/run neither started nor stopped it: it still runs.
+    let status = lab(run_dir.path(), &["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("lab status --json");
+    let nginx = rows.as_array().unwrap().iter().find(|r| r["process"] == "nginx").expect("nginx");
+    assert_eq!(nginx["ready"], true, "still up after perf/run: {rows}");
+
+    // A stack that is not running, or no stack at all, is refused before anything is measured.
+    let down = lab(run_dir.path(), &["down"]);
+    assert!(down.status.success());
+    let (code, _, err) = perf_run(&["--stack", stack_arg, "--results", results_arg]);
+    assert!(code == Some(1) && err.contains("its nginx is not up"), "{err}");
+    let empty = TempDir::new();
+    let (code, _, err) = perf_run(&["--stack", empty.path().to_str().unwrap(), "--results", results_arg]);
+    assert!(code == Some(1) && err.contains("no stack.json there"), "{err}");
+    let (code, _, err) = perf_run(&["--stack"]);
+    assert!(code == Some(1) && err.contains("--stack needs the run directory"), "{err}");
+    assert_eq!(std::fs::read_dir(results.path()).unwrap().count(), 1, "a refused run writes no report");
 }
