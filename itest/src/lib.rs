@@ -70,6 +70,34 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
     bail!("{what} not ready after {timeout:?}")
 }
 
+/// `lab <args> --run-dir <dir>` as a user runs it (this build's binary), with the tests' matcher
+/// tuning (no pinned core, a short spin).
+pub fn lab(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(our_binary("lab"));
+    c.args(args)
+        .arg("--run-dir")
+        .arg(dir)
+        .env("MATCHER_PIN_CORE", "none")
+        .env("MATCHER_SPIN", "1000")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Stops the `lab` stack of a run directory when dropped, whatever the test did: `lab down`, then
+/// any process group the state file still names is killed (what `lab down` would do).
+pub struct LabCleanup<'a>(pub &'a Path);
+
+impl Drop for LabCleanup<'_> {
+    fn drop(&mut self) {
+        let _ = lab(self.0, &["down"]).output();
+        for p in stack::state::State::read(self.0).map(|s| s.procs).unwrap_or_default() {
+            if let Some(g) = p.pid {
+                stack::supervisor::kill_group(g, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// A binary of this workspace, next to the test executable.
 pub fn our_binary(name: &str) -> PathBuf {
     let path = stack::plan::own_bin_dir().join(name);

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use itest::{our_binary, Stack, TempDir};
+use itest::{lab, our_binary, LabCleanup, Stack, TempDir};
 
 #[test]
 fn load_gen_and_perf_plot_run_end_to_end() {
@@ -120,19 +120,6 @@ fn load_gen_and_perf_plot_run_end_to_end() {
     assert!(!plot.status.success() && String::from_utf8_lossy(&plot.stderr).contains("no ack-"));
 }
 
-/// `lab <args> --run-dir <dir>` (the debug build, the tests' matcher tuning).
-fn lab(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(our_binary("lab"))
-        .args(args)
-        .arg("--run-dir")
-        .arg(dir)
-        .env("MATCHER_PIN_CORE", "none")
-        .env("MATCHER_SPIN", "1000")
-        .stdin(Stdio::null())
-        .output()
-        .expect("lab runs")
-}
-
 /// `perf/run <args>` with this build's binaries.
 fn perf_run(args: &[&str]) -> (Option<i32>, String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
@@ -148,20 +135,12 @@ fn perf_run(args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
-/// Stops the stack whatever the test did.
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = lab(self.0, &["down"]);
-    }
-}
-
 #[test]
 fn perf_run_measures_a_running_stack_and_leaves_it_running() {
     let run_dir = TempDir::new();
-    let _down = Down(run_dir.path());
-    let up = lab(run_dir.path(), &["up", "--detach", "--no-sim", "--ports", "free"]);
+    let _cleanup = LabCleanup(run_dir.path());
+    let up =
+        lab(run_dir.path(), &["up", "--detach", "--no-sim", "--ports", "free"]).output().expect("lab runs");
     assert!(up.status.success(), "lab up: {}", String::from_utf8_lossy(&up.stderr));
     let results = TempDir::new();
     let stack_arg = run_dir.path().to_str().expect("a UTF-8 path");
@@ -195,13 +174,13 @@ fn perf_run_measures_a_running_stack_and_leaves_it_running() {
     assert!(report.contains("- capacity (highest rate with p99 ack ≤ 10 ms and no errors): "), "{report}");
     assert!(!report.contains("lab up --detach"), "it did not start the stack: {report}");
     // perf/run neither started nor stopped it: it still runs.
-    let status = lab(run_dir.path(), &["status", "--json"]);
+    let status = lab(run_dir.path(), &["status", "--json"]).output().expect("lab runs");
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("lab status --json");
     let nginx = rows.as_array().unwrap().iter().find(|r| r["process"] == "nginx").expect("nginx");
     assert_eq!(nginx["ready"], true, "still up after perf/run: {rows}");
 
     // A stack that is not running, or no stack at all, is refused before anything is measured.
-    let down = lab(run_dir.path(), &["down"]);
+    let down = lab(run_dir.path(), &["down"]).output().expect("lab runs");
     assert!(down.status.success());
     let (code, _, err) = perf_run(&["--stack", stack_arg, "--results", results_arg]);
     assert!(code == Some(1) && err.contains("its nginx is not up"), "{err}");

@@ -7,26 +7,14 @@
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use itest::{our_binary, wait_until, Signal, TempDir};
+use itest::{lab, wait_until, LabCleanup, Signal, TempDir};
 use serde_json::Value;
 use stack::probe::port_open;
 use stack::state::State;
 use stack::supervisor::{group_alive, kill_group};
-
-/// `lab <args>` with the run directory `dir`, free ports, and the tests' matcher tuning.
-fn lab(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(our_binary("lab"));
-    c.args(args)
-        .arg("--run-dir")
-        .arg(dir)
-        .env("MATCHER_PIN_CORE", "none")
-        .env("MATCHER_SPIN", "1000")
-        .stdin(Stdio::null());
-    c
-}
 
 fn status(dir: &Path) -> Vec<Value> {
     let out = lab(dir, &["status", "--json"]).output().expect("lab status");
@@ -38,24 +26,10 @@ fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
     rows.iter().find(|r| r["process"] == name).unwrap_or_else(|| panic!("no {name} in {rows:?}"))
 }
 
-/// Stops a stack a failed test left running, by process group (what `lab down` would do).
-struct Cleanup<'a>(&'a Path);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = lab(self.0, &["down"]).output();
-        for p in State::read(self.0).map(|s| s.procs).unwrap_or_default() {
-            if let Some(g) = p.pid {
-                kill_group(g, Signal::SIGKILL);
-            }
-        }
-    }
-}
-
 #[test]
 fn a_killed_process_comes_back_with_backoff_and_down_leaves_nothing() {
     let dir = TempDir::new();
-    let _cleanup = Cleanup(dir.path());
+    let _cleanup = LabCleanup(dir.path());
     let out = lab(dir.path(), &["up", "--detach", "--ports", "free"]).output().expect("lab up");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -152,7 +126,7 @@ fn a_killed_process_comes_back_with_backoff_and_down_leaves_nothing() {
 #[test]
 fn interrupting_up_half_way_leaves_no_process_behind() {
     let dir = TempDir::new();
-    let _cleanup = Cleanup(dir.path());
+    let _cleanup = LabCleanup(dir.path());
     let mut up = lab(dir.path(), &["up", "--ports", "free", "--no-restart"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -202,7 +176,7 @@ fn status_and_logs_refuse_what_does_not_exist() {
 #[test]
 fn down_stops_the_stack_even_when_its_supervisor_was_killed() {
     let dir = TempDir::new();
-    let _cleanup = Cleanup(dir.path());
+    let _cleanup = LabCleanup(dir.path());
     let out = lab(dir.path(), &["up", "--detach", "--ports", "free"]).output().expect("lab up");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let state = State::read(dir.path()).expect("state file");
