@@ -3,21 +3,14 @@
 //!
 //! A client that resubmits after an unknown outcome (a 503 from order entry) reuses its id; the
 //! book rejects the second copy as long as the first is open or among the last `window` ended
-//! orders (exactly: an id that ended is taken until `window` more of the book's orders have ended).
+//! orders.
 //!
-//! Layout, for the cache: one open-addressing table of 8-byte entries, a 32-bit fingerprint of the
-//! key and the slot that holds the key (several keys may share a fingerprint: each has its own
-//! entry). The 40-byte keys are read only to confirm a fingerprint match (a duplicate, or a
-//! collision). So a new order touches one table line where the old design touched three: its
-//! probe, and the insert lands in the line the probe just read.
-//!
-//! Ending an order touches nothing in the table: it clears the slot's open bit and stamps the slot
-//! with the end count. Entries whose id has left the window are removed by a sweep that walks the
-//! table in order, a few entries per new order (memory read in sequence, which the hardware
-//! prefetches), instead of a probe of a cold entry per ended order. An entry the sweep has not
-//! reached yet is still judged by its stamp, so what is taken does not depend on the sweep: the
-//! guarantee is exact. Keys' slots are handed out in ring order, so new orders write their keys
-//! into consecutive memory. Everything is pre-sized: steady state allocates nothing.
+//! Layout, for the cache: the hash table maps a 32-bit fingerprint of the key to the slot that
+//! holds the key (plus a flag when several keys share the fingerprint, chained through `next`), so
+//! the answer stays exact while the common paths touch one table entry. The 40-byte keys are read
+//! only to confirm a fingerprint match (a duplicate, or a collision). Orders keep their key's slot
+//! and fingerprint, and the window ring stores both, so ending an order and evicting the oldest id
+//! never hash a key or read a cold key. Everything is pre-sized: steady state allocates nothing.
 
 use std::hash::{Hash, Hasher};
 
@@ -25,6 +18,8 @@ use common::{Account, ClientOrderId};
 
 use crate::accounts::AccountId;
 use rustc_hash::FxHasher;
+
+use crate::table::Table;
 
 /// Whose id: ids are unique per account (the symbol is the book's). The account is the book's
 /// interned id ([`crate::accounts`]), which keeps a key at 40 bytes instead of 66.
@@ -39,53 +34,28 @@ pub struct Handle {
     pub fingerprint: u32,
 }
 
-/// A free table entry.
-const EMPTY: u64 = u64::MAX;
-
-/// Table entries the sweep looks at per new order. A pass over the table takes `size / SWEEP`
-/// new orders, so an id that left the window holds its entry and slot for at most that long:
-/// with the table made for twice the open orders and window, it stays under about 55 % full.
-const SWEEP: usize = 8;
+/// End of a fingerprint chain.
+const END: u32 = u32::MAX;
+/// Set in a table value when more than one key has that fingerprint.
+const CHAINED: u32 = 1 << 31;
 
 /// The ids in use by one book.
 #[derive(Debug)]
 pub struct ClientIds {
-    /// `(fingerprint << 32) | slot`, or [`EMPTY`]. Length is a power of two.
-    entries: Vec<u64>,
-    /// `64 - log2(entries.len())`: an entry's home is its fingerprint's top bits.
-    shift: u32,
-    /// Entries in use.
-    len: usize,
+    /// Fingerprint → first slot holding a key with it (| [`CHAINED`] if there are more).
+    taken: Table<u32, u32>,
     /// The keys, by slot; read only to confirm a fingerprint match.
     keys: Vec<ClientKey>,
-    /// Per slot: the end count when its order ended (meaningful once its open bit is clear).
-    ended: Vec<u32>,
-    /// One bit per slot: its order is open.
-    open_bits: Vec<u64>,
-    /// One bit per slot: the slot holds a key (open, in the window, or not yet swept).
-    used_bits: Vec<u64>,
-    /// Where the search for the next free slot starts: slots are handed out in ring order.
-    cursor: usize,
-    /// Slots holding a key.
-    used: usize,
-    /// Where the sweep goes on.
-    sweep: usize,
-    /// Orders ended so far (wrapping: only differences are used).
-    ends: u32,
-    /// Orders ended so far, not wrapping, for [`ClientIds::len`].
-    ended_total: u64,
-    /// Open orders.
-    open: usize,
+    /// Per slot: the next slot with the same fingerprint, or [`END`].
+    next: Vec<u32>,
+    /// Free slots.
+    free: Vec<u32>,
+    /// Ended ids, oldest at `head` once full; a ring of `capacity` entries.
+    recent: Vec<Handle>,
+    /// Where the oldest ended id sits once the ring is full.
+    head: usize,
     /// How many ended ids are remembered.
     capacity: usize,
-}
-
-/// `n` copies of `value`, every page written now (`vec![0; n]` would leave zero pages to be
-/// mapped on the hot path, [`crate::prefault`]).
-fn written<T: Clone>(n: usize, value: T) -> Vec<T> {
-    let mut v = Vec::with_capacity(n);
-    v.resize(n, value);
-    v
 }
 
 /// 32 bits of the key's hash: a match is confirmed against the key, so collisions cost a key
@@ -101,49 +71,22 @@ pub fn fingerprint(key: &ClientKey) -> u32 {
 impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones, faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
-        assert!(window < 1 << 30, "a window of {window} ended ids");
         // One more than open orders and window: an order's id is taken before it is matched, so
         // a book at capacity still takes a new order's id without growing.
-        let needed = open + window + 1;
-        let size = (needed.max(4) * 2).next_power_of_two();
-        // Slots for the ids that count, those the sweep has not reached yet (at most a pass of
-        // new orders and every open order ending in it), and room to hand them out in order.
-        let slots = (2 * needed + size / SWEEP).min(u32::MAX as usize - 1);
+        let slots = (open + window + 1).min(CHAINED as usize - 1);
+        let taken = Table::with_capacity(slots, 0);
+        let mut recent = Vec::with_capacity(window);
+        crate::prefault::vec(&mut recent, Handle { slot: 0, fingerprint: 0 });
         let blank = (0, Account::anonymous());
         ClientIds {
-            entries: vec![EMPTY; size],
-            shift: 64 - size.trailing_zeros(),
-            len: 0,
+            taken,
             keys: vec![blank; slots],
-            ended: written(slots, 0),
-            open_bits: written(slots.div_ceil(64), 0),
-            used_bits: written(slots.div_ceil(64), 0),
-            cursor: 0,
-            used: 0,
-            sweep: 0,
-            ends: 0,
-            ended_total: 0,
-            open: 0,
+            next: vec![END; slots],
+            free: (0..slots as u32).rev().collect(),
+            recent,
+            head: 0,
             capacity: window,
         }
-    }
-
-    #[inline]
-    fn home(&self, fingerprint: u32) -> usize {
-        // A table has at least 8 entries: the shift is < 64.
-        ((u64::from(fingerprint) << 32) >> self.shift) as usize
-    }
-
-    #[inline]
-    fn is_open(&self, slot: usize) -> bool {
-        self.open_bits[slot / 64] & (1 << (slot % 64)) != 0
-    }
-
-    /// True if the key in `slot` is taken: its order is open, or ended no more than `window`
-    /// ends ago.
-    #[inline]
-    fn taken(&self, slot: usize) -> bool {
-        self.is_open(slot) || self.ends.wrapping_sub(self.ended[slot]) as usize <= self.capacity
     }
 
     /// True if the id is open or recent.
@@ -155,20 +98,22 @@ impl ClientIds {
     /// [`ClientIds::contains`] with the key's [`fingerprint`] already worked out.
     #[inline]
     pub fn contains_as(&self, key: &ClientKey, fingerprint: u32) -> bool {
-        let mask = self.entries.len() - 1;
-        let mut i = self.home(fingerprint);
+        let Some(value) = self.taken.get(fingerprint) else { return false };
+        let mut slot = value & !CHAINED;
+        if self.keys[slot as usize] == *key {
+            return true;
+        }
+        if value & CHAINED == 0 {
+            return false;
+        }
         loop {
-            let entry = self.entries[i];
-            if entry == EMPTY {
+            slot = self.next[slot as usize];
+            if slot == END {
                 return false;
             }
-            if (entry >> 32) as u32 == fingerprint {
-                let slot = entry as u32 as usize;
-                if self.keys[slot] == *key && self.taken(slot) {
-                    return true;
-                }
+            if self.keys[slot as usize] == *key {
+                return true;
             }
-            i = (i + 1) & mask;
         }
     }
 
@@ -181,144 +126,69 @@ impl ClientIds {
     /// [`ClientIds::open`] with the key's [`fingerprint`] already worked out.
     #[inline]
     pub fn open_as(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
-        self.sweep();
-        let slot = match self.next_free() {
-            Some(slot) => slot,
-            None => self.grow_slots(),
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.keys[slot as usize] = key;
+                slot
+            }
+            None => {
+                assert!(self.keys.len() < (CHAINED - 1) as usize, "client id table full");
+                self.keys.push(key);
+                self.next.push(END);
+                (self.keys.len() - 1) as u32
+            }
         };
-        self.keys[slot as usize] = key;
-        self.used_bits[slot as usize / 64] |= 1 << (slot % 64);
-        self.open_bits[slot as usize / 64] |= 1 << (slot % 64);
-        self.used += 1;
-        self.open += 1;
-        self.insert((u64::from(fingerprint) << 32) | u64::from(slot));
+        // One probe: the new key heads its fingerprint's chain.
+        let head = self.taken.upsert(fingerprint, |head| match head {
+            Some(_) => slot | CHAINED,
+            None => slot,
+        });
+        self.next[slot as usize] = head.map_or(END, |head| head & !CHAINED);
         Handle { slot, fingerprint }
     }
 
-    /// Moves an open id to the recent window; the oldest one leaves it (its memory is reclaimed
-    /// when the sweep gets to its entry).
+    /// Moves an open id to the recent window, forgetting the oldest one if the window is full.
     #[inline]
     pub fn close(&mut self, handle: Handle) {
-        let slot = handle.slot as usize;
-        debug_assert!(self.is_open(slot), "closing an id that is not open");
-        self.open_bits[slot / 64] &= !(1 << (slot % 64));
-        self.ended[slot] = self.ends;
-        self.ends = self.ends.wrapping_add(1);
-        self.ended_total += 1;
-        self.open -= 1;
-    }
-
-    /// Puts an entry at the end of its probe run.
-    #[inline]
-    fn insert(&mut self, entry: u64) {
-        let mask = self.entries.len() - 1;
-        let mut i = self.home((entry >> 32) as u32);
-        while self.entries[i] != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.entries[i] = entry;
-        self.len += 1;
-        if self.len * 8 > self.entries.len() * 7 {
-            self.grow_table();
+        if self.capacity == 0 {
+            self.release(handle);
+        } else if self.recent.len() < self.capacity {
+            self.recent.push(handle);
+        } else {
+            let oldest = std::mem::replace(&mut self.recent[self.head], handle);
+            self.head = (self.head + 1) % self.capacity;
+            self.release(oldest);
         }
     }
 
-    /// Looks at the next [`SWEEP`] table entries and removes those whose id is no longer taken.
-    #[inline]
-    fn sweep(&mut self) {
-        let mask = self.entries.len() - 1;
-        let mut i = self.sweep;
-        let mut looked = 0;
-        while looked < SWEEP {
-            let entry = self.entries[i];
-            looked += 1;
-            if entry != EMPTY {
-                let slot = entry as u32 as usize;
-                if !self.taken(slot) {
-                    self.remove_at(i);
-                    self.used_bits[slot / 64] &= !(1 << (slot % 64));
-                    self.used -= 1;
-                    // Entry `i` may now hold a later one, shifted back: look at it again.
-                    continue;
+    /// Frees a slot: takes it out of its fingerprint's chain.
+    fn release(&mut self, Handle { slot, fingerprint }: Handle) {
+        // One probe in the common case: take the entry out, put it back only if others share it.
+        let value = self.taken.remove(fingerprint);
+        debug_assert!(value.is_some(), "a taken id's fingerprint is in the table");
+        let value = value.unwrap_or(slot);
+        let first = value & !CHAINED;
+        if value & CHAINED == 0 {
+            // The common case: this key alone has its fingerprint.
+            if first != slot {
+                // Another key's entry (never, while the table is consistent): leave it.
+                self.taken.insert(fingerprint, value);
+            }
+        } else {
+            let head = if first == slot {
+                self.next[slot as usize]
+            } else {
+                let mut prev = first;
+                while self.next[prev as usize] != slot && self.next[prev as usize] != END {
+                    prev = self.next[prev as usize];
                 }
-            }
-            i = (i + 1) & mask;
+                self.next[prev as usize] = self.next[slot as usize];
+                first
+            };
+            let more = if self.next[head as usize] == END { 0 } else { CHAINED };
+            self.taken.insert(fingerprint, head | more);
         }
-        self.sweep = i;
-    }
-
-    /// Removes entry `i`, pulling later entries of its probe run back (no tombstones).
-    fn remove_at(&mut self, mut i: usize) {
-        let mask = self.entries.len() - 1;
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            let entry = self.entries[j];
-            if entry == EMPTY {
-                break;
-            }
-            let home = self.home((entry >> 32) as u32);
-            // Entry j may move to i if its home is not cyclically inside (i, j].
-            let stays = if i <= j { i < home && home <= j } else { i < home || home <= j };
-            if !stays {
-                self.entries[i] = entry;
-                i = j;
-            }
-        }
-        self.entries[i] = EMPTY;
-        self.len -= 1;
-    }
-
-    /// The first free slot at or after the cursor, in ring order (`None`: every slot is used).
-    #[inline]
-    fn next_free(&mut self) -> Option<u32> {
-        let slots = self.keys.len();
-        if self.used == slots {
-            return None;
-        }
-        let mut i = self.cursor;
-        loop {
-            if i >= slots {
-                i = 0;
-            }
-            let word = i / 64;
-            // Bits below `i` in this word count as used.
-            let free = !(self.used_bits[word] | ((1u64 << (i % 64)) - 1));
-            if free != 0 {
-                let slot = word * 64 + free.trailing_zeros() as usize;
-                if slot < slots {
-                    self.cursor = slot + 1;
-                    return Some(slot as u32);
-                }
-            }
-            i = (word + 1) * 64;
-        }
-    }
-
-    /// One more slot (allocates: only past the capacity the ids were made with).
-    #[cold]
-    fn grow_slots(&mut self) -> u32 {
-        assert!(self.keys.len() < u32::MAX as usize - 1, "client id table full");
-        self.keys.push((0, Account::anonymous()));
-        self.ended.push(0);
-        if self.used_bits.len() * 64 < self.keys.len() {
-            self.used_bits.push(0);
-            self.open_bits.push(0);
-        }
-        (self.keys.len() - 1) as u32
-    }
-
-    /// Doubles the table (allocates: only past the capacity the ids were made with).
-    #[cold]
-    fn grow_table(&mut self) {
-        let size = self.entries.len() * 2;
-        let old = std::mem::replace(&mut self.entries, vec![EMPTY; size]);
-        self.shift = 64 - size.trailing_zeros();
-        self.len = 0;
-        self.sweep = 0;
-        for entry in old.into_iter().filter(|&e| e != EMPTY) {
-            self.insert(entry);
-        }
+        self.free.push(slot);
     }
 
     /// The key behind a handle.
@@ -329,16 +199,11 @@ impl ClientIds {
 
     /// The ended ids the window remembers, oldest first: the order in which they will leave it.
     /// With [`ClientIds::close`] in this order into an empty table, they come back in the same
-    /// order (what a snapshot relies on, [`crate::snapshot`]).
+    /// ring order (what a snapshot relies on, [`crate::snapshot`]).
     pub fn recent(&self) -> impl Iterator<Item = &ClientKey> + '_ {
-        let mut window: Vec<(u32, usize)> = (0..self.keys.len())
-            .filter(|&slot| self.used_bits[slot / 64] & (1 << (slot % 64)) != 0)
-            .filter(|&slot| !self.is_open(slot) && self.taken(slot))
-            .map(|slot| (self.ends.wrapping_sub(self.ended[slot]), slot))
-            .collect();
-        // Largest age first.
-        window.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
-        window.into_iter().map(|(_, slot)| &self.keys[slot])
+        // `head` is 0 until the ring is full; from then on the oldest id sits at `head`.
+        let (newer, older) = self.recent.split_at(self.head);
+        older.iter().chain(newer).map(|&handle| self.key(handle))
     }
 
     /// How many ended ids the window holds at most.
@@ -348,7 +213,7 @@ impl ClientIds {
 
     /// How many ids are taken (open + recent).
     pub fn len(&self) -> usize {
-        self.open + self.ended_total.min(self.capacity as u64) as usize
+        self.keys.len() - self.free.len()
     }
 
     /// True if no id is taken.
@@ -440,7 +305,7 @@ mod tests {
                     assert_eq!(ids.contains_as(&key(s), 7), !gone, "{order:?} after {n}: {s}");
                 }
             }
-            assert!(ids.is_empty());
+            assert!(ids.is_empty() && ids.taken.is_empty());
         }
     }
 
