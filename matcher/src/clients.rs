@@ -5,51 +5,159 @@
 //! book rejects the second copy as long as the first is open or among the last `window` ended
 //! orders.
 //!
-//! Layout, for the cache: the hash table maps a 32-bit fingerprint of the key to the slot that
-//! holds the key (plus a flag when several keys share the fingerprint, chained through `next`), so
-//! the answer stays exact while the common paths touch one table entry. The 40-byte keys are read
-//! only to confirm a fingerprint match (a duplicate, or a collision). Orders keep their key's slot
-//! and fingerprint, and the window ring stores both, so ending an order and evicting the oldest id
-//! never hash a key or read a cold key. Everything is pre-sized: steady state allocates nothing.
+//! Layout, for the cache: every new order asks "is this id taken?", so the question is answered
+//! from 16-bit tags alone, two bytes per id, small enough to stay in the core's cache beside the
+//! book (~64 KiB for the default window and a few thousand open orders; the 40-byte keys take
+//! 20 times that). Tags sit in 32-byte chunks of 15 plus an overflow count; a key's fingerprint
+//! picks its home chunk and its tag, and the key sits at the same position in `keys`, read only to
+//! confirm a tag match (a duplicate, or one lookup in ~4,000). A key never moves once placed, so an
+//! order keeps its key's position in a [`Handle`] and ending it, or evicting the oldest id from the
+//! window, clears one tag: no probe, no hashing, no cold read. A chunk that was full when a key
+//! passed it counts that key in `overflow` (as in Folly's F14), so lookups stop at the first chunk
+//! nothing passed.
+//!
+//! The chunks are sized for the book's capacity (open orders + window + 1) at most 3/4 full and
+//! written at construction: steady state allocates nothing. Past capacity, ids spill into an
+//! ordinary hash map: slower, still exact.
 
 use std::hash::{Hash, Hasher};
 
 use common::{Account, ClientOrderId};
 
 use crate::accounts::AccountId;
-use rustc_hash::FxHasher;
-
-use crate::table::Table;
+use rustc_hash::{FxHashMap, FxHasher};
 
 /// Whose id: ids are unique per account (the symbol is the book's). The account is the book's
 /// interned id ([`crate::accounts`]), which keeps a key at 40 bytes instead of 66.
 pub type ClientKey = (AccountId, ClientOrderId);
 
-/// A taken key's slot and fingerprint: what an order keeps to release its id later.
+/// A taken key's position and fingerprint: what an order keeps to release its id later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handle {
-    /// Where the key sits.
+    /// Where the key sits: a position in the chunks, or [`SPILL`] | its index in the spill.
     pub slot: u32,
     /// The key's fingerprint.
     pub fingerprint: u32,
 }
 
-/// End of a fingerprint chain.
-const END: u32 = u32::MAX;
-/// Set in a table value when more than one key has that fingerprint.
-const CHAINED: u32 = 1 << 31;
+/// Set in a handle's slot when the key is in the spill (the book past its capacity).
+const SPILL: u32 = 1 << 31;
+/// Tags per chunk.
+const WIDTH: usize = 15;
+/// A free position's tag: real tags are never 0.
+const FREE: u16 = 0;
+
+/// 15 tags and how many keys passed this chunk, full, on their way to a later one: 16 lanes of 16
+/// bits in four words, lane `i` at bits `16 × (i % 4)` of word `i / 4`, the count in lane 15.
+/// Lanes are compared four at a time inside a word (SIMD within a register: the crate has no
+/// `unsafe`, which SSE loads need).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(32))]
+struct Chunk {
+    words: [u64; 4],
+}
+
+/// 1 in each lane.
+const LANES: u64 = 0x0001_0001_0001_0001;
+/// Each lane's top bit.
+const HIGH: u64 = 0x8000_8000_8000_8000;
+/// The top bits of the lanes that hold tags, per word (lane 15 holds the overflow count).
+const TAGGED: [u64; 4] = [HIGH, HIGH, HIGH, HIGH >> 16];
+/// Multiplies the top bits of a word's lanes, shifted to bits 0, 16, 32, 48, into bits 60–63
+/// (no two partial products share a bit, so nothing carries).
+const GATHER: u64 = 1 << 60 | 1 << 45 | 1 << 30 | 1 << 15;
+
+impl Chunk {
+    const EMPTY: Chunk = Chunk { words: [0; 4] };
+
+    /// True if a tag lane holds `tag`. Exact: in `x - LANES` a borrow crosses into a lane only
+    /// from a lane that is 0, which is itself a match; and lane 15 is above every tag lane.
+    #[inline]
+    fn any(&self, tag: u16) -> bool {
+        let pattern = LANES * u64::from(tag);
+        let mut zeros = 0;
+        for (&word, tagged) in self.words.iter().zip(TAGGED) {
+            let x = word ^ pattern;
+            zeros |= x.wrapping_sub(LANES) & !x & tagged;
+        }
+        zeros != 0
+    }
+
+    /// A bit per tag lane that holds `tag`. Exact per lane: the low 15 bits of a lane plus 0x7fff
+    /// reach its top bit, without carrying out, iff they are not all 0.
+    #[inline]
+    fn matches(&self, tag: u16) -> u32 {
+        let pattern = LANES * u64::from(tag);
+        let mut bits = 0;
+        for (w, (&word, tagged)) in self.words.iter().zip(TAGGED).enumerate() {
+            let x = word ^ pattern;
+            let zeros = !(((x & !HIGH).wrapping_add(!HIGH)) | x) & tagged;
+            bits |= (((zeros >> 15).wrapping_mul(GATHER)) >> 60) << (4 * w);
+        }
+        bits as u32
+    }
+
+    /// The first lane with no tag. The lowest borrow-marked lane is always a real 0.
+    #[inline]
+    fn first_free(&self) -> Option<usize> {
+        for (w, (&x, tagged)) in self.words.iter().zip(TAGGED).enumerate() {
+            let zeros = x.wrapping_sub(LANES) & !x & tagged;
+            if zeros != 0 {
+                return Some(4 * w + zeros.trailing_zeros() as usize / 16);
+            }
+        }
+        None
+    }
+
+    /// The tag in lane `i`.
+    #[inline]
+    fn tag(&self, i: usize) -> u16 {
+        (self.words[i / 4] >> (16 * (i % 4))) as u16
+    }
+
+    /// Puts `tag` in lane `i`.
+    #[inline]
+    fn set(&mut self, i: usize, tag: u16) {
+        let shift = 16 * (i % 4);
+        let word = &mut self.words[i / 4];
+        *word = (*word & !(0xffff << shift)) | u64::from(tag) << shift;
+    }
+
+    /// How many keys passed this chunk (saturates: once at `u16::MAX` lookups always look on).
+    #[inline]
+    fn overflow(&self) -> u16 {
+        self.tag(WIDTH)
+    }
+
+    #[inline]
+    fn set_overflow(&mut self, count: u16) {
+        self.set(WIDTH, count);
+    }
+}
+
+/// A fingerprint's tag: its low 16 bits (its home chunk comes from the high ones), never [`FREE`].
+#[inline]
+fn tag(fingerprint: u32) -> u16 {
+    (fingerprint as u16).max(1)
+}
 
 /// The ids in use by one book.
 #[derive(Debug)]
 pub struct ClientIds {
-    /// Fingerprint → first slot holding a key with it (| [`CHAINED`] if there are more).
-    taken: Table<u32, u32>,
-    /// The keys, by slot; read only to confirm a fingerprint match.
+    /// The tags, in chunks of [`WIDTH`].
+    chunks: Vec<Chunk>,
+    /// The keys, by position (chunk × [`WIDTH`] + index); read only to confirm a tag match.
     keys: Vec<ClientKey>,
-    /// Per slot: the next slot with the same fingerprint, or [`END`].
-    next: Vec<u32>,
-    /// Free slots.
-    free: Vec<u32>,
+    /// Keys in the chunks.
+    placed: usize,
+    /// The most keys the chunks take (open orders + window + 1); the rest spill.
+    room: usize,
+    /// Keys past `room`: key → its index in `spilled`.
+    spill: FxHashMap<ClientKey, u32>,
+    /// Spilled keys by index (a handle's slot without [`SPILL`]).
+    spilled: Vec<ClientKey>,
+    /// Free indices in `spilled`.
+    spill_free: Vec<u32>,
     /// Ended ids, oldest at `head` once full; a ring of `capacity` entries.
     recent: Vec<Handle>,
     /// Where the oldest ended id sits once the ring is full.
@@ -72,20 +180,39 @@ impl ClientIds {
     /// Room for `open` open orders and a window of `window` ended ones, faulted in now.
     pub fn new(open: usize, window: usize) -> ClientIds {
         // One more than open orders and window: an order's id is taken before it is matched, so
-        // a book at capacity still takes a new order's id without growing.
-        let slots = (open + window + 1).min(CHAINED as usize - 1);
-        let taken = Table::with_capacity(slots, 0);
+        // a book at capacity still takes a new order's id without spilling.
+        let room = (open + window + 1).min(SPILL as usize - 1);
+        // At most 3/4 full, so chunks rarely overflow.
+        let chunks = (room * 4 / 3).div_ceil(WIDTH) + 1;
         let mut recent = Vec::with_capacity(window);
         crate::prefault::vec(&mut recent, Handle { slot: 0, fingerprint: 0 });
-        let blank = (0, Account::anonymous());
         ClientIds {
-            taken,
-            keys: vec![blank; slots],
-            next: vec![END; slots],
-            free: (0..slots as u32).rev().collect(),
+            chunks: vec![Chunk::EMPTY; chunks],
+            keys: vec![(0, Account::anonymous()); chunks * WIDTH],
+            placed: 0,
+            room,
+            spill: FxHashMap::default(),
+            spilled: Vec::new(),
+            spill_free: Vec::new(),
             recent,
             head: 0,
             capacity: window,
+        }
+    }
+
+    /// The chunk a fingerprint starts from: its high bits, scaled to the number of chunks.
+    #[inline]
+    fn home(&self, fingerprint: u32) -> usize {
+        ((u64::from(fingerprint) * self.chunks.len() as u64) >> 32) as usize
+    }
+
+    /// The chunk after `c`, wrapping.
+    #[inline]
+    fn after(&self, c: usize) -> usize {
+        if c + 1 == self.chunks.len() {
+            0
+        } else {
+            c + 1
         }
     }
 
@@ -98,23 +225,24 @@ impl ClientIds {
     /// [`ClientIds::contains`] with the key's [`fingerprint`] already worked out.
     #[inline]
     pub fn contains_as(&self, key: &ClientKey, fingerprint: u32) -> bool {
-        let Some(value) = self.taken.get(fingerprint) else { return false };
-        let mut slot = value & !CHAINED;
-        if self.keys[slot as usize] == *key {
-            return true;
-        }
-        if value & CHAINED == 0 {
-            return false;
-        }
-        loop {
-            slot = self.next[slot as usize];
-            if slot == END {
-                return false;
+        let tag = tag(fingerprint);
+        let mut c = self.home(fingerprint);
+        // Bounded: a key passes each chunk at most once.
+        for _ in 0..self.chunks.len() {
+            let chunk = &self.chunks[c];
+            let mut hits = if chunk.any(tag) { chunk.matches(tag) } else { 0 };
+            while hits != 0 {
+                if self.keys[c * WIDTH + hits.trailing_zeros() as usize] == *key {
+                    return true;
+                }
+                hits &= hits - 1;
             }
-            if self.keys[slot as usize] == *key {
-                return true;
+            if chunk.overflow() == 0 {
+                break;
             }
+            c = self.after(c);
         }
+        !self.spill.is_empty() && self.spill.contains_key(key)
     }
 
     /// Marks an id as open (the caller checked it was free); returns its handle.
@@ -126,25 +254,40 @@ impl ClientIds {
     /// [`ClientIds::open`] with the key's [`fingerprint`] already worked out.
     #[inline]
     pub fn open_as(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.keys[slot as usize] = key;
-                slot
+        if self.placed == self.room {
+            return self.spill(key, fingerprint);
+        }
+        // Fewer keys than 3/4 of the positions: a free one is found before the walk wraps.
+        let mut c = self.home(fingerprint);
+        loop {
+            let chunk = &mut self.chunks[c];
+            if let Some(i) = chunk.first_free() {
+                chunk.set(i, tag(fingerprint));
+                let slot = c * WIDTH + i;
+                self.keys[slot] = key;
+                self.placed += 1;
+                return Handle { slot: slot as u32, fingerprint };
+            }
+            chunk.set_overflow(chunk.overflow().saturating_add(1));
+            c = self.after(c);
+        }
+    }
+
+    /// Takes a key past the chunks' room.
+    #[cold]
+    fn spill(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
+        let index = match self.spill_free.pop() {
+            Some(index) => {
+                self.spilled[index as usize] = key;
+                index
             }
             None => {
-                assert!(self.keys.len() < (CHAINED - 1) as usize, "client id table full");
-                self.keys.push(key);
-                self.next.push(END);
-                (self.keys.len() - 1) as u32
+                self.spilled.push(key);
+                (self.spilled.len() - 1) as u32
             }
         };
-        // One probe: the new key heads its fingerprint's chain.
-        let head = self.taken.upsert(fingerprint, |head| match head {
-            Some(_) => slot | CHAINED,
-            None => slot,
-        });
-        self.next[slot as usize] = head.map_or(END, |head| head & !CHAINED);
-        Handle { slot, fingerprint }
+        self.spill.insert(key, index);
+        Handle { slot: SPILL | index, fingerprint }
     }
 
     /// Moves an open id to the recent window, forgetting the oldest one if the window is full.
@@ -156,45 +299,50 @@ impl ClientIds {
             self.recent.push(handle);
         } else {
             let oldest = std::mem::replace(&mut self.recent[self.head], handle);
-            self.head = (self.head + 1) % self.capacity;
+            // Not `% capacity`: a division on every order's end, and `head` waits for it.
+            self.head = if self.head + 1 == self.capacity { 0 } else { self.head + 1 };
             self.release(oldest);
         }
     }
 
-    /// Frees a slot: takes it out of its fingerprint's chain.
+    /// Frees a key's position: clears its tag, and uncounts it from the chunks it passed.
+    #[inline]
     fn release(&mut self, Handle { slot, fingerprint }: Handle) {
-        // One probe in the common case: take the entry out, put it back only if others share it.
-        let value = self.taken.remove(fingerprint);
-        debug_assert!(value.is_some(), "a taken id's fingerprint is in the table");
-        let value = value.unwrap_or(slot);
-        let first = value & !CHAINED;
-        if value & CHAINED == 0 {
-            // The common case: this key alone has its fingerprint.
-            if first != slot {
-                // Another key's entry (never, while the table is consistent): leave it.
-                self.taken.insert(fingerprint, value);
-            }
-        } else {
-            let head = if first == slot {
-                self.next[slot as usize]
-            } else {
-                let mut prev = first;
-                while self.next[prev as usize] != slot && self.next[prev as usize] != END {
-                    prev = self.next[prev as usize];
-                }
-                self.next[prev as usize] = self.next[slot as usize];
-                first
-            };
-            let more = if self.next[head as usize] == END { 0 } else { CHAINED };
-            self.taken.insert(fingerprint, head | more);
+        if slot & SPILL != 0 {
+            return self.unspill(slot & !SPILL);
         }
-        self.free.push(slot);
+        let slot = slot as usize;
+        let at = slot / WIDTH;
+        debug_assert_eq!(self.chunks[at].tag(slot % WIDTH), tag(fingerprint), "a taken key's tag");
+        self.chunks[at].set(slot % WIDTH, FREE);
+        self.placed -= 1;
+        let mut c = self.home(fingerprint);
+        while c != at {
+            let chunk = &mut self.chunks[c];
+            let overflow = chunk.overflow();
+            if overflow != u16::MAX {
+                chunk.set_overflow(overflow - 1);
+            }
+            c = self.after(c);
+        }
+    }
+
+    /// Frees a spilled key.
+    #[cold]
+    fn unspill(&mut self, index: u32) {
+        let removed = self.spill.remove(&self.spilled[index as usize]);
+        debug_assert_eq!(removed, Some(index), "a spilled key is in the spill");
+        self.spill_free.push(index);
     }
 
     /// The key behind a handle.
     #[inline]
     pub fn key(&self, handle: Handle) -> &ClientKey {
-        &self.keys[handle.slot as usize]
+        if handle.slot & SPILL == 0 {
+            &self.keys[handle.slot as usize]
+        } else {
+            &self.spilled[(handle.slot & !SPILL) as usize]
+        }
     }
 
     /// The ended ids the window remembers, oldest first: the order in which they will leave it.
@@ -213,7 +361,7 @@ impl ClientIds {
 
     /// How many ids are taken (open + recent).
     pub fn len(&self) -> usize {
-        self.keys.len() - self.free.len()
+        self.placed + self.spill.len()
     }
 
     /// True if no id is taken.
@@ -272,12 +420,13 @@ mod tests {
         // Room for 2 open orders and 1 ended id: 2 resting, the window full, and a third order's
         // id taken before it is matched (it may trade and never rest).
         let mut ids = ClientIds::new(2, 1);
-        let room = ids.keys.capacity();
         let a = ids.open(key("a"));
         ids.close(a);
         let [_b, _c, _d] = ["b", "c", "d"].map(|s| ids.open(key(s)));
-        assert_eq!(ids.keys.capacity(), room, "the slots grew");
+        assert!(ids.spilled.is_empty() && ids.spill.is_empty(), "an id spilled");
         assert_eq!(ids.len(), 4);
+        let e = ids.open(key("e"));
+        assert_eq!(e.slot, SPILL, "past capacity, the next id spills");
     }
 
     #[test]
@@ -305,40 +454,84 @@ mod tests {
                     assert_eq!(ids.contains_as(&key(s), 7), !gone, "{order:?} after {n}: {s}");
                 }
             }
-            assert!(ids.is_empty() && ids.taken.is_empty());
+            assert!(ids.is_empty() && ids.chunks.iter().all(|&c| c == Chunk::EMPTY));
         }
     }
 
+    /// Replays `ops` (0: end the order of key `n`, else: open key `n` if free) against a model (a
+    /// set of open ids and a queue of ended ones), checking every answer.
+    fn check_against_model(
+        ops: &[(u8, u8)],
+        open_room: usize,
+        window: usize,
+        fp: impl Fn(u8) -> u32,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use std::collections::{HashMap, VecDeque};
+        let mut ids = ClientIds::new(open_room, window);
+        let mut open: HashMap<u8, Handle> = HashMap::new();
+        let mut ended: VecDeque<u8> = VecDeque::new();
+        let name = |n: u8| key(&format!("k{n}"));
+        for &(op, n) in ops {
+            let taken = open.contains_key(&n) || ended.contains(&n);
+            proptest::prop_assert_eq!(ids.contains_as(&name(n), fp(n)), taken, "k{}", n);
+            if op == 0 {
+                if let Some(h) = open.remove(&n) {
+                    proptest::prop_assert_eq!(ids.key(h), &name(n));
+                    ids.close(h);
+                    ended.push_back(n);
+                    if ended.len() > window {
+                        ended.pop_front();
+                    }
+                }
+            } else if !taken {
+                open.insert(n, ids.open_as(name(n), fp(n)));
+            }
+            proptest::prop_assert_eq!(ids.len(), open.len() + ended.len());
+        }
+        Ok(())
+    }
+
     proptest::proptest! {
-        /// Against a model (a set of open ids and a queue of ended ones), with fingerprints from a
-        /// tiny range so chains form, shrink and reuse slots whose `next` is stale.
+        /// The word-wise lane arithmetic against one lane at a time, with tags drawn so that
+        /// matches, zeros, top bits and the overflow lane all occur.
+        #[test]
+        fn chunk_lanes_match_a_lane_by_lane_reading(
+            lanes in proptest::collection::vec(proptest::sample::select(vec![0u16, 1, 2, 0x7fff, 0x8000, 0xffff]), 16),
+            tag in proptest::sample::select(vec![1u16, 2, 0x7fff, 0x8000, 0xffff]),
+        ) {
+            let mut chunk = Chunk::EMPTY;
+            for (i, &lane) in lanes.iter().enumerate() {
+                chunk.set(i, lane);
+            }
+            let tags = &lanes[..WIDTH];
+            for (i, &lane) in tags.iter().enumerate() {
+                proptest::prop_assert_eq!(chunk.tag(i), lane);
+            }
+            proptest::prop_assert_eq!(chunk.overflow(), lanes[WIDTH]);
+            let expect: u32 = tags.iter().enumerate().map(|(i, &t)| u32::from(t == tag) << i).sum();
+            proptest::prop_assert_eq!(chunk.matches(tag), expect);
+            proptest::prop_assert_eq!(chunk.any(tag), expect != 0);
+            proptest::prop_assert_eq!(chunk.first_free(), tags.iter().position(|&t| t == FREE));
+        }
+
+        /// Fingerprints from a tiny range: every key shares a tag with others and is confirmed by
+        /// its key; past the small capacity, keys spill and come back.
         #[test]
         fn matches_a_model_when_fingerprints_collide(
             ops in proptest::collection::vec((0u8..3, 0u8..12), 1..400),
             window in 0usize..4,
         ) {
-            use std::collections::{HashMap, VecDeque};
-            let mut ids = ClientIds::new(2, window);
-            let mut open: HashMap<String, Handle> = HashMap::new();
-            let mut ended: VecDeque<String> = VecDeque::new();
-            let fp = |s: &str| u32::from(s.as_bytes()[1]) % 3;
-            for (op, n) in ops {
-                let name = format!("k{n}");
-                let taken = open.contains_key(&name) || ended.contains(&name);
-                proptest::prop_assert_eq!(ids.contains_as(&key(&name), fp(&name)), taken, "{}", name);
-                if op == 0 {
-                    if let Some(h) = open.remove(&name) {
-                        ids.close(h);
-                        ended.push_back(name);
-                        if ended.len() > window {
-                            ended.pop_front();
-                        }
-                    }
-                } else if !taken {
-                    open.insert(name.clone(), ids.open_as(key(&name), fp(&name)));
-                }
-                proptest::prop_assert_eq!(ids.len(), open.len() + ended.len());
-            }
+            check_against_model(&ops, 2, window, |n| u32::from(n) % 3)?;
+        }
+
+        /// Every key's home is the first chunk, so keys overflow into the next ones, and ending
+        /// them in any order must leave lookups exact (overflow counts up and down).
+        #[test]
+        fn matches_a_model_when_chunks_overflow(
+            ops in proptest::collection::vec((0u8..3, 0u8..90), 1..800),
+            window in 0usize..24,
+        ) {
+            check_against_model(&ops, 40, window, |n| u32::from(n) % 7)?;
         }
     }
 

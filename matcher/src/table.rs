@@ -42,8 +42,8 @@ impl Key for u64 {
     }
 }
 
-/// `u32` keys are fingerprints, already well mixed (`clients::fingerprint`): used as they are,
-/// which saves the finaliser on every probe and on every entry a removal shifts.
+/// `u32` keys are used as they are (their bits become the top of the spread): for keys that are
+/// already well mixed, and for tests that place keys at chosen homes.
 impl Key for u32 {
     #[inline]
     fn spread(self) -> u64 {
