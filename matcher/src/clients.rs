@@ -9,12 +9,12 @@
 //! from 16-bit tags alone, two bytes per id, small enough to stay in the core's cache beside the
 //! book (~64 KiB for the default window and a few thousand open orders; the 40-byte keys take
 //! 20 times that). Tags sit in 32-byte chunks of 15 plus an overflow count; a key's fingerprint
-//! picks its home chunk and its tag, and the key sits at the same position in `keys`, read only to
-//! confirm a tag match (a duplicate, or one lookup in ~4,000). A key never moves once placed, so an
-//! order keeps its key's position in a [`Handle`] and ending it, or evicting the oldest id from the
-//! window, clears one tag: no probe, no hashing, no cold read. A chunk that was full when a key
-//! passed it counts that key in `overflow` (as in Folly's F14), so lookups stop at the first chunk
-//! nothing passed.
+//! picks its home chunk and its tag, and the key sits at the same position in `keys`, read to
+//! confirm a tag match (a duplicate, or about one lookup in 6,000) and for the events that name
+//! it. A key never moves once placed, so an order keeps its key's position in a [`Handle`], and
+//! ending it, or evicting the oldest id from the window, clears one tag: no probe, no hashing, no
+//! cold read. A chunk that was full when a key passed it counts that key in `overflow` (as in
+//! Folly's F14), so lookups stop at the first chunk nothing passed.
 //!
 //! The chunks are sized for the book's capacity (open orders + window + 1) at most 3/4 full and
 //! written at construction: steady state allocates nothing. Past capacity, ids spill into an
