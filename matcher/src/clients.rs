@@ -34,7 +34,7 @@ pub type ClientKey = (AccountId, ClientOrderId);
 /// A taken key's position and fingerprint: what an order keeps to release its id later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handle {
-    /// Where the key sits: a position in the chunks, or [`SPILL`] | its index in the spill.
+    /// Where the key sits: a position in the chunks, or (top bit set) its index in the spill.
     pub slot: u32,
     /// The key's fingerprint.
     pub fingerprint: u32,
