@@ -181,7 +181,8 @@ impl ClientIds {
     pub fn new(open: usize, window: usize) -> ClientIds {
         // One more than open orders and window: an order's id is taken before it is matched, so
         // a book at capacity still takes a new order's id without spilling.
-        let room = (open + window + 1).min(SPILL as usize - 1);
+        // At most 2^30 keys: their positions (a third more) stay below the SPILL bit.
+        let room = (open + window + 1).min(1 << 30);
         // At most 3/4 full, so chunks rarely overflow.
         let chunks = (room * 4 / 3).div_ceil(WIDTH) + 1;
         let mut recent = Vec::with_capacity(window);
