@@ -109,29 +109,29 @@ impl Chunk {
         None
     }
 
-    /// The tag in lane `i`.
+    /// What lane `i` holds: a tag, or for lane 15 the overflow count.
     #[inline]
-    fn tag(&self, i: usize) -> u16 {
+    fn lane(&self, i: usize) -> u16 {
         (self.words[i / 4] >> (16 * (i % 4))) as u16
     }
 
-    /// Puts `tag` in lane `i`.
+    /// Puts `value` in lane `i`.
     #[inline]
-    fn set(&mut self, i: usize, tag: u16) {
+    fn set_lane(&mut self, i: usize, value: u16) {
         let shift = 16 * (i % 4);
         let word = &mut self.words[i / 4];
-        *word = (*word & !(0xffff << shift)) | u64::from(tag) << shift;
+        *word = (*word & !(0xffff << shift)) | u64::from(value) << shift;
     }
 
     /// How many keys passed this chunk (saturates: once at `u16::MAX` lookups always look on).
     #[inline]
     fn overflow(&self) -> u16 {
-        self.tag(WIDTH)
+        self.lane(WIDTH)
     }
 
     #[inline]
     fn set_overflow(&mut self, count: u16) {
-        self.set(WIDTH, count);
+        self.set_lane(WIDTH, count);
     }
 }
 
@@ -146,7 +146,8 @@ fn tag(fingerprint: u32) -> u16 {
 pub struct ClientIds {
     /// The tags, in chunks of [`WIDTH`].
     chunks: Vec<Chunk>,
-    /// The keys, by position (chunk × [`WIDTH`] + index); read only to confirm a tag match.
+    /// The keys, by position (chunk × [`WIDTH`] + index): read to confirm a tag match, and for
+    /// events.
     keys: Vec<ClientKey>,
     /// Keys in the chunks.
     placed: usize,
@@ -263,7 +264,7 @@ impl ClientIds {
         loop {
             let chunk = &mut self.chunks[c];
             if let Some(i) = chunk.first_free() {
-                chunk.set(i, tag(fingerprint));
+                chunk.set_lane(i, tag(fingerprint));
                 let slot = c * WIDTH + i;
                 self.keys[slot] = key;
                 self.placed += 1;
@@ -314,8 +315,8 @@ impl ClientIds {
         }
         let slot = slot as usize;
         let at = slot / WIDTH;
-        debug_assert_eq!(self.chunks[at].tag(slot % WIDTH), tag(fingerprint), "a taken key's tag");
-        self.chunks[at].set(slot % WIDTH, FREE);
+        debug_assert_eq!(self.chunks[at].lane(slot % WIDTH), tag(fingerprint), "a taken key's tag");
+        self.chunks[at].set_lane(slot % WIDTH, FREE);
         self.placed -= 1;
         let mut c = self.home(fingerprint);
         while c != at {
@@ -502,11 +503,11 @@ mod tests {
         ) {
             let mut chunk = Chunk::EMPTY;
             for (i, &lane) in lanes.iter().enumerate() {
-                chunk.set(i, lane);
+                chunk.set_lane(i, lane);
             }
             let tags = &lanes[..WIDTH];
             for (i, &lane) in tags.iter().enumerate() {
-                proptest::prop_assert_eq!(chunk.tag(i), lane);
+                proptest::prop_assert_eq!(chunk.lane(i), lane);
             }
             proptest::prop_assert_eq!(chunk.overflow(), lanes[WIDTH]);
             let expect: u32 = tags.iter().enumerate().map(|(i, &t)| u32::from(t == tag) << i).sum();

@@ -10,8 +10,8 @@
 //! - [`book`]: one symbol's [`Book`]: the matching rules.
 //! - [`ladder`]: one side's price levels, in a ring indexed by tick near the best.
 //! - [`slab`]: resting orders with intrusive FIFO links.
-//! - [`table`]: the fixed-capacity hash table behind the order index and the client-id table.
-//! - [`clients`]: duplicate client order id protection.
+//! - [`table`]: the fixed-capacity hash table behind the order index.
+//! - [`clients`]: duplicate client order id protection, in chunks of 16-bit tags.
 //! - [`accounts`]: per-book account interning for exact one-word owner checks.
 //! - [`emit`]: event ids and per-symbol sequence numbers.
 //! - [`snapshot`]: logical book images, their versioned and checksummed file format, and the
