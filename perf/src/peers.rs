@@ -133,3 +133,79 @@ impl Book for OrderbookRs {
         }
     }
 }
+
+/// Which peers a benchmark replays beside ours (`book-bench --peers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// `lobster` 0.7.
+    pub lobster: bool,
+    /// `orderbook-rs` 0.15: by far the slowest, so most of a run's time.
+    pub orderbook_rs: bool,
+}
+
+impl Peers {
+    /// Both peers.
+    pub const ALL: Peers = Peers { lobster: true, orderbook_rs: true };
+    /// Ours alone.
+    pub const NONE: Peers = Peers { lobster: false, orderbook_rs: false };
+
+    /// `all`, `none`, or a comma-separated list of `lobster` and `orderbook-rs`.
+    pub fn parse(s: &str) -> Result<Peers, String> {
+        match s {
+            "all" => return Ok(Peers::ALL),
+            "none" => return Ok(Peers::NONE),
+            _ => {}
+        }
+        let mut peers = Peers::NONE;
+        for name in s.split(',') {
+            match name {
+                "lobster" => peers.lobster = true,
+                "orderbook-rs" => peers.orderbook_rs = true,
+                other => {
+                    return Err(format!(
+                        "unknown peer `{other}`: the known ones are lobster, orderbook-rs (or `all`, `none`)"
+                    ))
+                }
+            }
+        }
+        Ok(peers)
+    }
+
+    /// True if any peer runs.
+    pub fn any(self) -> bool {
+        self.lobster || self.orderbook_rs
+    }
+
+    /// The chosen peers' names, in the order they run.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.lobster {
+            names.push("lobster");
+        }
+        if self.orderbook_rs {
+            names.push("orderbook-rs");
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_lists_and_refuse_unknown_names() {
+        assert_eq!(Peers::parse("all"), Ok(Peers::ALL));
+        assert_eq!(Peers::parse("none"), Ok(Peers::NONE));
+        assert_eq!(Peers::parse("lobster"), Ok(Peers { lobster: true, orderbook_rs: false }));
+        assert_eq!(Peers::parse("orderbook-rs,lobster"), Ok(Peers::ALL));
+        assert_eq!(Peers::parse("lobster").map(Peers::names), Ok(vec!["lobster"]));
+        assert!(!Peers::NONE.any());
+        let err = Peers::parse("lobster,cpptrader").unwrap_err();
+        assert_eq!(
+            err,
+            "unknown peer `cpptrader`: the known ones are lobster, orderbook-rs (or `all`, `none`)"
+        );
+        assert!(Peers::parse("").is_err());
+    }
+}

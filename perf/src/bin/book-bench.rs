@@ -7,7 +7,9 @@
 //! 2,000,000 per regime), `--symbols N` (4), `--depth N` (resting orders per symbol, 5,000; per
 //! regime book too), `--window N` (client-id window per book; the engine default), `--runs N`
 //! (throughput runs per book, 5), `--seed N`, `--regime NAME[,NAME…]|all|none` (only these
-//! regimes, without the full mix and common subset; `none`: no regimes), `--no-peers`,
+//! regimes, without the full mix and common subset; `none`: no regimes), `--peers
+//! lobster,orderbook-rs|all|none` (which peers run beside ours; `all`; orderbook-rs takes most of
+//! a run's time, so `--peers lobster` makes quick A/B rounds), `--no-peers` (`--peers none`),
 //! `--hgrm DIR` (write each latency histogram as an `.hgrm` percentile file).
 
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use flags::*;
 use perf::feed::thousands;
-use perf::peers::{Book, Lobster, OrderbookRs, Ours};
+use perf::peers::{Book, Lobster, OrderbookRs, Ours, Peers};
 use perf::regime::{self, RegimeSpec, RegimeStream, PROFILE_BUCKETS};
 use perf::report::{self, RegimeLine, RegimeRow, Result};
 use perf::stream::{self, Mix, StreamSpec};
@@ -25,6 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Minimal flag parsing: this binary takes only numbers, switches and regime names.
 mod flags {
+    use perf::peers::Peers;
     use perf::regime::Regime;
 
     pub struct Flags {
@@ -34,7 +37,7 @@ mod flags {
         pub depth: usize,
         pub runs: usize,
         pub seed: u64,
-        pub peers: bool,
+        pub peers: Peers,
         pub hgrm: Option<std::path::PathBuf>,
         pub window: Option<usize>,
         /// The regimes to run.
@@ -50,7 +53,7 @@ mod flags {
             depth: 5_000,
             runs: 5,
             seed: 42,
-            peers: true,
+            peers: Peers::ALL,
             hgrm: None,
             window: None,
             regimes: Regime::ALL.to_vec(),
@@ -75,7 +78,8 @@ mod flags {
                         f.mixes = false;
                     }
                 },
-                "--no-peers" => f.peers = false,
+                "--peers" => f.peers = Peers::parse(&value("--peers")?)?,
+                "--no-peers" => f.peers = Peers::NONE,
                 "--hgrm" => f.hgrm = Some(value("--hgrm")?.into()),
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown flag {other}")),
@@ -88,7 +92,7 @@ mod flags {
     }
 }
 
-const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] [--window N] [--runs N] [--seed N] [--regime static|normal|swing|flash-crash[,…]|all|none] [--no-peers] [--hgrm DIR]";
+const USAGE: &str = "usage: book-bench [--commands N] [--symbols N] [--depth N] [--window N] [--runs N] [--seed N] [--regime static|normal|swing|flash-crash[,…]|all|none] [--peers lobster,orderbook-rs|all|none] [--no-peers] [--hgrm DIR]";
 
 /// Messages per regime unless `--commands` says otherwise (issue 12's scale).
 const REGIME_COMMANDS: usize = 2_000_000;
@@ -183,7 +187,7 @@ fn mixes(flags: &Flags) {
     println!("\n{}", report::table(&ours_full));
     drop(cmds);
 
-    if flags.peers {
+    if flags.peers.any() {
         let common = StreamSpec { mix: Mix::Common, symbols: 1, ..full };
         eprint!("generating the common stream... ");
         let (cmds, stats) = stream::generate(&common);
@@ -197,17 +201,17 @@ fn mixes(flags: &Flags) {
             stats.fills
         );
         let table = stream::table(1);
-        eprintln!("replaying through trading-lab, lobster and orderbook-rs ({} interleaved runs + 1 timed per command each)...", flags.runs);
-        let results = report::measure(
-            &cmds,
-            flags.runs,
-            &mut [
-                Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>),
-                Box::new(|| Box::new(Ours::without_window(&table, capacity)) as Box<dyn Book>),
-                Box::new(|| Box::new(Lobster::new(capacity.orders)) as Box<dyn Book>),
-                Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>),
-            ],
+        eprintln!(
+            "replaying through trading-lab and {} ({} interleaved runs + 1 timed per command each)...",
+            flags.peers.names().join(", "),
+            flags.runs
         );
+        let mut makers: Vec<report::Maker<'_>> = vec![
+            Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>),
+            Box::new(|| Box::new(Ours::without_window(&table, capacity)) as Box<dyn Book>),
+        ];
+        makers.extend(peer_makers(flags.peers, capacity.orders));
+        let results = report::measure(&cmds, flags.runs, &mut makers);
         println!("\n{}", report::table(&results));
         if let Some(dir) = &flags.hgrm {
             if let Err(e) = write_hgrm(dir, &results, "common") {
@@ -232,7 +236,7 @@ fn regimes(flags: &Flags) {
          passive orders d ticks from it with P(d) ∝ (d+2)^-1.5 up to 500; see perf/src/regime.rs.",
         thousands(flags.depth as u64)
     );
-    if flags.peers {
+    if flags.peers.any() {
         println!(
             "The peers' adapters take only GTC limits and cancels, so they replay each regime's **common** form: \
              an IOC is a limit then a cancel of what rests of it, a modify a cancel then a new limit \
@@ -262,21 +266,20 @@ fn regimes(flags: &Flags) {
         let mut streams = vec![native];
         let mut makers: Vec<report::Maker<'_>> =
             vec![Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>)];
-        if flags.peers {
-            streams.extend([common, common, common]);
+        if flags.peers.any() {
             makers.push(Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>));
-            makers.push(Box::new(|| Box::new(Lobster::new(capacity.orders)) as Box<dyn Book>));
-            makers.push(Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>));
+            makers.extend(peer_makers(flags.peers, capacity.orders));
+            streams.resize(makers.len(), common);
         }
-        eprintln!(
-            "replaying {} ({} interleaved runs + 1 timed per command each)...",
-            if flags.peers {
-                "native through trading-lab, common through trading-lab, lobster, orderbook-rs"
-            } else {
-                "native through trading-lab"
-            },
-            flags.runs
-        );
+        let replaying = if flags.peers.any() {
+            format!(
+                "native through trading-lab, common through trading-lab, {}",
+                flags.peers.names().join(", ")
+            )
+        } else {
+            "native through trading-lab".to_string()
+        };
+        eprintln!("replaying {replaying} ({} interleaved runs + 1 timed per command each)...", flags.runs);
         let results = report::measure_each(&streams, flags.runs, &mut makers);
         let msgs = stream.native.len() as f64;
         let lines: Vec<RegimeLine<'_>> = results
@@ -304,12 +307,24 @@ fn regimes(flags: &Flags) {
             }
         }
     }
-    if flags.peers {
+    if flags.peers.any() {
         println!("### Every regime, M msg/s (ours ÷ peer: on the same common form)\n");
         println!("{}", report::regime_summary(&rows));
     } else if let Some(worst) = rows.iter().min_by(|a, b| a.native.total_cmp(&b.native)) {
         println!("Worst regime: {} at {:.2} M msg/s.\n", worst.regime, worst.native / 1e6);
     }
+}
+
+/// Makers for the chosen peers, each with room for `orders` where it takes a size.
+fn peer_makers<'a>(peers: Peers, orders: usize) -> Vec<report::Maker<'a>> {
+    let mut makers: Vec<report::Maker<'a>> = Vec::new();
+    if peers.lobster {
+        makers.push(Box::new(move || Box::new(Lobster::new(orders)) as Box<dyn Book>));
+    }
+    if peers.orderbook_rs {
+        makers.push(Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>));
+    }
+    makers
 }
 
 /// Prints a regime stream's message mix, order lifecycle, book shape and mid price.
