@@ -8,8 +8,8 @@
 //! regime book too), `--window N` (client-id window per book; the engine default), `--runs N`
 //! (throughput runs per book, 5), `--seed N`, `--regime NAME[,NAME…]|all|none` (only these
 //! regimes, without the full mix and common subset; `none`: no regimes), `--peers
-//! lobster,orderbook-rs|all|none` (which peers run beside ours; `all`; orderbook-rs takes most of
-//! a run's time, so `--peers lobster` makes quick A/B rounds), `--no-peers` (`--peers none`),
+//! lobster,orderbook-rs|all|none` (which peers run beside ours, default `all`; orderbook-rs takes
+//! most of a run's time, so `--peers lobster` makes quick A/B rounds), `--no-peers` (`--peers none`),
 //! `--hgrm DIR` (write each latency histogram as an `.hgrm` percentile file).
 
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use perf::stream::{self, Mix, StreamSpec};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Minimal flag parsing: this binary takes only numbers, switches and regime names.
+/// Minimal flag parsing: this binary takes only numbers, switches, and regime and peer names.
 mod flags {
     use perf::peers::Peers;
     use perf::regime::Regime;
