@@ -15,6 +15,9 @@ pub struct Result {
     pub name: &'static str,
     /// Median commands per second over the throughput runs.
     pub throughput: f64,
+    /// Commands per second of each throughput run, in the order they ran: run `k` of every book
+    /// measured together is one interleaved round.
+    pub runs: Vec<f64>,
     /// Per-command latency in nanoseconds (includes one clock read, see [`clock_overhead_ns`]).
     pub latency: Histogram<u64>,
 }
@@ -67,10 +70,21 @@ fn measure_with<'c>(
             latency.saturating_record((now.duration_since(last).as_nanos() as u64).max(1));
             last = now;
         }
+        let runs = rates[i].clone();
         rates[i].sort_by(f64::total_cmp);
-        results.push(Result { name: names[i], throughput: rates[i][rates[i].len() / 2], latency });
+        results.push(Result { name: names[i], throughput: rates[i][rates[i].len() / 2], runs, latency });
     }
     results
+}
+
+/// The lowest and highest of `ours ÷ peer` over the rounds both ran (round `k`: our run `k` over
+/// the peer's run `k`, the same stream): how far one round's ratio can stray from the medians'.
+/// `None` without a common round.
+pub fn paired_range(ours: &Result, peer: &Result) -> Option<(f64, f64)> {
+    ours.runs.iter().zip(&peer.runs).map(|(o, p)| o / p).fold(None, |range, r| match range {
+        None => Some((r, r)),
+        Some((lo, hi)) => Some((r.min(lo), r.max(hi))),
+    })
 }
 
 /// What one `Instant::now()` between commands adds to each latency sample, in nanoseconds.
@@ -156,10 +170,13 @@ pub struct RegimeRow {
     pub native: f64,
     /// Every book on the common form, ours first: (name, messages per second).
     pub common: Vec<(&'static str, f64)>,
+    /// Per peer (in `common`'s order, ours left out), [`paired_range`] of ours ÷ it.
+    pub paired: Vec<Option<(f64, f64)>>,
 }
 
-/// The regimes side by side, M msg/s, and our speed over each peer's on the same (common) form;
-/// then the worst case of each column, named.
+/// The regimes side by side, M msg/s, and our speed over each peer's on the same (common) form
+/// (the ratio of medians, then the lowest and highest single round's); then the worst case of
+/// each column, named.
 pub fn regime_summary(rows: &[RegimeRow]) -> String {
     let Some(first) = rows.first() else { return String::new() };
     let ours = first.common.first().map_or("ours", |c| c.0);
@@ -174,20 +191,35 @@ pub fn regime_summary(rows: &[RegimeRow]) -> String {
     s += "\n|---|";
     s += &"---:|".repeat(2 + 2 * peers.len());
     s += "\n";
-    // Every column's value per row: throughputs in M msg/s, then ratios.
+    // Every column's value per row: throughputs in M msg/s, then ratios with their rounds' range.
     let columns = |r: &RegimeRow| {
-        let mut v = vec![r.native / 1e6];
-        v.extend(r.common.iter().map(|c| c.1 / 1e6));
+        let mut v: Vec<(f64, Option<(f64, f64)>)> = vec![(r.native / 1e6, None)];
+        v.extend(r.common.iter().map(|c| (c.1 / 1e6, None)));
         let base = r.common.first().map_or(0.0, |c| c.1);
-        v.extend(r.common.iter().skip(1).map(|c| base / c.1));
+        v.extend(
+            r.common
+                .iter()
+                .skip(1)
+                .enumerate()
+                .map(|(i, c)| (base / c.1, r.paired.get(i).copied().flatten())),
+        );
         v
     };
     let ratio_from = 1 + first.common.len();
-    let cell = |k: usize, v: f64| if k >= ratio_from { format!("{v:.2}×") } else { format!("{v:.2}") };
+    // A cell, with a note in its parentheses (the worst row's regime) before the rounds' range.
+    let cell = |k: usize, (v, range): (f64, Option<(f64, f64)>), note: Option<&str>| {
+        let value = if k < ratio_from { format!("{v:.2}") } else { format!("{v:.2}×") };
+        match (note, range) {
+            (Some(note), Some((lo, hi))) => format!("{value} ({note}; {lo:.2}–{hi:.2})"),
+            (Some(note), None) => format!("{value} ({note})"),
+            (None, Some((lo, hi))) => format!("{value} ({lo:.2}–{hi:.2})"),
+            (None, None) => value,
+        }
+    };
     for r in rows {
         s += &format!("| {} |", r.regime);
         for (k, v) in columns(r).into_iter().enumerate() {
-            s += &format!(" {} |", cell(k, v));
+            s += &format!(" {} |", cell(k, v, None));
         }
         s += "\n";
     }
@@ -195,10 +227,10 @@ pub fn regime_summary(rows: &[RegimeRow]) -> String {
     for k in 0..ratio_from + peers.len() {
         let worst = rows
             .iter()
-            .map(|r| (columns(r).get(k).copied().unwrap_or(f64::NAN), r.regime))
-            .min_by(|a, b| a.0.total_cmp(&b.0));
+            .map(|r| (columns(r).get(k).copied().unwrap_or((f64::NAN, None)), r.regime))
+            .min_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
         if let Some((v, regime)) = worst {
-            s += &format!(" {} ({regime}) |", cell(k, v));
+            s += &format!(" {} |", cell(k, v, Some(regime)));
         }
     }
     s + "\n"
@@ -238,7 +270,7 @@ mod tests {
     use super::*;
 
     fn result(name: &'static str) -> Result {
-        Result { name, throughput: 0.0, latency: Histogram::new(3).expect("valid") }
+        Result { name, throughput: 0.0, runs: Vec::new(), latency: Histogram::new(3).expect("valid") }
     }
 
     #[test]
@@ -247,6 +279,7 @@ mod tests {
             regime,
             native: native * 1e6,
             common: vec![("trading-lab", ours * 1e6), ("lobster 0.7", peer * 1e6)],
+            paired: vec![Some((ours / peer - 0.25, ours / peer + 0.5))],
         };
         let s = regime_summary(&[row("static", 3.0, 2.5, 2.0), row("flash-crash", 2.0, 1.8, 2.4)]);
         let lines: Vec<&str> = s.lines().collect();
@@ -254,11 +287,22 @@ mod tests {
             lines[0],
             "| regime | trading-lab, native | trading-lab, common | lobster 0.7 | ours ÷ lobster 0.7 |"
         );
-        assert_eq!(lines[2], "| static | 3.00 | 2.50 | 2.00 | 1.25× |");
+        assert_eq!(lines[2], "| static | 3.00 | 2.50 | 2.00 | 1.25× (1.00–1.75) |");
         assert_eq!(
             lines[4],
-            "| **worst** | 2.00 (flash-crash) | 1.80 (flash-crash) | 2.00 (static) | 0.75× (flash-crash) |"
+            "| **worst** | 2.00 (flash-crash) | 1.80 (flash-crash) | 2.00 (static) | 0.75× (flash-crash; 0.50–1.25) |"
         );
+        let no_rounds = RegimeRow { paired: vec![None], ..row("static", 3.0, 2.5, 2.0) };
+        assert!(regime_summary(&[no_rounds]).contains("| 1.25× |"));
+    }
+
+    #[test]
+    fn paired_ranges_compare_runs_of_the_same_round() {
+        let with = |name, runs: &[f64]| Result { runs: runs.to_vec(), ..result(name) };
+        let (ours, peer) = (with("trading-lab", &[10.0, 12.0, 9.0]), with("lobster 0.7", &[5.0, 8.0, 6.0]));
+        // Rounds: 2.0, 1.5, 1.5; sorted medians alone would give 10 ÷ 6.
+        assert_eq!(paired_range(&ours, &peer), Some((1.5, 2.0)));
+        assert_eq!(paired_range(&ours, &with("none", &[])), None);
     }
 
     #[test]

@@ -297,6 +297,7 @@ fn regimes(flags: &Flags) {
             regime: regime.name(),
             native: lines[0].msgs_per_s,
             common: lines[1..].iter().map(|l| (l.result.name, l.msgs_per_s)).collect(),
+            paired: results.iter().skip(2).map(|peer| report::paired_range(&results[1], peer)).collect(),
         });
         if let Some(dir) = &flags.hgrm {
             if let Err(e) = write_hgrm(dir, &results[..1], &format!("{}-native", regime.name())) {
