@@ -67,18 +67,25 @@ const TAGGED: [u64; 4] = [HIGH, HIGH, HIGH, HIGH >> 16];
 /// (no two partial products share a bit, so nothing carries).
 const GATHER: u64 = 1 << 60 | 1 << 45 | 1 << 30 | 1 << 15;
 
+/// Non-zero iff one of the `tagged` lanes of `x` is 0, and then its lowest set bit is the top bit
+/// of the lowest such lane. In `x - LANES` a borrow crosses into a lane only from a lane that is
+/// 0, so a higher lane may be marked falsely, the lowest never.
+#[inline]
+fn zero_lanes(x: u64, tagged: u64) -> u64 {
+    x.wrapping_sub(LANES) & !x & tagged
+}
+
 impl Chunk {
     const EMPTY: Chunk = Chunk { words: [0; 4] };
 
-    /// True if a tag lane holds `tag`. Exact: in `x - LANES` a borrow crosses into a lane only
-    /// from a lane that is 0, which is itself a match; and lane 15 is above every tag lane.
+    /// True if a tag lane holds `tag`. Exact: a lane is marked only if some lane is a match
+    /// ([`zero_lanes`]); and lane 15 is above every tag lane.
     #[inline]
     fn any(&self, tag: u16) -> bool {
         let pattern = LANES * u64::from(tag);
         let mut zeros = 0;
         for (&word, tagged) in self.words.iter().zip(TAGGED) {
-            let x = word ^ pattern;
-            zeros |= x.wrapping_sub(LANES) & !x & tagged;
+            zeros |= zero_lanes(word ^ pattern, tagged);
         }
         zeros != 0
     }
@@ -97,11 +104,11 @@ impl Chunk {
         bits as u32
     }
 
-    /// The first lane with no tag. The lowest borrow-marked lane is always a real 0.
+    /// The first lane with no tag ([`zero_lanes`] marks the lowest one truly).
     #[inline]
     fn first_free(&self) -> Option<usize> {
         for (w, (&x, tagged)) in self.words.iter().zip(TAGGED).enumerate() {
-            let zeros = x.wrapping_sub(LANES) & !x & tagged;
+            let zeros = zero_lanes(x, tagged);
             if zeros != 0 {
                 return Some(4 * w + zeros.trailing_zeros() as usize / 16);
             }
