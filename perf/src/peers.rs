@@ -176,6 +176,19 @@ impl Peers {
         self.lobster || self.orderbook_rs
     }
 
+    /// Makers for the chosen peers, in the order of [`Peers::names`], each with room for `orders`
+    /// where it takes a size.
+    pub fn makers<'a>(self, orders: usize) -> Vec<crate::report::Maker<'a>> {
+        let mut makers: Vec<crate::report::Maker<'a>> = Vec::new();
+        if self.lobster {
+            makers.push(Box::new(move || Box::new(Lobster::new(orders)) as Box<dyn Book>));
+        }
+        if self.orderbook_rs {
+            makers.push(Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>));
+        }
+        makers
+    }
+
     /// The chosen peers' names, in the order they run.
     pub fn names(self) -> Vec<&'static str> {
         let mut names = Vec::new();
@@ -207,5 +220,17 @@ mod tests {
             "unknown peer `cpptrader`: the known ones are lobster, orderbook-rs (or `all`, `none`)"
         );
         assert!(Peers::parse("").is_err());
+    }
+
+    #[test]
+    fn peer_makers_follow_the_names() {
+        for peers in [Peers::ALL, Peers::NONE, Peers::parse("orderbook-rs").unwrap()] {
+            let made: Vec<&str> = peers.makers(64).iter_mut().map(|make| make().name()).collect();
+            let names = peers.names();
+            assert_eq!(made.len(), names.len());
+            for (book, name) in made.iter().zip(names) {
+                assert!(book.starts_with(name), "{book} is not {name}");
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use flags::*;
 use perf::feed::thousands;
-use perf::peers::{Book, Lobster, OrderbookRs, Ours, Peers};
+use perf::peers::{Book, Ours};
 use perf::regime::{self, RegimeSpec, RegimeStream, PROFILE_BUCKETS};
 use perf::report::{self, RegimeLine, RegimeRow, Result};
 use perf::stream::{self, Mix, StreamSpec};
@@ -210,7 +210,7 @@ fn mixes(flags: &Flags) {
             Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>),
             Box::new(|| Box::new(Ours::without_window(&table, capacity)) as Box<dyn Book>),
         ];
-        makers.extend(peer_makers(flags.peers, capacity.orders));
+        makers.extend(flags.peers.makers(capacity.orders));
         let results = report::measure(&cmds, flags.runs, &mut makers);
         println!("\n{}", report::table(&results));
         if let Some(dir) = &flags.hgrm {
@@ -268,7 +268,7 @@ fn regimes(flags: &Flags) {
             vec![Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>)];
         if flags.peers.any() {
             makers.push(Box::new(|| Box::new(Ours::new(&table, capacity)) as Box<dyn Book>));
-            makers.extend(peer_makers(flags.peers, capacity.orders));
+            makers.extend(flags.peers.makers(capacity.orders));
             streams.resize(makers.len(), common);
         }
         let replaying = if flags.peers.any() {
@@ -314,18 +314,6 @@ fn regimes(flags: &Flags) {
     } else if let Some(worst) = rows.iter().min_by(|a, b| a.native.total_cmp(&b.native)) {
         println!("Worst regime: {} at {:.2} M msg/s.\n", worst.regime, worst.native / 1e6);
     }
-}
-
-/// Makers for the chosen peers, each with room for `orders` where it takes a size.
-fn peer_makers<'a>(peers: Peers, orders: usize) -> Vec<report::Maker<'a>> {
-    let mut makers: Vec<report::Maker<'a>> = Vec::new();
-    if peers.lobster {
-        makers.push(Box::new(move || Box::new(Lobster::new(orders)) as Box<dyn Book>));
-    }
-    if peers.orderbook_rs {
-        makers.push(Box::new(|| Box::new(OrderbookRs::new()) as Box<dyn Book>));
-    }
-    makers
 }
 
 /// Prints a regime stream's message mix, order lifecycle, book shape and mid price.
