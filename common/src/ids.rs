@@ -131,6 +131,12 @@ pub enum IdError {
     Syntax,
 }
 
+/// A character an id may hold (see [`ShortStr`]).
+#[inline]
+fn id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~')
+}
+
 /// An ASCII string of at most 32 bytes, stored inline so it is `Copy` and never allocates.
 ///
 /// Only `A–Z a–z 0–9 . _ - ~`: safe inside Redis keys (`:` separates their parts) and URLs.
@@ -151,12 +157,35 @@ impl ShortStr {
         if s.len() > MAX_ID_LEN {
             return Err(IdError::TooLong);
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~')) {
+        if !s.bytes().all(id_char) {
             return Err(IdError::BadChar);
         }
         let mut bytes = [0; MAX_ID_LEN];
         bytes[..s.len()].copy_from_slice(s.as_bytes());
         Ok(ShortStr { len: s.len() as u8, bytes })
+    }
+
+    /// The characters zero-padded to [`MAX_ID_LEN`] bytes: a fixed-size form for compact storage
+    /// (no character is 0, so the first 0 ends the string). [`ShortStr::from_padded`] reads it back.
+    #[inline]
+    pub fn padded(&self) -> &[u8; MAX_ID_LEN] {
+        &self.bytes
+    }
+
+    /// The string whose [`ShortStr::padded`] form is `bytes`: the characters before the first 0,
+    /// validated as [`ShortStr::new`] does; every byte after them must be 0 too.
+    pub fn from_padded(bytes: &[u8; MAX_ID_LEN]) -> Result<ShortStr, IdError> {
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(MAX_ID_LEN);
+        if len == 0 {
+            return Err(IdError::Empty);
+        }
+        if !bytes[len..].iter().all(|&b| b == 0) {
+            return Err(IdError::Syntax);
+        }
+        if !bytes[..len].iter().all(|&b| id_char(b)) {
+            return Err(IdError::BadChar);
+        }
+        Ok(ShortStr { len: len as u8, bytes: *bytes })
     }
 
     /// The string.
@@ -252,5 +281,20 @@ mod tests {
         }
         assert!(Account::anonymous().is_anonymous());
         assert!(!ShortStr::new("alice").unwrap().is_anonymous());
+    }
+
+    #[test]
+    fn padded_form_round_trips_and_refuses_what_new_refuses() {
+        for s in ["a", "ui-123", &"x".repeat(12), &"y".repeat(13), &"Z~._-9".repeat(6)[..32]] {
+            let id = ShortStr::new(s).unwrap();
+            assert_eq!(ShortStr::from_padded(id.padded()), Ok(id), "{s}");
+        }
+        let mut bytes = [0u8; MAX_ID_LEN];
+        assert_eq!(ShortStr::from_padded(&bytes), Err(IdError::Empty));
+        bytes[..3].copy_from_slice(b"a b");
+        assert_eq!(ShortStr::from_padded(&bytes), Err(IdError::BadChar));
+        bytes[..3].copy_from_slice(b"abc");
+        bytes[5] = b'd';
+        assert_eq!(ShortStr::from_padded(&bytes), Err(IdError::Syntax), "a character after the padding");
     }
 }

@@ -800,7 +800,7 @@ impl Book {
             halted: self.halted,
             bids: side(&self.bids),
             asks: side(&self.asks),
-            window: self.clients.recent().map(|&(account, id)| (self.accounts.name(account), id)).collect(),
+            window: self.clients.recent().map(|(account, id)| (self.accounts.name(account), id)).collect(),
         }
     }
 
@@ -909,7 +909,7 @@ impl Book {
                         return Err(format!("index disagrees for {:?}", n.id));
                     }
                     let key = self.clients.key(n.client);
-                    if !self.clients.contains(key) || n.account != key.0 {
+                    if !self.clients.contains(&key) || n.account != key.0 {
                         return Err(format!("client id of {:?} not taken or owner mismatch", n.id));
                     }
                     qty += n.leaves.0;

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use common::envelope::encode_event;
 use common::{
-    Account, Cancel, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType, Price, Qty,
-    Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
+    Account, Cancel, ClientOrderId, Command, CommandKind, Event, EventKind, NewOrder, OrderId, OrderType,
+    Price, Qty, Replace, Side, SymbolId, SymbolTable, TimeInForce, Timestamp,
 };
 use matcher::{Capacity, Engine};
 use proptest::prelude::*;
@@ -99,6 +99,16 @@ fn account(i: usize) -> Account {
     [Account::anonymous(), acct("alice"), acct("bob")][i % 3]
 }
 
+/// Client id `n`: short, or (odd `n`) longer than the 12 bytes the book keeps inline, with the
+/// same first 12 bytes as every other long one, so only the rest tells them apart.
+fn client_id(n: u8) -> ClientOrderId {
+    if n.is_multiple_of(2) {
+        cid(&format!("c{n}"))
+    } else {
+        cid(&format!("long-client-{n}"))
+    }
+}
+
 /// Turns ops into commands, resolving targets against the orders sent so far.
 fn commands(ops: &[Op]) -> Vec<Command> {
     let mut sent: Vec<(OrderId, SymbolId, Account)> = Vec::new();
@@ -118,7 +128,7 @@ fn commands(ops: &[Op]) -> Vec<Command> {
                 CommandKind::New(NewOrder {
                     symbol: symbol_id,
                     account: account(a),
-                    client_order_id: cid(&format!("c{client}")),
+                    client_order_id: client_id(client),
                     side,
                     order_type: if market { OrderType::Market } else { OrderType::Limit },
                     tif,
