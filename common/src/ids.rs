@@ -133,9 +133,20 @@ pub enum IdError {
 
 /// A character an id may hold (see [`ShortStr`]).
 #[inline]
-fn id_char(b: u8) -> bool {
+const fn id_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~')
 }
+
+/// [`id_char`] by byte value: one load per character.
+static ID_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = id_char(b as u8);
+        b += 1;
+    }
+    table
+};
 
 /// An ASCII string of at most 32 bytes, stored inline so it is `Copy` and never allocates.
 ///
@@ -179,10 +190,18 @@ impl ShortStr {
         if len == 0 {
             return Err(IdError::Empty);
         }
-        if !bytes[len..].iter().all(|&b| b == 0) {
+        // The bytes past `len` as two 128-bit halves, shifted (the book reads ids back this way
+        // for every fill, so no byte loop here).
+        let half = |at: usize| u128::from_le_bytes(bytes[at..at + 16].try_into().unwrap_or_default());
+        let rest_zero = match len {
+            MAX_ID_LEN => true,
+            16.. => half(16) >> (8 * (len - 16)) == 0,
+            _ => half(0) >> (8 * len) == 0 && half(16) == 0,
+        };
+        if !rest_zero {
             return Err(IdError::Syntax);
         }
-        if !bytes[..len].iter().all(|&b| id_char(b)) {
+        if !bytes[..len].iter().all(|&b| ID_CHARS[usize::from(b)]) {
             return Err(IdError::BadChar);
         }
         Ok(ShortStr { len: len as u8, bytes: *bytes })
@@ -296,5 +315,10 @@ mod tests {
         bytes[..3].copy_from_slice(b"abc");
         bytes[5] = b'd';
         assert_eq!(ShortStr::from_padded(&bytes), Err(IdError::Syntax), "a character after the padding");
+        for (len, stray) in [(3, 20), (15, 16), (16, 31), (20, 25)] {
+            let mut bytes = *ShortStr::new(&"q".repeat(len)).unwrap().padded();
+            bytes[stray] = b'q';
+            assert_eq!(ShortStr::from_padded(&bytes), Err(IdError::Syntax), "{len} then one at {stray}");
+        }
     }
 }

@@ -700,25 +700,27 @@ impl Book {
             EventKind::Replaced { order_id: node.id, side: node.side, price, qty, priority_kept: false };
         self.tape.emit(em, kind);
         self.unlink(slot, em);
-        let account = self.accounts.name(node.account);
-        let client_order_id = self.clients.key(node.client).1;
-        let mut taker = Taker {
-            id: node.id,
-            side: node.side,
-            account,
-            account_id: node.account,
-            client_order_id,
-            limit: price,
-            leaves: qty,
-        };
-        if crossing {
+        let leaves = if crossing {
+            // Its account and client id are read only here: the fills name them.
+            let mut taker = Taker {
+                id: node.id,
+                side: node.side,
+                account: self.accounts.name(node.account),
+                account_id: node.account,
+                client_order_id: self.clients.key(node.client).1,
+                limit: price,
+                leaves: qty,
+            };
             self.take(&mut taker, index, em);
-        }
-        if taker.leaves.is_zero() {
+            taker.leaves
+        } else {
+            qty
+        };
+        if leaves.is_zero() {
             self.forget(slot, index);
         } else {
             self.slab[slot].price = price;
-            self.slab[slot].leaves = taker.leaves;
+            self.slab[slot].leaves = leaves;
             self.link(slot, em);
         }
     }
