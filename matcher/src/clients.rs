@@ -10,16 +10,18 @@
 //! book (~64 KiB for the default window and a few thousand open orders; the keys take 8 times
 //! that). Tags sit in 32-byte chunks of 15 plus an overflow count; a key's fingerprint picks its
 //! home chunk and its tag, and the key sits at the same position in `keys`, read to confirm a tag
-//! match (a duplicate, or about one lookup in 6,000) and for the events that name it.
+//! match (a duplicate, or about one lookup in 6,000) and for the events that name it. A key never
+//! moves once placed, so an order keeps its key's position in a [`Handle`], and ending it, or
+//! evicting the oldest id from the window, clears one tag: no probe, no hashing, no cold read. A
+//! chunk that was full when a key passed it counts that key in `overflow` (as in Folly's F14), so
+//! lookups stop at the first chunk nothing passed.
 //!
 //! A key is kept in 16 bytes: the account and an id's first 12 bytes, which is all of most ids.
 //! A longer id keeps the rest of its bytes at the same position in `tails`, made at the first such
 //! id. Every new order writes its key into a position untouched for ~16,000 orders, so the store's
 //! size decides how often that write misses the core's L2: 16 bytes a key instead of 40 took
-//! static from 1.36× lobster to 1.97× (medians of interleaved rounds; README, Speed). A key never moves once placed, so an order keeps its key's position in a [`Handle`], and
-//! ending it, or evicting the oldest id from the window, clears one tag: no probe, no hashing, no
-//! cold read. A chunk that was full when a key passed it counts that key in `overflow` (as in
-//! Folly's F14), so lookups stop at the first chunk nothing passed.
+//! static from 1.36–1.70× lobster to 1.76–2.01× (medians of interleaved sets, the larger gains on a
+//! busy host; README, Speed, *Keys in 16 bytes*).
 //!
 //! The chunks are sized for the book's capacity (open orders + window + 1) at most 3/4 full and
 //! written at construction: steady state allocates nothing. Past capacity, ids spill into an
@@ -34,7 +36,8 @@ use crate::accounts::AccountId;
 use rustc_hash::{FxHashMap, FxHasher};
 
 /// Whose id: ids are unique per account (the symbol is the book's). The account is the book's
-/// interned id ([`crate::accounts`]), which keeps a key at 40 bytes instead of 66.
+/// interned id ([`crate::accounts`]), which keeps a key at 40 bytes instead of 66 (and lets the
+/// table store it in 16).
 pub type ClientKey = (AccountId, ClientOrderId);
 
 /// A taken key's position and fingerprint: what an order keeps to release its id later.
@@ -335,11 +338,15 @@ impl ClientIds {
         }
     }
 
-    /// Keeps the rest of a long id at its position (the first long id sizes `tails`).
+    /// Keeps the rest of a long id at its position. The first long id makes `tails`, written
+    /// through once (20 bytes a position: ~2 MB at the default capacity) so that no later one
+    /// meets a page the kernel has not mapped yet ([`crate::prefault`]); `vec!` of zeros would
+    /// leave the pages unmapped.
     #[cold]
     fn keep_tail(&mut self, slot: usize, key: &ClientKey) {
         if self.tails.is_empty() {
-            self.tails = vec![[0; TAIL]; self.keys.len()];
+            self.tails.reserve_exact(self.keys.len());
+            self.tails.resize(self.keys.len(), [0; TAIL]);
         }
         self.tails[slot] = tail(key);
     }
