@@ -57,8 +57,8 @@ impl OrderIndex {
     /// full; twice that here), memory written now. Every cancel and every new order probes it at
     /// a random id, so shorter probe runs pay for the memory: 16 bytes an entry, 4 MB at the
     /// default capacity instead of 2. On static, interleaved sets of `book-bench --regime static`
-    /// gave 1.60 → 1.76× and 1.67 → 1.74× lobster (and 1.49 → 1.60× and 1.49 → 1.56× in a tenth
-    /// session's; README, Speed).
+    /// gave 1.60 → 1.76× and 1.67 → 1.74× lobster, and the tenth session's sets 1.49 → 1.60× and
+    /// 1.49 → 1.56× (README, Speed).
     pub fn with_capacity(capacity: usize) -> OrderIndex {
         OrderIndex(Table::with_capacity(capacity.saturating_mul(2), 0))
     }
