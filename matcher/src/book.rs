@@ -48,7 +48,8 @@ pub struct Loc {
     pub slot: u32,
 }
 
-/// Exchange order id → location, for every resting order of every book.
+/// Exchange order id → location, for every resting order of every book that is not at its home
+/// ([`crate::slab`]; only a book alone in its engine has homes).
 #[derive(Debug)]
 pub struct OrderIndex(Table<u64, u64>);
 
@@ -396,7 +397,7 @@ impl Book {
                 return self.reject_new(em, id, o, RejectReason::DuplicateClientOrderId);
             }
         }
-        if index.contains_key(&id) {
+        if self.slab.find(id).is_some() || index.contains_key(&id) {
             return self.reject_new(em, id, o, RejectReason::DuplicateOrderId);
         }
         let limit = match o.price {
@@ -450,7 +451,7 @@ impl Book {
         if taker.leaves.is_zero() {
             self.clients.close(client);
         } else if o.order_type == OrderType::Limit && o.tif == TimeInForce::Gtc {
-            let slot = self.slab.alloc();
+            let slot = self.slab.alloc_for(id);
             self.slab[slot] = Node {
                 id,
                 price: limit,
@@ -462,7 +463,9 @@ impl Book {
                 side: o.side,
                 post_only: o.post_only,
             };
-            index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
+            if !self.slab.at_home(slot) {
+                index.insert(id, Loc { symbol: self.tape.symbol.0, slot });
+            }
             self.link(slot, em);
         } else {
             let kind = EventKind::Canceled {
@@ -565,7 +568,9 @@ impl Book {
                         slab[maker.next].prev = NIL;
                     }
                     level.count -= 1;
-                    index.remove(&maker.id);
+                    if !slab.at_home(slot) {
+                        index.remove(&maker.id);
+                    }
                     clients.close(maker.client);
                     slab.remove(slot);
                 }
@@ -634,10 +639,30 @@ impl Book {
         self.forget(slot, index);
     }
 
+    /// Makes this book's orders found by their ids ([`crate::slab`]'s homes): for a book alone in
+    /// its engine, where a cancel's id can only name an order of this book. Only while empty.
+    pub(crate) fn find_by_id(&mut self) {
+        assert!(self.slab.is_empty(), "homes are made before the first order");
+        self.slab = Slab::with_homes(self.slab.capacity());
+    }
+
+    /// The slot of order `id` if it rests at its home (a book found by id).
+    #[inline]
+    pub(crate) fn find(&self, id: OrderId) -> Option<u32> {
+        self.slab.find(id)
+    }
+
+    /// True if the order in `slot` is found through the engine's order index (not at its home).
+    pub(crate) fn indexed(&self, slot: u32) -> bool {
+        !self.slab.at_home(slot)
+    }
+
     /// Frees an ended order's slot, index entry and client id.
     fn forget(&mut self, slot: u32, index: &mut OrderIndex) {
         let node = self.slab[slot];
-        index.remove(&node.id);
+        if !self.slab.at_home(slot) {
+            index.remove(&node.id);
+        }
         self.clients.close(node.client);
         self.slab.remove(slot);
     }
@@ -840,7 +865,11 @@ impl Book {
             halted: image.halted,
             bids: Ladder::new(Side::Buy, capacity.levels),
             asks: Ladder::new(Side::Sell, capacity.levels),
-            slab: Slab::with_capacity(capacity.orders.max(orders)),
+            slab: if self.slab.has_homes() {
+                Slab::with_homes(capacity.orders.max(orders))
+            } else {
+                Slab::with_capacity(capacity.orders.max(orders))
+            },
             clients: ClientIds::new(capacity.orders.max(orders), capacity.client_window),
             accounts: Accounts::with_capacity(1024),
             name: self.name.clone(),
@@ -912,7 +941,12 @@ impl Book {
                         return Err(format!("bad node {n:?} at level {level:?}"));
                     }
                     let want = Loc { symbol: self.tape.symbol.0, slot };
-                    if index.get(&n.id) != Some(want) {
+                    let found = if self.indexed(slot) {
+                        index.get(&n.id) == Some(want) && self.find(n.id).is_none()
+                    } else {
+                        index.get(&n.id).is_none() && self.find(n.id) == Some(slot)
+                    };
+                    if !found {
                         return Err(format!("index disagrees for {:?}", n.id));
                     }
                     let key = self.clients.key(n.client);
@@ -971,6 +1005,49 @@ mod tests {
         book.new_order(OrderId(1), &order, &mut index, &mut Emitter::new(OrderId(1), Timestamp(0), &mut out));
         let slot = index.get(&OrderId(1)).unwrap().slot;
         (book, index, slot)
+    }
+
+    /// A book found by id keeps its orders at their homes, out of the index, and so does its
+    /// restored copy; a taken home sends the next order with that home to the index.
+    #[test]
+    fn a_book_found_by_id_keeps_homes_across_a_restore() {
+        let table = SymbolTable::default();
+        let spec = table.get(SymbolId(0)).unwrap();
+        let capacity = Capacity { orders: 4, levels: 16, client_window: 4 };
+        let mut book = Book::new(SymbolId(0), spec, capacity);
+        book.find_by_id();
+        let mut index = OrderIndex::with_capacity(4);
+        let mut out = Vec::new();
+        // 4 × 4 homes: ids 1 and 17 share one.
+        for (n, id) in [1, 2, 17].into_iter().enumerate() {
+            let order = NewOrder {
+                symbol: SymbolId(0),
+                account: Account::new("a").unwrap(),
+                client_order_id: ClientOrderId::new(&format!("c{n}")).unwrap(),
+                side: Side::Buy,
+                order_type: OrderType::Limit,
+                tif: TimeInForce::Gtc,
+                post_only: false,
+                price: Some(spec.reference),
+                qty: Qty(5),
+            };
+            let id = OrderId(id);
+            book.new_order(id, &order, &mut index, &mut Emitter::new(id, Timestamp(0), &mut out));
+        }
+        let homed = |book: &Book, index: &OrderIndex| {
+            [1, 2, 17].map(|id| (book.find(OrderId(id)).is_some(), index.get(&OrderId(id)).is_some()))
+        };
+        assert_eq!(homed(&book, &index), [(true, false), (true, false), (false, true)]);
+        book.validate(&index).unwrap();
+        let copy = book.restored(&book.image(), capacity).unwrap();
+        let mut copied = OrderIndex::with_capacity(4);
+        for (id, slot) in copy.slots() {
+            if copy.indexed(slot) {
+                copied.insert(id, Loc { symbol: 0, slot });
+            }
+        }
+        assert_eq!(homed(&copy, &copied), [(true, false), (true, false), (false, true)]);
+        copy.validate(&copied).unwrap();
     }
 
     /// A resting order whose level is gone is a corrupt book: it stops, in every build. (It was a
