@@ -657,6 +657,19 @@ impl Book {
         !self.slab.at_home(slot)
     }
 
+    /// Enters every resting order not at its home into `index` (a restored book); returns how many.
+    pub(crate) fn index_into(&self, index: &mut OrderIndex) -> usize {
+        let symbol = self.tape.symbol.0;
+        let mut n = 0;
+        for (id, slot) in self.slots() {
+            if self.indexed(slot) {
+                index.insert(id, Loc { symbol, slot });
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Frees an ended order's slot, index entry and client id.
     fn forget(&mut self, slot: u32, index: &mut OrderIndex) {
         let node = self.slab[slot];
@@ -984,25 +997,34 @@ mod tests {
 
     use super::*;
 
-    /// A book of the first default symbol with one resting bid: the book, the index, its slot.
-    fn one_bid() -> (Book, OrderIndex, u32) {
-        let table = SymbolTable::default();
-        let spec = table.get(SymbolId(0)).unwrap();
-        let mut book = Book::new(SymbolId(0), spec, Capacity { orders: 16, levels: 16, client_window: 16 });
-        let mut index = OrderIndex::with_capacity(16);
-        let order = NewOrder {
+    /// A GTC bid of 5 at the reference of `spec`, from account "a" with client id `client`.
+    fn bid(spec: &SymbolSpec, client: &str) -> NewOrder {
+        NewOrder {
             symbol: SymbolId(0),
             account: Account::new("a").unwrap(),
-            client_order_id: ClientOrderId::new("c").unwrap(),
+            client_order_id: ClientOrderId::new(client).unwrap(),
             side: Side::Buy,
             order_type: OrderType::Limit,
             tif: TimeInForce::Gtc,
             post_only: false,
             price: Some(spec.reference),
             qty: Qty(5),
-        };
-        let mut out = Vec::new();
-        book.new_order(OrderId(1), &order, &mut index, &mut Emitter::new(OrderId(1), Timestamp(0), &mut out));
+        }
+    }
+
+    /// `order` applied as exchange id `id`.
+    fn place(book: &mut Book, index: &mut OrderIndex, id: u64, order: &NewOrder) {
+        let (id, mut out) = (OrderId(id), Vec::new());
+        book.new_order(id, order, index, &mut Emitter::new(id, Timestamp(0), &mut out));
+    }
+
+    /// A book of the first default symbol with one resting bid: the book, the index, its slot.
+    fn one_bid() -> (Book, OrderIndex, u32) {
+        let table = SymbolTable::default();
+        let spec = table.get(SymbolId(0)).unwrap();
+        let mut book = Book::new(SymbolId(0), spec, Capacity { orders: 16, levels: 16, client_window: 16 });
+        let mut index = OrderIndex::with_capacity(16);
+        place(&mut book, &mut index, 1, &bid(spec, "c"));
         let slot = index.get(&OrderId(1)).unwrap().slot;
         (book, index, slot)
     }
@@ -1017,22 +1039,9 @@ mod tests {
         let mut book = Book::new(SymbolId(0), spec, capacity);
         book.find_by_id();
         let mut index = OrderIndex::with_capacity(4);
-        let mut out = Vec::new();
         // 4 × 4 homes: ids 1 and 17 share one.
         for (n, id) in [1, 2, 17].into_iter().enumerate() {
-            let order = NewOrder {
-                symbol: SymbolId(0),
-                account: Account::new("a").unwrap(),
-                client_order_id: ClientOrderId::new(&format!("c{n}")).unwrap(),
-                side: Side::Buy,
-                order_type: OrderType::Limit,
-                tif: TimeInForce::Gtc,
-                post_only: false,
-                price: Some(spec.reference),
-                qty: Qty(5),
-            };
-            let id = OrderId(id);
-            book.new_order(id, &order, &mut index, &mut Emitter::new(id, Timestamp(0), &mut out));
+            place(&mut book, &mut index, id, &bid(spec, &format!("c{n}")));
         }
         let homed = |book: &Book, index: &OrderIndex| {
             [1, 2, 17].map(|id| (book.find(OrderId(id)).is_some(), index.get(&OrderId(id)).is_some()))
@@ -1041,11 +1050,7 @@ mod tests {
         book.validate(&index).unwrap();
         let copy = book.restored(&book.image(), capacity).unwrap();
         let mut copied = OrderIndex::with_capacity(4);
-        for (id, slot) in copy.slots() {
-            if copy.indexed(slot) {
-                copied.insert(id, Loc { symbol: 0, slot });
-            }
-        }
+        assert_eq!(copy.index_into(&mut copied), 1, "only the order whose home was taken");
         assert_eq!(homed(&copy, &copied), [(true, false), (true, false), (false, true)]);
         copy.validate(&copied).unwrap();
     }

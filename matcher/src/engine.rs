@@ -167,13 +167,9 @@ impl Engine {
             }
         }
         for book in built {
-            let symbol = book.symbol().0;
-            for (id, slot) in book.slots() {
-                if book.indexed(slot) {
-                    self.index.insert(id, Loc { symbol, slot });
-                }
-            }
-            self.books[symbol as usize] = book;
+            book.index_into(&mut self.index);
+            let symbol = book.symbol().0 as usize;
+            self.books[symbol] = book;
         }
         Ok(())
     }
