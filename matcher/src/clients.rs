@@ -7,14 +7,17 @@
 //!
 //! Layout, for the cache: every new order asks "is this id taken?", so the question is answered
 //! from 16-bit tags alone, two bytes per id, small enough to stay in the core's cache beside the
-//! book (~64 KiB for the default window and a few thousand open orders; the keys take 8 times
-//! that). Tags sit in 32-byte chunks of 15 plus an overflow count; a key's fingerprint picks its
-//! home chunk and its tag, and the key sits at the same position in `keys`, read to confirm a tag
-//! match (a duplicate, or about one lookup in 6,000) and for the events that name it. A key never
+//! book (~76 KiB for the default window and a few thousand open orders; the keys take 8 times
+//! that). Tags sit in chunks of one cache line, 31 tags plus an overflow count; a key's
+//! fingerprint picks its home chunk and its tag, and the key sits at the same position in `keys`,
+//! read to confirm a tag match (a duplicate, or about one lookup in 3,500) and for the events that
+//! name it. A key never
 //! moves once placed, so an order keeps its key's position in a [`Handle`], and ending it, or
 //! evicting the oldest id from the window, clears one tag: no probe, no hashing, no cold read. A
 //! chunk that was full when a key passed it counts that key in `overflow` (as in Folly's F14), so
-//! lookups stop at the first chunk nothing passed.
+//! lookups stop at the first chunk nothing passed. Chunks of 31 rarely overflow at the load they
+//! are sized for; chunks of 15, half a line, had one lookup in five walk on to the next chunk, and
+//! the book was 9–13 % slower in the same process (README, Speed, *Chunks of a cache line*).
 //!
 //! A key is kept in 16 bytes: the account and an id's first 12 bytes, which is all of most ids.
 //! A longer id keeps the rest of its bytes at the same position in `tails`, made at the first such
@@ -23,7 +26,7 @@
 //! static from 1.36–1.70× lobster to 1.76–2.01× (medians of interleaved sets, the larger gains on a
 //! busy host; README, Speed, *Keys in 16 bytes*).
 //!
-//! The chunks are sized for the book's capacity (open orders + window + 1) at most 3/4 full and
+//! The chunks are sized for the book's capacity (open orders + window + 1) at most 2/3 full and
 //! written at construction: steady state allocates nothing. Past capacity, ids spill into an
 //! ordinary hash map: slower, still exact.
 
@@ -52,26 +55,26 @@ pub struct Handle {
 /// Set in a handle's slot when the key is in the spill (the book past its capacity).
 const SPILL: u32 = 1 << 31;
 /// Tags per chunk.
-const WIDTH: usize = 15;
+const WIDTH: usize = 31;
 /// A free position's tag: real tags are never 0.
 const FREE: u16 = 0;
 
-/// 15 tags and how many keys passed this chunk, full, on their way to a later one: 16 lanes of 16
-/// bits in four words, lane `i` at bits `16 × (i % 4)` of word `i / 4`, the count in lane 15.
-/// Lanes are compared four at a time inside a word (SIMD within a register: the crate has no
-/// `unsafe`, which SSE loads need).
+/// 31 tags and how many keys passed this chunk, full, on their way to a later one: 32 lanes of 16
+/// bits in eight words (one cache line), lane `i` at bits `16 × (i % 4)` of word `i / 4`, the
+/// count in lane 31. Lanes are compared four at a time inside a word (SIMD within a register: the
+/// crate has no `unsafe`, which SSE loads need).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C, align(32))]
+#[repr(C, align(64))]
 struct Chunk {
-    words: [u64; 4],
+    words: [u64; 8],
 }
 
 /// 1 in each lane.
 const LANES: u64 = 0x0001_0001_0001_0001;
 /// Each lane's top bit.
 const HIGH: u64 = 0x8000_8000_8000_8000;
-/// The top bits of the lanes that hold tags, per word (lane 15 holds the overflow count).
-const TAGGED: [u64; 4] = [HIGH, HIGH, HIGH, HIGH >> 16];
+/// The top bits of the lanes that hold tags, per word (lane 31 holds the overflow count).
+const TAGGED: [u64; 8] = [HIGH, HIGH, HIGH, HIGH, HIGH, HIGH, HIGH, HIGH >> 16];
 /// Multiplies the top bits of a word's lanes, shifted to bits 0, 16, 32, 48, into bits 60–63
 /// (no two partial products share a bit, so nothing carries).
 const GATHER: u64 = 1 << 60 | 1 << 45 | 1 << 30 | 1 << 15;
@@ -85,10 +88,10 @@ fn zero_lanes(x: u64, tagged: u64) -> u64 {
 }
 
 impl Chunk {
-    const EMPTY: Chunk = Chunk { words: [0; 4] };
+    const EMPTY: Chunk = Chunk { words: [0; 8] };
 
     /// True if a tag lane holds `tag`. Exact: a lane is marked only if some lane is a match
-    /// ([`zero_lanes`]); and lane 15 is above every tag lane.
+    /// ([`zero_lanes`]); and lane 31 is above every tag lane.
     #[inline]
     fn any(&self, tag: u16) -> bool {
         let pattern = LANES * u64::from(tag);
@@ -125,7 +128,7 @@ impl Chunk {
         None
     }
 
-    /// What lane `i` holds: a tag, or for lane 15 the overflow count.
+    /// What lane `i` holds: a tag, or for lane 31 the overflow count.
     #[inline]
     fn lane(&self, i: usize) -> u16 {
         (self.words[i / 4] >> (16 * (i % 4))) as u16
@@ -238,10 +241,11 @@ impl ClientIds {
     pub fn new(open: usize, window: usize) -> ClientIds {
         // One more than open orders and window: an order's id is taken before it is matched, so
         // a book at capacity still takes a new order's id without spilling.
-        // At most 2^30 keys: their positions (a third more) stay below the SPILL bit.
+        // At most 2^30 keys: their positions (half as many more) stay below the SPILL bit.
         let room = (open + window + 1).min(1 << 30);
-        // At most 3/4 full, so chunks rarely overflow.
-        let chunks = (room * 4 / 3).div_ceil(WIDTH) + 1;
+        // At most 2/3 full, so chunks rarely overflow (3/4 was as fast, 5/6 as slow as chunks of
+        // 15 in the same process: README, Speed, *Chunks of a cache line*).
+        let chunks = (room * 3 / 2).div_ceil(WIDTH) + 1;
         let mut recent = Vec::with_capacity(window);
         crate::prefault::vec(&mut recent, Handle { slot: 0, fingerprint: 0 });
         ClientIds {
@@ -318,7 +322,7 @@ impl ClientIds {
         if self.placed == self.room {
             return self.spill(key, fingerprint);
         }
-        // Fewer keys than 3/4 of the positions: a free one is found before the walk wraps.
+        // Fewer keys than 2/3 of the positions: a free one is found before the walk wraps.
         let mut c = self.home(fingerprint);
         loop {
             let chunk = &mut self.chunks[c];
@@ -595,7 +599,7 @@ mod tests {
         /// matches, zeros, top bits and the overflow lane all occur.
         #[test]
         fn chunk_lanes_match_a_lane_by_lane_reading(
-            lanes in proptest::collection::vec(proptest::sample::select(vec![0u16, 1, 2, 0x7fff, 0x8000, 0xffff]), 16),
+            lanes in proptest::collection::vec(proptest::sample::select(vec![0u16, 1, 2, 0x7fff, 0x8000, 0xffff]), WIDTH + 1),
             tag in proptest::sample::select(vec![1u16, 2, 0x7fff, 0x8000, 0xffff]),
         ) {
             let mut chunk = Chunk::EMPTY;
