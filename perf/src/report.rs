@@ -26,8 +26,8 @@ pub struct Result {
 pub type Maker<'a> = Box<dyn FnMut() -> Box<dyn Book> + 'a>;
 
 /// Replays `cmds` through fresh books from each maker: `runs` timed whole replays each for
-/// throughput, interleaved (book A, book B, …, A, B, …) so that a noisy neighbour slows every
-/// book alike; then one replay per book timing every command.
+/// throughput, interleaved (book A, book B, …, then …, B, A: the order alternates every round) so
+/// that a noisy neighbour slows every book alike; then one replay per book timing every command.
 pub fn measure(cmds: &[Command], runs: usize, makers: &mut [Maker<'_>]) -> Vec<Result> {
     measure_with(runs, makers, |_| cmds)
 }
@@ -46,8 +46,9 @@ fn measure_with<'c>(
 ) -> Vec<Result> {
     let mut rates = vec![Vec::with_capacity(runs); makers.len()];
     let mut names = vec![""; makers.len()];
-    for _ in 0..runs.max(1) {
-        for (i, make) in makers.iter_mut().enumerate() {
+    for round in 0..runs.max(1) {
+        for i in round_order(round, makers.len()) {
+            let make = &mut makers[i];
             let cmds = stream(i);
             let mut book = make();
             names[i] = book.name();
@@ -75,6 +76,19 @@ fn measure_with<'c>(
         results.push(Result { name: names[i], throughput: rates[i][rates[i].len() / 2], runs, latency });
     }
     results
+}
+
+/// The order the books run in a round: as given, then reversed the next round. A book's place in
+/// the round matters a little (the one run after another may find the caches and the allocator as
+/// that one left them; two copies of the same book measured a few per cent apart in fixed order),
+/// so alternating puts every book first and last equally often.
+fn round_order(round: usize, books: usize) -> Vec<usize> {
+    let order = 0..books;
+    if round.is_multiple_of(2) {
+        order.collect()
+    } else {
+        order.rev().collect()
+    }
 }
 
 /// The lowest and highest of `ours ÷ peer` over the rounds both ran (round `k`: our run `k` over
@@ -294,6 +308,14 @@ mod tests {
         );
         let no_rounds = RegimeRow { paired: vec![None], ..row("static", 3.0, 2.5, 2.0) };
         assert!(regime_summary(&[no_rounds]).contains("| 1.25× |"));
+    }
+
+    #[test]
+    fn rounds_alternate_the_order_books_run_in() {
+        assert_eq!(round_order(0, 3), [0, 1, 2]);
+        assert_eq!(round_order(1, 3), [2, 1, 0]);
+        assert_eq!(round_order(2, 3), [0, 1, 2]);
+        assert!(round_order(1, 0).is_empty());
     }
 
     #[test]
