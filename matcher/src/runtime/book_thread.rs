@@ -56,6 +56,13 @@ pub fn run(
                 }
                 break;
             }
+            // A snapshot that came due while the one before was still being written: taken now the
+            // book is idle, not left for a next command that may be long in coming (a quiet book
+            // kept its last commands out of every snapshot until then).
+            if taker.due() {
+                snapshot(&mut taker, &engine, &mut output, &io, stop, metrics);
+                io.unpark();
+            }
             idle.wait();
             continue;
         };
@@ -219,6 +226,59 @@ pub(crate) mod tests {
         let cmd =
             Command { id: OrderId::new(0, offset).unwrap(), ts: Timestamp(1), kind: CommandKind::New(order) };
         Input::Cmd { cmd, replay: false, hops: Hops::default() }
+    }
+
+    #[test]
+    fn a_snapshot_due_while_the_last_is_written_is_taken_once_the_book_is_idle() {
+        let dir = std::env::temp_dir().join(format!("trading-lab-book-thread-{}", std::process::id()));
+        let config = Config { snapshot_dir: Some(dir.clone()), snapshot_every: 2, ..config() };
+        let table = SymbolTable::default();
+        let metrics = std::sync::Arc::new(Metrics::new().unwrap());
+        let (mut to_book, from_consumer) = rtrb::RingBuffer::<Input>::new(16);
+        let (to_io, mut from_book) = rtrb::RingBuffer::<Output>::new(64);
+        let owner = std::sync::Arc::new(crate::runtime::ownership::Ownership::all());
+        let (taker, writer) = crate::runtime::snapshots::pair(&config, table.len(), None, owner);
+        let mut writer = writer.expect("a directory: a writer");
+        let engine = Engine::new(&table, config.capacity);
+        let stop = Stop::default();
+        // The I/O thread's side: counts what the book thread pushed (commands done, snapshot
+        // markers) until `want` holds or `wait` has passed.
+        let mut seen = (0, 0);
+        let mut until =
+            |from_book: &mut rtrb::Consumer<Output>, want: &dyn Fn((usize, usize)) -> bool, wait| {
+                let deadline = std::time::Instant::now() + wait;
+                while !want(seen) && std::time::Instant::now() < deadline {
+                    match from_book.pop() {
+                        Ok(Output::Done { .. }) => seen.0 += 1,
+                        Ok(Output::Snapshot) => seen.1 += 1,
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    }
+                }
+                seen
+            };
+        std::thread::scope(|s| {
+            let io = std::thread::current();
+            let book =
+                s.spawn(|| run(&config, &table, engine, taker, from_consumer, to_io, io, &stop, &metrics));
+            // A failed assertion below stops the book thread too: the scope ends, the test fails.
+            let _stop = crate::runtime::ring::StopOnPanic(stop.clone());
+            for offset in 1..=4 {
+                to_book.push(buy(offset, 9_990 - offset as i64)).unwrap();
+            }
+            // Two commands: a snapshot, whose file is "being written" until the marker below;
+            // two more: due again, while the first is still in flight.
+            let (long, short) = (std::time::Duration::from_secs(5), std::time::Duration::from_millis(200));
+            assert_eq!(until(&mut from_book, &|(done, _)| done == 4, long), (4, 1));
+            assert_eq!(until(&mut from_book, &|_| false, short).1, 1, "not while the last is in flight");
+            writer.marker(&crate::runtime::projection::Projection::default(), &metrics);
+            writer.finish();
+            // No command follows: the idle book takes it.
+            assert_eq!(until(&mut from_book, &|(_, snapshots)| snapshots == 2, long), (4, 2));
+            stop.stop();
+            book.join().unwrap().unwrap();
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
