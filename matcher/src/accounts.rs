@@ -88,16 +88,13 @@ impl Accounts {
         }
     }
 
-    /// Doubles the table.
+    /// Doubles the table and enters every account again (names are distinct: each probe ends at
+    /// the empty slot where it goes).
     #[cold]
     fn grow(&mut self) {
         self.slots = vec![EMPTY; 2 * self.slots.len()];
-        let mask = self.slots.len() - 1;
-        for (id, account) in self.names.iter().enumerate() {
-            let mut i = home(account, mask);
-            while self.slots[i] != EMPTY {
-                i = (i + 1) & mask;
-            }
+        for id in 0..self.names.len() {
+            let (Ok(i) | Err(i)) = self.probe(&self.names[id]);
             self.slots[i] = id as AccountId;
         }
     }
