@@ -147,13 +147,13 @@ pub struct Depth {
 }
 
 /// The incoming side of a match.
-struct Taker {
+struct Taker<'a> {
     id: OrderId,
     side: Side,
-    account: Account,
+    account: &'a Account,
     /// `account` interned (`NONE` while it has no accepted order here).
     account_id: AccountId,
-    client_order_id: ClientOrderId,
+    client_order_id: &'a ClientOrderId,
     /// The worst price it accepts (its limit, or the band's edge for a market order).
     limit: Price,
     leaves: Qty,
@@ -410,9 +410,9 @@ impl Book {
         let mut taker = Taker {
             id,
             side: o.side,
-            account: o.account,
+            account: &o.account,
             account_id: known.unwrap_or(NONE),
-            client_order_id: o.client_order_id,
+            client_order_id: &o.client_order_id,
             limit,
             leaves: o.qty,
         };
@@ -554,8 +554,8 @@ impl Book {
                         taker_leaves: taker.leaves,
                         maker_account,
                         maker_client_order_id,
-                        taker_account: taker.account,
-                        taker_client_order_id: taker.client_order_id,
+                        taker_account: *taker.account,
+                        taker_client_order_id: *taker.client_order_id,
                     };
                     tape.emit(em, kind);
                     maker_leaves.is_zero()
@@ -598,6 +598,7 @@ impl Book {
 
     /// Takes the order in `slot` out of its level's queue (the slot stays allocated) and
     /// reports the level.
+    #[inline(always)]
     fn unlink(&mut self, slot: u32, em: &mut Emitter<'_>) {
         let Node { side, price, leaves, prev, next, .. } = self.slab[slot];
         let ladder = match side {
@@ -624,7 +625,11 @@ impl Book {
         self.tape.emit(em, EventKind::Level { side, price, qty, orders });
     }
 
-    /// Removes a resting order without trading: a cancel of any kind.
+    /// Removes a resting order without trading: a cancel of any kind. Always inlined, with
+    /// [`Book::unlink`] and [`Book::forget`]: a cancel made four calls, each saving and restoring
+    /// registers, and inlined the book ran 2–3 % faster in the same process (README, Speed, *Calls
+    /// that cost*).
+    #[inline(always)]
     fn remove(&mut self, slot: u32, reason: CancelReason, index: &mut OrderIndex, em: &mut Emitter<'_>) {
         let node = self.slab[slot];
         let kind = EventKind::Canceled {
@@ -671,6 +676,7 @@ impl Book {
     }
 
     /// Frees an ended order's slot, index entry and client id.
+    #[inline(always)]
     fn forget(&mut self, slot: u32, index: &mut OrderIndex) {
         let node = self.slab[slot];
         if !self.slab.at_home(slot) {
@@ -745,12 +751,14 @@ impl Book {
         self.unlink(slot, em);
         let leaves = if crossing {
             // Its account and client id are read only here: the fills name them.
+            let account = self.accounts.name(node.account);
+            let client_order_id = self.clients.key(node.client).1;
             let mut taker = Taker {
                 id: node.id,
                 side: node.side,
-                account: self.accounts.name(node.account),
+                account: &account,
                 account_id: node.account,
-                client_order_id: self.clients.key(node.client).1,
+                client_order_id: &client_order_id,
                 limit: price,
                 leaves: qty,
             };
