@@ -204,7 +204,7 @@ impl Ladder {
     /// book thread — in release builds too — rather than go on matching on a broken book (a
     /// `debug_assert!` and an early return here once left the order linked in a freed slot).
     /// The matcher stops and replays what was not committed on the next start.
-    #[inline]
+    #[inline(always)] // Every cancel: README, Speed, *Calls that cost*.
     pub fn level_of(&mut self, price: Price) -> &mut Level {
         match self.locate(self.key(price)) {
             Ok(Some(i)) => &mut self.slots[i],
