@@ -316,7 +316,7 @@ impl ClientIds {
     }
 
     /// [`ClientIds::open`] with the key's [`fingerprint`] already worked out. Always inlined, as
-    /// are [`ClientIds::close`] and [`ClientIds::release`]: called, each cost a prologue and an
+    /// are [`ClientIds::close`] and `release`: called, each cost a prologue and an
     /// epilogue of register saves per order, and inlined the book ran 4 % faster in the same
     /// process (README, Speed, *Calls that cost*).
     #[inline(always)]
