@@ -628,7 +628,7 @@ impl Book {
 
     /// Removes a resting order without trading: a cancel of any kind. Always inlined, with
     /// [`Book::unlink`] and [`Book::forget`]: a cancel made four calls, each saving and restoring
-    /// registers, and inlined the book ran 2–3 % faster in the same process (README, Speed, *Calls
+    /// registers, and inlined the book ran about 2 % faster in the same process (README, Speed, *Calls
     /// that cost*).
     #[inline(always)]
     fn remove(&mut self, slot: u32, reason: CancelReason, index: &mut OrderIndex, em: &mut Emitter<'_>) {

@@ -317,8 +317,8 @@ impl ClientIds {
 
     /// [`ClientIds::open`] with the key's [`fingerprint`] already worked out. Always inlined, as
     /// are [`ClientIds::close`] and `release`: called, each cost a prologue and an
-    /// epilogue of register saves per order, and inlined the book ran 4 % faster in the same
-    /// process (README, Speed, *Calls that cost*).
+    /// epilogue of register saves per order, and inlined the book ran about 3 % faster in the
+    /// same process (README, Speed, *Calls that cost*).
     #[inline(always)]
     pub fn open_as(&mut self, key: ClientKey, fingerprint: u32) -> Handle {
         if self.placed == self.room {
